@@ -1,0 +1,140 @@
+"""The feature extractor: images in, keypoints + scores + descriptors out.
+
+>>> extractor = FeatureExtractor(max_keypoints=500)          # the shipped default model
+>>> features = extractor(cv2.imread("frame.png"))             # BGR, gray, uint8/uint16/float
+>>> features.keypoints  # (N, 2) float32, xy pixels of the input image (see keypoints.py)
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .image import ImageError, to_grayscale_float
+from .keypoints import detect_keypoints, logits_to_heatmap, nms, remove_border, sample_descriptors
+from .model import CELL, SuperPointNet
+from .weights import default_weights_path, load_model
+
+#: Every extractor option and its default, in one place. Values are merged once in __init__.
+default_conf = {
+    "weights": None,            # path to a weight file; None = the shipped default model
+    "device": "auto",           # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"
+    "fp16": True,               # half-precision network on CUDA (always float32 on CPU)
+    "num_threads": None,        # CPU threads for torch; None = torch's default
+    "nms_radius": 4,            # px; 0 disables NMS
+    "detection_threshold": 0.005,
+    "max_keypoints": 1000,      # top-k after NMS; -1 = unlimited
+    "remove_borders": 4,        # px ignored at each image border
+    "uniform_cell": 0,          # px grid cell for spatially uniform selection; 0 = off
+    "max_per_cell": 4,          # keypoints kept per uniform cell
+    "subpixel": False,          # quadratic sub-pixel refinement of keypoint positions
+    "channel_order": "bgr",     # colour order of 3/4-channel inputs
+}
+
+
+@dataclass
+class Features:
+    """Features of one image. ``keypoints``: ``(N, 2)`` float32 xy pixels; ``scores``: ``(N,)``
+    float32 detector probability; ``descriptors``: ``(N, D)`` float32, unit L2 norm;
+    ``image_size``: ``(height, width)`` of the input image."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+    image_size: tuple = field(default=(0, 0))
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available else CPU; an explicit CUDA request without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available (use device='auto' or 'cpu')")
+    return device
+
+
+def pad_to_cell(batch: torch.Tensor) -> torch.Tensor:
+    """Pad ``(B, 1, H, W)`` at the bottom/right to multiples of 8 by edge replication."""
+    h, w = batch.shape[-2:]
+    pad_h, pad_w = (-h) % CELL, (-w) % CELL
+    if pad_h or pad_w:
+        batch = F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate")
+    return batch
+
+
+class FeatureExtractor:
+    """SuperPoint keypoints and descriptors for single images or batches of equal size."""
+
+    def __init__(self, conf: Optional[dict] = None, model: Optional[SuperPointNet] = None, **kwargs):
+        merged = {**default_conf, **(conf or {}), **kwargs}
+        unknown = set(merged) - set(default_conf)
+        if unknown:
+            raise ValueError(f"unknown extractor options: {sorted(unknown)}")
+        self.conf = merged
+        if merged["num_threads"]:
+            torch.set_num_threads(int(merged["num_threads"]))
+        self.device = resolve_device(merged["device"])
+        if model is None:
+            path = merged["weights"] or default_weights_path()
+            model, self.provenance = load_model(os.fspath(path))
+            self.weights_path = str(path)
+        else:
+            self.provenance, self.weights_path = {"format": "in-memory"}, None
+        self.dtype = torch.float16 if (self.device.type == "cuda" and merged["fp16"]) else torch.float32
+        self.model = model.to(self.device, self.dtype).eval()
+
+    @property
+    def descriptor_dim(self) -> int:
+        return self.model.config.descriptor_dim
+
+    def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Equal-size numpy images -> ``(B, 1, H, W)`` float tensor on the extractor's device."""
+        grays = [to_grayscale_float(img, self.conf["channel_order"]) for img in images]
+        shapes = {g.shape for g in grays}
+        if len(shapes) != 1:
+            raise ImageError(f"a batch needs images of one size, got {sorted(shapes)}")
+        return torch.from_numpy(np.stack(grays)[:, None]).to(self.device)
+
+    @torch.inference_mode()
+    def extract_tensor(self, batch: torch.Tensor) -> List[dict]:
+        """``(B, 1, H, W)`` float in [0, 1] -> per image ``{"keypoints", "scores", "descriptors"}``
+        torch tensors on the device (keypoints xy pixels of the unpadded image)."""
+        c = self.conf
+        h, w = batch.shape[-2:]
+        if h < 1 or w < 1:
+            raise ImageError(f"empty image of size {h}x{w}")
+        out = self.model(pad_to_cell(batch.to(self.device, self.dtype)))
+        heatmap = logits_to_heatmap(out["logits"])[:, :h, :w]  # crop padding: coords stay unpadded
+        suppressed = remove_border(nms(heatmap, c["nms_radius"]), c["remove_borders"])
+        max_kp = None if c["max_keypoints"] is None or c["max_keypoints"] < 0 else int(c["max_keypoints"])
+        results = []
+        for i in range(batch.shape[0]):
+            keypoints, scores = detect_keypoints(
+                heatmap[i], c["detection_threshold"], max_kp, uniform_cell=c["uniform_cell"] or None,
+                max_per_cell=c["max_per_cell"], subpixel=c["subpixel"], nms_heatmap=suppressed[i])
+            descriptors = sample_descriptors(out["descriptors"][i], keypoints)
+            results.append({"keypoints": keypoints, "scores": scores, "descriptors": descriptors})
+        return results
+
+    def extract_batch(self, images: Sequence[np.ndarray]) -> List[Features]:
+        """Features for equal-size images in one forward pass (e.g. a stereo pair)."""
+        if len(images) == 0:
+            return []
+        batch = self.to_tensor(images)
+        size = tuple(batch.shape[-2:])
+        return [Features(r["keypoints"].cpu().numpy(), r["scores"].cpu().numpy(),
+                         r["descriptors"].cpu().numpy(), size) for r in self.extract_tensor(batch)]
+
+    def __call__(self, image: Union[np.ndarray, Sequence[np.ndarray]]):
+        """One image -> Features; a list of equal-size images -> list of Features."""
+        if isinstance(image, np.ndarray):
+            return self.extract_batch([image])[0]
+        return self.extract_batch(list(image))

@@ -1,0 +1,148 @@
+"""Keypoint decoding: plain functions over tensors, device-agnostic (CPU and CUDA).
+
+Pixel convention used throughout the package: a keypoint ``(x, y)`` is in pixels of the input
+image, x to the right (column), y down (row), with integer values at pixel *centres*; so pixel
+``(col, row)`` is the point ``(x=col, y=row)`` and the image spans ``[-0.5, W-0.5]``.
+Coarse cell ``(i, j)`` covers pixels ``8j..8j+7`` (x) and ``8i..8i+7`` (y); its centre is
+``(8j + 3.5, 8i + 3.5)``.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from .model import CELL
+
+
+def logits_to_heatmap(logits: torch.Tensor) -> torch.Tensor:
+    """Detector logits ``(B, 65, Hc, Wc)`` -> keypoint probability ``(B, 8*Hc, 8*Wc)`` float32.
+
+    Softmax over the 65 channels, the dustbin dropped, then depth-to-space: channel ``r*8+s`` of
+    cell ``(i, j)`` becomes pixel ``(row 8i+r, col 8j+s)``.
+    """
+    prob = torch.softmax(logits.float(), dim=1)[:, :-1]
+    return F.pixel_shuffle(prob, CELL)[:, 0]
+
+
+def nms(heatmap: torch.Tensor, radius: int) -> torch.Tensor:
+    """Non-maximum suppression on ``(B, H, W)`` scores with a square window of ``2*radius+1`` px.
+
+    Returns the scores with every non-maximum set to 0. Max-pool based so it runs on any device.
+    Two refinement passes recover maxima that were only suppressed by a stronger point that was
+    itself suppressed (keeps detections in textured areas from vanishing).
+    """
+    if radius <= 0:
+        return heatmap
+    window = 2 * radius + 1
+
+    def max_pool(x):
+        return F.max_pool2d(x.unsqueeze(1), window, stride=1, padding=radius).squeeze(1)
+
+    zeros = torch.zeros_like(heatmap)
+    is_max = heatmap == max_pool(heatmap)
+    for _ in range(2):
+        suppressed = max_pool(is_max.to(heatmap.dtype)) > 0
+        remaining = torch.where(suppressed, zeros, heatmap)
+        is_max = is_max | ((remaining == max_pool(remaining)) & ~suppressed)
+    return torch.where(is_max, heatmap, zeros)
+
+
+def remove_border(heatmap: torch.Tensor, border: int) -> torch.Tensor:
+    """Zero the ``border`` outermost pixels of ``(B, H, W)`` scores."""
+    if border <= 0:
+        return heatmap
+    out = torch.zeros_like(heatmap)
+    out[:, border:-border, border:-border] = heatmap[:, border:-border, border:-border]
+    return out
+
+
+def select_uniform(keypoints: torch.Tensor, scores: torch.Tensor, cell_size: int, max_per_cell: int,
+                   image_size: Tuple[int, int]) -> torch.Tensor:
+    """Indices of the ``max_per_cell`` best keypoints in each ``cell_size`` px grid cell.
+
+    ``keypoints``: ``(N, 2)`` xy pixels; ``scores``: ``(N,)``. Returns indices sorted by score.
+    Spreading points over the image is what SLAM front-ends need for well-conditioned geometry.
+    """
+    if keypoints.shape[0] == 0:
+        return torch.zeros(0, dtype=torch.long, device=keypoints.device)
+    width = image_size[1]
+    cols = (width + cell_size - 1) // cell_size
+    cell = (keypoints[:, 1].long() // cell_size) * cols + keypoints[:, 0].long() // cell_size
+    order = torch.argsort(scores, descending=True)
+    # stable sort by cell keeps the score order inside each cell; rank = position within cell
+    by_cell = order[torch.sort(cell[order], stable=True).indices]
+    sorted_cells = cell[by_cell]
+    position = torch.arange(sorted_cells.numel(), device=keypoints.device)
+    is_first = torch.ones_like(sorted_cells, dtype=torch.bool)
+    is_first[1:] = sorted_cells[1:] != sorted_cells[:-1]
+    first_position = torch.cummax(torch.where(is_first, position, torch.zeros_like(position)), 0).values
+    keep = by_cell[(position - first_position) < max_per_cell]
+    return keep[torch.argsort(scores[keep], descending=True)]
+
+
+def refine_subpixel(heatmap: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """Sub-pixel keypoints by a separable quadratic fit on the 3x3 score neighbourhood.
+
+    ``heatmap``: ``(H, W)``; ``keypoints``: ``(N, 2)`` integer-valued xy. Offsets are clamped to
+    half a pixel so a point never leaves its pixel.
+    """
+    if keypoints.shape[0] == 0:
+        return keypoints.float()
+    h, w = heatmap.shape
+    x = keypoints[:, 0].long().clamp(1, w - 2)
+    y = keypoints[:, 1].long().clamp(1, h - 2)
+    c = heatmap[y, x]
+
+    def offset(minus, plus):
+        curvature = minus + plus - 2 * c
+        delta = torch.where(curvature < 0, 0.5 * (minus - plus) / curvature.clamp(max=-1e-12), torch.zeros_like(c))
+        return delta.clamp(-0.5, 0.5)
+
+    dx = offset(heatmap[y, x - 1], heatmap[y, x + 1])
+    dy = offset(heatmap[y - 1, x], heatmap[y + 1, x])
+    return keypoints.float() + torch.stack([dx, dy], dim=-1).to(torch.float32)
+
+
+def sample_descriptors(descriptors: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+    """Bilinearly sample coarse descriptors at keypoints and L2-normalise.
+
+    ``descriptors``: ``(D, Hc, Wc)`` for an image of ``8*Hc x 8*Wc`` pixels; ``keypoints``:
+    ``(N, 2)`` xy pixels (pixel-centre convention, module docstring). Returns ``(N, D)`` float32.
+    With ``align_corners=False`` a coarse sample sits at the centre of its cell, so a keypoint at
+    ``(8j + 3.5, 8i + 3.5)`` gets exactly cell ``(i, j)``'s descriptor.
+    """
+    dim, hc, wc = descriptors.shape
+    if keypoints.shape[0] == 0:
+        return descriptors.new_zeros((0, dim), dtype=torch.float32)
+    size = keypoints.new_tensor([wc * CELL, hc * CELL], dtype=torch.float32)
+    grid = (keypoints.float() + 0.5) / size * 2 - 1
+    sampled = F.grid_sample(descriptors[None].float(), grid[None, None], mode="bilinear",
+                            padding_mode="border", align_corners=False)
+    return F.normalize(sampled[0, :, 0].t(), p=2, dim=1)
+
+
+def detect_keypoints(heatmap: torch.Tensor, detection_threshold: float, max_keypoints: Optional[int],
+                     uniform_cell: Optional[int] = None, max_per_cell: int = 1,
+                     subpixel: bool = False, nms_heatmap: Optional[torch.Tensor] = None
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Keypoints of one image from its NMS-ed, border-cleaned ``(H, W)`` score map.
+
+    Returns ``(keypoints (N, 2) float32 xy pixels, scores (N,) float32)`` sorted by score.
+    ``heatmap`` is the raw (pre-NMS) map used for sub-pixel refinement; ``nms_heatmap`` the
+    suppressed one used for selection (defaults to ``heatmap``).
+    """
+    selected = heatmap if nms_heatmap is None else nms_heatmap
+    ys, xs = torch.nonzero(selected > detection_threshold, as_tuple=True)
+    scores = selected[ys, xs].float()
+    keypoints = torch.stack([xs, ys], dim=-1)
+    if uniform_cell:
+        keep = select_uniform(keypoints, scores, uniform_cell, max_per_cell, tuple(selected.shape))
+    else:
+        keep = torch.argsort(scores, descending=True)
+    if max_keypoints is not None and max_keypoints >= 0:
+        keep = keep[:max_keypoints]
+    keypoints, scores = keypoints[keep], scores[keep]
+    keypoints = refine_subpixel(heatmap, keypoints) if subpixel else keypoints.float()
+    return keypoints, scores

@@ -1,0 +1,44 @@
+"""Shared fixtures. ROS tests must never let DDS leave this machine: set that before anything
+imports rclpy."""
+import os
+import random
+
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+os.environ.setdefault("ROS_DOMAIN_ID", str(100 + random.Random(os.getpid()).randrange(100)))
+os.environ.setdefault("ROS_LOG_DIR", os.path.join(os.environ.get("TMPDIR", "/tmp"), "superpoint_ros_test_logs"))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from superpoint_ros.model import SuperPointConfig, SuperPointNet  # noqa: E402
+from superpoint_ros.weights import save_checkpoint  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def random_model() -> SuperPointNet:
+    torch.manual_seed(0)
+    return SuperPointNet(SuperPointConfig()).eval()
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory, random_model) -> str:
+    path = tmp_path_factory.mktemp("weights") / "random.pt"
+    save_checkpoint(path, random_model, {"training_data": "none (random init, tests only)"})
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def camera_image() -> np.ndarray:
+    """A real 512x512 uint8 grayscale photo (scikit-image's 'camera')."""
+    from skimage import data
+
+    return data.camera()
+
+
+@pytest.fixture(scope="session")
+def astronaut_bgr() -> np.ndarray:
+    """A real 512x512x3 uint8 photo in BGR order."""
+    from skimage import data
+
+    return np.ascontiguousarray(data.astronaut()[..., ::-1])
