@@ -1,0 +1,44 @@
+"""CUDA path: runs only where a GPU is present (skipped on CPU-only machines and CI)."""
+import numpy as np
+import pytest
+import torch
+
+from superpoint_ros import FeatureExtractor, match_descriptors
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def overlap(a, b, tol=1.0):
+    d = np.linalg.norm(a[:, None] - b[None], axis=2)
+    return float((d.min(axis=1) <= tol).mean())
+
+
+def test_cuda_fp16_matches_cpu_fp32(random_weights, camera_image):
+    conf = dict(weights=random_weights, max_keypoints=500, detection_threshold=0.0155)
+    cpu = FeatureExtractor(device="cpu", **conf)(camera_image)
+    gpu_ex = FeatureExtractor(device="auto", **conf)
+    assert gpu_ex.device.type == "cuda" and gpu_ex.dtype == torch.float16
+    gpu = gpu_ex(camera_image)
+    assert len(gpu) == len(cpu)
+    assert overlap(cpu.keypoints, gpu.keypoints) > 0.9
+    m = match_descriptors(cpu.descriptors, gpu.descriptors)
+    same = np.linalg.norm(cpu.keypoints[m.indices[:, 0]] - gpu.keypoints[m.indices[:, 1]], axis=1) < 1.0
+    assert same.mean() > 0.9
+
+
+def test_cuda_batch_equals_one_by_one(random_weights, camera_image):
+    ex = FeatureExtractor(device="cuda", weights=random_weights, fp16=False, max_keypoints=300,
+                          detection_threshold=0.0155)
+    a, b = camera_image[:240, :320], camera_image[200:440, 100:420]
+    batch = ex.extract_batch([a, b])
+    for image, fb in zip([a, b], batch):
+        f1 = ex(image)
+        assert overlap(f1.keypoints, fb.keypoints, tol=0.1) > 0.97
+
+
+def test_matching_runs_on_the_descriptor_device():
+    d = torch.nn.functional.normalize(torch.randn(1000, 256, device="cuda"), dim=1)
+    from superpoint_ros.matching import mutual_nn_match_tensors
+
+    indices, distances = mutual_nn_match_tensors(d, d)
+    assert indices.device.type == "cuda" and len(indices) == 1000
