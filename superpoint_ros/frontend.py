@@ -1,0 +1,245 @@
+"""The visual front-end the ROS node runs, without ROS: features, tracks, temporal and stereo matches.
+
+The rosbag evaluator and the node call exactly this code with the same parameter file:
+
+>>> from superpoint_ros.params import load_params
+>>> frontend = Frontend(load_params("config/superpoint_stereo.yaml"))
+>>> result = frontend.process_stereo(left, right, stamp_s=12.5, frame_id="cam0")
+>>> result.features.keypoints, result.track_ids           # (N, 2) float32 xy px, (N,) int64
+>>> result.temporal.indices, result.temporal.inliers      # (M, 2) (prev idx, curr idx), (M,) bool
+>>> result.stereo.indices, result.stereo.disparities      # (K, 2) (left idx, right idx), (K,) px
+
+Per frame: extract (left + right in ONE batched forward pass), match against the previous frame
+(mutual nearest neighbour + ratio test), reject outliers with OpenCV USAC (F or H), carry track IDs
+over the surviving matches, match left/right under the rectified epipolar constraint.
+
+Tracks never cross a discontinuity: a change of ``frame_id``, time going backwards (or repeating),
+or a forward gap above ``tracking.max_time_gap`` resets them (``result.reset_reason`` says why);
+:meth:`Frontend.reset` does the same on request (e.g. a bag loop).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional
+
+import numpy as np
+
+from .extractor import FeatureExtractor, Features
+from .geometry import match_rectified_stereo, ransac_inliers
+from .image import ImageError
+from .matching import match_descriptors
+from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, extractor_conf, validate
+from .tracking import TrackTable
+
+#: Parameters fixed when the Frontend is built (they shape the network, not the thresholds).
+FIXED_PARAMETERS = tuple(n for n in FRONTEND_PARAMETERS if PARAMETERS[n].read_only)
+
+
+@dataclass
+class TemporalMatches:
+    """Matches between the previous frame (stamp ``previous_stamp_s``) and the current one.
+
+    ``indices``: ``(M, 2)`` int64 rows ``(index into the previous frame's features, index into the
+    current frame's features)``; ``distances``: ``(M,)`` float32 descriptor distances;
+    ``inliers``: ``(M,)`` bool geometric inliers (all ``True`` when ``verified`` is ``False``);
+    ``model``: the 3x3 F or H mapping previous -> current, or ``None``.
+    """
+
+    indices: np.ndarray
+    distances: np.ndarray
+    inliers: np.ndarray
+    previous_stamp_s: float
+    previous_frame_id: str
+    verified: bool = False
+    model: Optional[np.ndarray] = None
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+@dataclass
+class StereoMatches:
+    """Left/right matches of one rectified pair (same stamp). ``indices``: ``(K, 2)`` int64 rows
+    ``(index into left features, index into right features)``; ``distances``: ``(K,)`` float32;
+    ``disparities``: ``(K,)`` float32 px, ``x_left - x_right``."""
+
+    indices: np.ndarray
+    distances: np.ndarray
+    disparities: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+
+@dataclass
+class FrameResult:
+    """Everything the front-end knows about one frame (mono, or the left image of a pair).
+
+    ``track_ids``: ``(N,)`` int64 row-aligned with ``features``; ``track_lengths``: ``(N,)`` int32
+    frames observed (1 = new); ``temporal``: ``None`` on the first frame after a reset;
+    ``right_features``/``stereo``: stereo only; ``timings``: milliseconds per stage
+    (``extract``, ``temporal_match``, ``ransac``, ``tracking``, ``stereo_match``, ``total``);
+    ``reset_reason``: why the tracks were reset before this frame, or ``None``.
+    """
+
+    stamp_s: float
+    frame_id: str
+    features: Features
+    track_ids: np.ndarray
+    track_lengths: np.ndarray
+    temporal: Optional[TemporalMatches] = None
+    right_features: Optional[Features] = None
+    stereo: Optional[StereoMatches] = None
+    timings: Dict[str, float] = field(default_factory=dict)
+    reset_reason: Optional[str] = None
+
+
+class _Clock:
+    """Stage timer: ``with clock("extract"): ...`` records milliseconds."""
+
+    def __init__(self):
+        self.timings: Dict[str, float] = {}
+
+    def __call__(self, stage: str):
+        clock = self
+
+        class _Stage:
+            def __enter__(self):
+                self.start = time.perf_counter()
+
+            def __exit__(self, *exc):
+                clock.timings[stage] = clock.timings.get(stage, 0.0) + (time.perf_counter() - self.start) * 1e3
+
+        return _Stage()
+
+
+class Frontend:
+    """Stateful front-end for one camera (or one rectified stereo rig).
+
+    ``conf``: flat dotted parameters (any subset of :data:`superpoint_ros.params.PARAMETERS`;
+    the output of :func:`superpoint_ros.params.load_params` works as is). ``extractor``: an
+    already built :class:`FeatureExtractor` to share (then the ``extractor.*`` model options in
+    ``conf`` are ignored, the thresholds still apply).
+    """
+
+    def __init__(self, conf: Optional[Mapping[str, Any]] = None, extractor: Optional[FeatureExtractor] = None):
+        self.conf = validate(conf or {})
+        self.extractor = extractor if extractor is not None else FeatureExtractor(extractor_conf(self.conf))
+        self._apply_extractor_thresholds()
+        self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"])
+        self._previous: Optional[FrameResult] = None
+
+    # --- configuration -------------------------------------------------------------------------
+    def update(self, changes: Mapping[str, Any]) -> None:
+        """Change run-time parameters (thresholds, RANSAC, tracking, stereo limits).
+
+        Raises :class:`ParamsError` (and changes nothing) for an invalid value or a parameter that
+        is fixed at construction (``extractor.weights``/``device``/``fp16``/``num_threads``).
+        """
+        fixed = [n for n in changes if n in FIXED_PARAMETERS and changes[n] != self.conf[n]]
+        if fixed:
+            raise ParamsError(f"cannot change {', '.join(fixed)} at run time (restart with the new value)")
+        self.conf = validate({**self.conf, **changes})
+        self._apply_extractor_thresholds()
+        self.tracks.max_age = self.conf["tracking.max_age"]
+        self.tracks.max_displacement = self.conf["tracking.max_displacement"]
+
+    def _apply_extractor_thresholds(self) -> None:
+        conf = extractor_conf(self.conf)
+        for key in ("nms_radius", "detection_threshold", "max_keypoints", "remove_borders", "uniform_cell",
+                    "max_per_cell", "subpixel"):
+            self.extractor.conf[key] = conf[key]
+
+    @property
+    def ratio_test(self) -> Optional[float]:
+        return self.conf["matching.ratio_test"] or None
+
+    @property
+    def max_distance(self) -> Optional[float]:
+        value = self.conf["matching.max_distance"]
+        return None if value >= 2.0 else value
+
+    def reset(self) -> None:
+        """Forget the previous frame and all tracks (new track IDs continue from the counter)."""
+        self._previous = None
+        self.tracks.reset()
+
+    # --- processing ----------------------------------------------------------------------------
+    def process_mono(self, image: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
+        """One image (gray/BGR, uint8/uint16/float in [0, 1]) taken at ``stamp_s`` seconds."""
+        clock = _Clock()
+        reset_reason = self._check_continuity(stamp_s, frame_id)
+        with clock("extract"):
+            features = self.extractor.extract_batch([image])[0]
+        return self._track(features, None, stamp_s, frame_id, clock, reset_reason)
+
+    def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
+        """A rectified stereo pair of equal size; tracks follow the left image."""
+        if getattr(left, "shape", None) is None or getattr(right, "shape", None) is None:
+            raise ImageError("stereo images must be numpy arrays")
+        if left.shape[:2] != right.shape[:2]:
+            raise ImageError(f"stereo images differ in size: left {left.shape[1]}x{left.shape[0]}, "
+                             f"right {right.shape[1]}x{right.shape[0]} (width x height)")
+        clock = _Clock()
+        reset_reason = self._check_continuity(stamp_s, frame_id)
+        with clock("extract"):
+            features, right_features = self.extractor.extract_batch([left, right])  # one forward pass
+        return self._track(features, right_features, stamp_s, frame_id, clock, reset_reason)
+
+    def _check_continuity(self, stamp_s: float, frame_id: str) -> Optional[str]:
+        if not np.isfinite(stamp_s):
+            raise ValueError(f"frame stamp must be finite, got {stamp_s!r}")
+        previous = self._previous
+        if previous is None:
+            return None
+        reason = None
+        gap = stamp_s - previous.stamp_s
+        if frame_id != previous.frame_id:
+            reason = f"frame_id changed from {previous.frame_id!r} to {frame_id!r}"
+        elif gap <= 0:
+            reason = f"time went backwards by {-gap:.6f} s" if gap < 0 else "repeated stamp"
+        elif gap > self.conf["tracking.max_time_gap"]:
+            reason = f"time jumped forward by {gap:.3f} s (> tracking.max_time_gap)"
+        if reason:
+            self.reset()
+        return reason
+
+    def _track(self, features: Features, right_features: Optional[Features], stamp_s: float, frame_id: str,
+               clock: _Clock, reset_reason: Optional[str]) -> FrameResult:
+        conf = self.conf
+        previous = self._previous
+        temporal = None
+        accepted = np.zeros((0, 2), dtype=np.int64)
+        if previous is not None:
+            with clock("temporal_match"):
+                matches = match_descriptors(previous.features.descriptors, features.descriptors,
+                                            self.ratio_test, self.max_distance)
+            with clock("ransac"):
+                if conf["ransac.enabled"]:
+                    geometry = ransac_inliers(
+                        previous.features.keypoints[matches.indices[:, 0]], features.keypoints[matches.indices[:, 1]],
+                        conf["ransac.model"], conf["ransac.method"], conf["ransac.threshold"],
+                        conf["ransac.confidence"], conf["ransac.max_iterations"], conf["ransac.min_matches"])
+                    inliers, verified, model = geometry.inliers, geometry.verified, geometry.model
+                else:
+                    inliers, verified, model = np.ones(len(matches), dtype=bool), False, None
+            temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_s,
+                                       previous.frame_id, verified, model)
+            accepted = matches.indices[inliers]
+        with clock("tracking"):
+            track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
+                                                          self.ratio_test, self.max_distance)
+        stereo = None
+        if right_features is not None:
+            with clock("stereo_match"):
+                indices, distances, disparities = match_rectified_stereo(
+                    features.keypoints, features.descriptors, right_features.keypoints, right_features.descriptors,
+                    conf["stereo.epipolar_tolerance"], conf["stereo.min_disparity"], conf["stereo.max_disparity"],
+                    self.ratio_test, self.max_distance)
+            stereo = StereoMatches(indices, distances, disparities)
+        clock.timings["total"] = sum(clock.timings.values())
+        result = FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal,
+                             right_features, stereo, clock.timings, reset_reason)
+        self._previous = result
+        return result

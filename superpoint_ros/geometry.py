@@ -1,0 +1,128 @@
+"""Two-view geometry for the front-end: robust outlier rejection and rectified-stereo matching.
+
+Points are ``(N, 2)`` float xy pixels in the package's pixel convention (keypoints.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+import torch
+
+#: OpenCV USAC flavours by parameter name (``ransac.method``).
+USAC_METHODS = {
+    "magsac": cv2.USAC_MAGSAC,
+    "default": cv2.USAC_DEFAULT,
+    "accurate": cv2.USAC_ACCURATE,
+    "fast": cv2.USAC_FAST,
+}
+#: Fewest correspondences each model needs.
+MIN_POINTS = {"fundamental": 8, "homography": 4}
+
+
+@dataclass
+class RansacResult:
+    """``inliers``: ``(M,)`` bool; ``model``: the 3x3 F or H (``None`` when not estimated);
+    ``verified``: whether a model was estimated (``False``: too few matches or degenerate data,
+    every match kept)."""
+
+    inliers: np.ndarray
+    model: Optional[np.ndarray]
+    verified: bool
+
+
+def ransac_inliers(points0: np.ndarray, points1: np.ndarray, model: str = "fundamental",
+                   method: str = "magsac", threshold: float = 1.0, confidence: float = 0.999,
+                   max_iterations: int = 1000, min_matches: int = 15) -> RansacResult:
+    """Inlier mask of correspondences ``points0[i] <-> points1[i]`` under a fundamental matrix
+    (epipolar distance, general motion) or a homography (reprojection distance, planar scene or
+    pure rotation), estimated with OpenCV's USAC.
+
+    With fewer than ``max(min_matches, minimal sample)`` matches, or when OpenCV finds no model,
+    every match is kept and ``verified`` is ``False``: a SLAM back-end can still use them, and it
+    can tell them apart.
+    """
+    if model not in MIN_POINTS:
+        raise ValueError(f"unknown geometric model {model!r} (use fundamental or homography)")
+    if method not in USAC_METHODS:
+        raise ValueError(f"unknown USAC method {method!r} (use {', '.join(USAC_METHODS)})")
+    p0 = np.ascontiguousarray(points0, dtype=np.float64).reshape(-1, 2)
+    p1 = np.ascontiguousarray(points1, dtype=np.float64).reshape(-1, 2)
+    if p0.shape != p1.shape:
+        raise ValueError(f"point sets differ in size: {p0.shape} vs {p1.shape}")
+    keep_all = RansacResult(np.ones(len(p0), dtype=bool), None, False)
+    if len(p0) < max(min_matches, MIN_POINTS[model]):
+        return keep_all
+    flag = USAC_METHODS[method]
+    try:
+        if model == "fundamental":
+            matrix, mask = cv2.findFundamentalMat(p0, p1, flag, threshold, confidence, max_iterations)
+        else:
+            matrix, mask = cv2.findHomography(p0, p1, flag, threshold, maxIters=max_iterations,
+                                              confidence=confidence)
+    except cv2.error:  # degenerate configurations (e.g. all points on a line) can throw
+        return keep_all
+    if matrix is None or mask is None or matrix.shape != (3, 3):
+        return keep_all
+    return RansacResult(mask.reshape(-1).astype(bool), matrix, True)
+
+
+def stereo_candidates(left_xy: torch.Tensor, right_xy: torch.Tensor, epipolar_tolerance: float,
+                      min_disparity: float, max_disparity: float) -> torch.Tensor:
+    """``(N, M)`` bool: which left/right keypoint pairs a *rectified* stereo pair allows.
+
+    Rectified means matching points lie on the same row, so ``|y_l - y_r| <= epipolar_tolerance``,
+    and the right camera sits to the right, so the disparity ``x_l - x_r`` lies in
+    ``[min_disparity, max_disparity]``.
+    """
+    dy = (left_xy[:, None, 1] - right_xy[None, :, 1]).abs()
+    disparity = left_xy[:, None, 0] - right_xy[None, :, 0]
+    return (dy <= epipolar_tolerance) & (disparity >= min_disparity) & (disparity <= max_disparity)
+
+
+def masked_mutual_nn(desc0: torch.Tensor, desc1: torch.Tensor, allowed: torch.Tensor,
+                     ratio_test: Optional[float] = None, max_distance: Optional[float] = None):
+    """Mutual nearest neighbours of unit descriptors among the ``allowed`` ``(N, M)`` pairs only.
+
+    The ratio test compares with the second-best *allowed* candidate (so a repeated texture
+    elsewhere in the image does not veto a match the geometry already disambiguates).
+    Returns ``(indices (K, 2) long, distances (K,) float)``.
+    """
+    device = desc0.device
+    empty = (torch.zeros((0, 2), dtype=torch.long, device=device), torch.zeros(0, device=device))
+    if desc0.shape[0] == 0 or desc1.shape[0] == 0:
+        return empty
+    sim = desc0.float() @ desc1.float().t()
+    sim = torch.where(allowed, sim, torch.full_like(sim, -4.0))  # below any real similarity (>= -1)
+    best0 = sim.max(dim=1)
+    best1_index = sim.argmax(dim=0)
+    index0 = torch.arange(desc0.shape[0], device=device)
+    keep = (best1_index[best0.indices] == index0) & (best0.values > -2.0)
+    distance = torch.sqrt(torch.clamp(2.0 - 2.0 * best0.values, min=0.0))
+    if ratio_test and desc1.shape[0] > 1:
+        second = sim.topk(2, dim=1).values[:, 1]
+        # no second allowed candidate: the match is unambiguous, the test passes
+        second_distance = torch.where(second > -2.0, torch.sqrt(torch.clamp(2.0 - 2.0 * second, min=0.0)),
+                                      torch.full_like(second, float("inf")))
+        keep &= distance < ratio_test * second_distance
+    if max_distance is not None:
+        keep &= distance <= max_distance
+    return torch.stack([index0[keep], best0.indices[keep]], dim=1), distance[keep]
+
+
+def match_rectified_stereo(left_xy: np.ndarray, left_desc: np.ndarray, right_xy: np.ndarray,
+                           right_desc: np.ndarray, epipolar_tolerance: float, min_disparity: float,
+                           max_disparity: float, ratio_test: Optional[float] = None,
+                           max_distance: Optional[float] = None):
+    """Stereo matches of a rectified pair: ``(indices (K, 2) int64 (left idx, right idx),
+    distances (K,) float32, disparities (K,) float32 px)``; every match obeys
+    :func:`stereo_candidates`."""
+    lxy, rxy = torch.as_tensor(left_xy, dtype=torch.float32), torch.as_tensor(right_xy, dtype=torch.float32)
+    allowed = stereo_candidates(lxy, rxy, epipolar_tolerance, min_disparity, max_disparity)
+    indices, distances = masked_mutual_nn(torch.as_tensor(left_desc), torch.as_tensor(right_desc), allowed,
+                                          ratio_test, max_distance)
+    indices = indices.cpu().numpy().astype(np.int64)
+    disparities = (lxy[indices[:, 0], 0] - rxy[indices[:, 1], 0]).numpy().astype(np.float32)
+    return indices, distances.float().cpu().numpy(), disparities

@@ -1,0 +1,257 @@
+"""The node's parameters: one table of names, defaults, descriptions and valid ranges.
+
+Both the ROS node (``declare_parameter`` with ``ParameterDescriptor`` ranges) and the ROS-free
+:class:`superpoint_ros.frontend.Frontend` (used by the rosbag evaluator) read this table, so the
+same YAML file configures both:
+
+>>> params = load_params("config/superpoint_mono.yaml")   # flat dict, every name, defaults filled
+>>> params["extractor.max_keypoints"]
+1000
+>>> frontend = Frontend(params)
+
+Names are flat and dotted exactly as ROS 2 stores them (``extractor.max_keypoints``); the YAML
+file may nest them (``extractor: {max_keypoints: 1000}``) or write them dotted. Accepted YAML
+layouts: ``superpoint_node: {ros__parameters: {...}}``, ``/**: {ros__parameters: {...}}`` (also
+with a namespace like ``/robot/superpoint_node``), or a bare mapping of parameters.
+
+ROS parameters cannot be ``None``, so "off" is spelled with a value: ``extractor.weights: ""``
+means the shipped model, ``matching.ratio_test: 0.0`` disables Lowe's test, and so on (see each
+description).
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import yaml
+
+NODE_NAME = "superpoint_node"
+
+
+class ParamsError(ValueError):
+    """Invalid parameters or parameter file; the message lists every problem with its reason."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter. ``kind`` is ``bool``/``int``/``float``/``str``; ``limits`` is an inclusive
+    ``(min, max)`` for numbers; ``choices`` the allowed strings; ``read_only`` parameters are fixed
+    at start-up (the node rejects run-time changes); ``frontend`` marks what the Frontend uses (the
+    rest configure only the ROS node: topics, QoS, queues)."""
+
+    default: Any
+    description: str
+    limits: Optional[Tuple[float, float]] = None
+    choices: Optional[Tuple[str, ...]] = None
+    read_only: bool = False
+    frontend: bool = True
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+
+#: Every parameter, its default, meaning and valid range, in one place.
+PARAMETERS: Dict[str, Param] = {
+    # --- extractor (superpoint_ros.extractor.default_conf) ---
+    "extractor.weights": Param("", "Weight file (project checkpoint or published state_dict); "
+                               "empty = the shipped default model", read_only=True),
+    "extractor.device": Param("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N; "
+                              "an explicit cuda without CUDA is a start-up error", read_only=True),
+    "extractor.fp16": Param(True, "Half-precision network on CUDA (ignored on CPU)", read_only=True),
+    "extractor.num_threads": Param(0, "CPU threads for torch; 0 = torch's default", (0, 256), read_only=True),
+    "extractor.nms_radius": Param(4, "Non-maximum suppression radius in px; 0 disables NMS", (0, 32)),
+    "extractor.detection_threshold": Param(0.005, "Minimum detector probability of a keypoint", (0.0, 1.0)),
+    "extractor.max_keypoints": Param(1000, "Keypoints kept per image, best first; -1 = unlimited", (-1, 100000)),
+    "extractor.remove_borders": Param(4, "Pixels ignored at each image border", (0, 128)),
+    "extractor.uniform_cell": Param(0, "Grid cell in px for spatially uniform keypoints; 0 = off", (0, 1024)),
+    "extractor.max_per_cell": Param(4, "Keypoints kept per uniform grid cell", (1, 1024)),
+    "extractor.subpixel": Param(False, "Quadratic sub-pixel refinement of keypoint positions"),
+    # --- descriptor matching (temporal and stereo) ---
+    "matching.ratio_test": Param(0.9, "Lowe's ratio test on descriptor distances; 0 = off", (0.0, 1.0)),
+    "matching.max_distance": Param(1.2, "Maximum descriptor distance of a match (unit descriptors: "
+                                   "0..2); 2 = no limit", (0.0, 2.0)),
+    # --- outlier rejection of temporal matches ---
+    "ransac.enabled": Param(True, "Reject temporal outliers with OpenCV USAC"),
+    "ransac.model": Param("fundamental", "Geometric model: fundamental (general motion) or homography "
+                          "(planar scene or pure rotation)", choices=("fundamental", "homography")),
+    "ransac.method": Param("magsac", "OpenCV USAC flavour", choices=("magsac", "default", "accurate", "fast")),
+    "ransac.threshold": Param(1.0, "Inlier threshold in px (epipolar or reprojection distance)", (0.01, 100.0)),
+    "ransac.confidence": Param(0.999, "RANSAC confidence", (0.5, 0.999999)),
+    "ransac.max_iterations": Param(1000, "Maximum RANSAC iterations", (1, 1000000)),
+    "ransac.min_matches": Param(15, "Fewer temporal matches than this: no geometric check (all kept "
+                                "and flagged unverified)", (8, 100000)),
+    # --- tracks ---
+    "tracking.max_age": Param(0, "Frames a track may go unmatched and still be re-found (by "
+                              "descriptor, within tracking.max_displacement); 0 = must match every frame",
+                              (0, 1000)),
+    "tracking.max_displacement": Param(64.0, "Max px a lost track may move to be re-found", (0.0, 100000.0)),
+    "tracking.max_time_gap": Param(1.0, "Seconds between frames beyond which tracks reset; time going "
+                                   "backwards also resets", (0.0, 86400.0)),
+    # --- rectified stereo ---
+    "stereo.min_disparity": Param(0.0, "Minimum disparity x_left - x_right in px", (0.0, 10000.0)),
+    "stereo.max_disparity": Param(128.0, "Maximum disparity x_left - x_right in px", (0.0, 10000.0)),
+    "stereo.epipolar_tolerance": Param(2.0, "Max |y_left - y_right| in px of a stereo match", (0.0, 1000.0)),
+    # --- ROS node only ---
+    "stereo.enabled": Param(False, "Subscribe to a rectified stereo pair (left/image_rect, right/image_rect) "
+                            "instead of one image", read_only=True, frontend=False),
+    "input.compressed": Param(False, "Subscribe to sensor_msgs/CompressedImage (<topic>/compressed)",
+                              read_only=True, frontend=False),
+    "input.queue_size": Param(1, "Frames waiting for the processing thread; when full the oldest is "
+                              "dropped (newest frame wins) and counted", (1, 100), read_only=True, frontend=False),
+    "qos.reliability": Param("best_effort", "Image subscription reliability (sensor-data QoS default)",
+                             choices=("best_effort", "reliable"), read_only=True, frontend=False),
+    "qos.depth": Param(5, "Subscription and publisher history depth", (1, 1000), read_only=True, frontend=False),
+    "sync.mode": Param("approximate", "Stereo pairing: exact stamps or approximate within sync.slop",
+                       choices=("exact", "approximate"), read_only=True, frontend=False),
+    "sync.slop": Param(0.005, "Max stamp difference in s of an approximate stereo pair", (0.0, 10.0),
+                       read_only=True, frontend=False),
+    "sync.queue_size": Param(10, "Unpaired messages kept per stereo input", (1, 1000), read_only=True,
+                             frontend=False),
+    "debug.track_length": Param(10, "Frames of trail drawn per track in debug_image (only computed "
+                                "while someone subscribes)", (0, 1000), frontend=False),
+    "diagnostics.period": Param(1.0, "Seconds between /diagnostics messages", (0.05, 3600.0),
+                                read_only=True, frontend=False),
+    "diagnostics.max_latency": Param(0.5, "Mean processing latency in s above which diagnostics warn",
+                                     (0.0, 3600.0), frontend=False),
+}
+
+FRONTEND_PARAMETERS = tuple(name for name, p in PARAMETERS.items() if p.frontend)
+
+
+def defaults() -> Dict[str, Any]:
+    """A fresh flat dict of every parameter's default."""
+    return {name: p.default for name, p in PARAMETERS.items()}
+
+
+def check_value(name: str, value: Any) -> Optional[str]:
+    """Why ``value`` is invalid for parameter ``name``, or ``None`` when it is valid."""
+    param = PARAMETERS.get(name)
+    if param is None:
+        return f"unknown parameter {name!r}"
+    kind = param.kind
+    if kind is bool:
+        if not isinstance(value, bool):
+            return f"{name} must be a bool, got {value!r}"
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"{name} must be an integer, got {value!r}"
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return f"{name} must be a number, got {value!r}"
+        if not math.isfinite(float(value)):
+            return f"{name} must be finite, got {value!r}"
+    elif kind is str and not isinstance(value, str):
+        return f"{name} must be a string, got {value!r}"
+    if param.limits is not None:
+        lo, hi = param.limits
+        if not lo <= value <= hi:
+            return f"{name}={value!r} is outside [{lo}, {hi}] ({param.description})"
+    if param.choices is not None and value not in param.choices:
+        return f"{name}={value!r} is not one of {', '.join(param.choices)}"
+    if name == "extractor.device" and not (value in ("auto", "cpu", "cuda") or
+                                           (value.startswith("cuda:") and value[5:].isdigit())):
+        return f"extractor.device={value!r} must be auto, cpu, cuda or cuda:N"
+    return None
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Integers given for float parameters become floats (YAML ``1`` for ``1.0``)."""
+    param = PARAMETERS.get(name)
+    if param is not None and param.kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def cross_check(params: Mapping[str, Any]) -> list:
+    """Problems that involve more than one parameter."""
+    problems = []
+    if params["stereo.min_disparity"] > params["stereo.max_disparity"]:
+        problems.append(f"stereo.min_disparity={params['stereo.min_disparity']} is larger than "
+                        f"stereo.max_disparity={params['stereo.max_disparity']}")
+    return problems
+
+
+def validate(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """Merge ``params`` (flat dotted names, any subset) over the defaults and check every value.
+
+    Returns the complete flat dict. Raises :class:`ParamsError` listing every problem.
+    """
+    merged = defaults()
+    problems = []
+    for name, value in params.items():
+        value = coerce(name, value)
+        reason = check_value(name, value)
+        if reason:
+            problems.append(reason)
+        else:
+            merged[name] = value
+    if not problems:
+        problems = cross_check(merged)
+    if problems:
+        raise ParamsError("invalid parameters: " + "; ".join(problems))
+    return merged
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """``{"extractor": {"max_keypoints": 5}}`` -> ``{"extractor.max_keypoints": 5}``."""
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _parameters_section(document: Any, source: str, node_name: str) -> Mapping[str, Any]:
+    if document is None:
+        return {}
+    if not isinstance(document, Mapping):
+        raise ParamsError(f"{source}: expected a mapping at the top level, found {type(document).__name__}")
+    sections = [v for k, v in document.items()
+                if isinstance(v, Mapping) and "ros__parameters" in v
+                and (k == "/**" or str(k).rstrip("/").split("/")[-1] in (node_name, "**"))]
+    if any(isinstance(v, Mapping) and "ros__parameters" in v for v in document.values()):
+        if not sections:
+            raise ParamsError(f"{source}: no 'ros__parameters' section for node {node_name!r} or '/**' "
+                              f"(found: {', '.join(map(str, document))})")
+        merged: Dict[str, Any] = {}
+        for section in sections:  # '/**' first in file order, a node-specific one overrides it
+            merged.update(flatten(section["ros__parameters"] or {}))
+        return merged
+    return flatten(document)
+
+
+def load_params(path: os.PathLike | str, node_name: str = NODE_NAME,
+                overrides: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Read the node's YAML parameter file -> complete, validated flat dict (defaults filled in).
+
+    ``overrides`` (flat dotted names) are applied over the file. Raises :class:`ParamsError` with
+    the file name and every problem (unknown names, wrong types, out-of-range values).
+    """
+    path = os.fspath(path)
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            document = yaml.safe_load(f)
+    except FileNotFoundError:
+        raise ParamsError(f"parameter file not found: {path}") from None
+    except yaml.YAMLError as e:
+        raise ParamsError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    flat = dict(_parameters_section(document, path, node_name))
+    flat.update(overrides or {})
+    try:
+        return validate(flat)
+    except ParamsError as e:
+        raise ParamsError(f"{path}: {e}") from None
+
+
+def extractor_conf(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """The ``extractor.*`` parameters as a :data:`superpoint_ros.extractor.default_conf` dict."""
+    conf = {name.split(".", 1)[1]: params[name] for name in PARAMETERS if name.startswith("extractor.")}
+    conf["weights"] = conf["weights"] or None
+    conf["num_threads"] = conf["num_threads"] or None
+    return conf

@@ -1,0 +1,157 @@
+"""The ROS-free front-end: tracks over a moving sequence, resets, stereo, run-time parameters."""
+import numpy as np
+import pytest
+
+from superpoint_ros.extractor import FeatureExtractor
+from superpoint_ros.frontend import Frontend
+from superpoint_ros.image import ImageError
+from superpoint_ros.params import ParamsError
+from superpoint_ros.weights import WeightsError, default_weights_path
+
+SHIFT = 8  # px per frame; a multiple of the network's cell keeps random-weight features comparable
+# Random weights give weak descriptors: test the bookkeeping with the lenient matcher.
+LENIENT = {"matching.ratio_test": 0.0, "matching.max_distance": 2.0, "extractor.max_keypoints": 300}
+
+
+@pytest.fixture(scope="module")
+def extractor(random_weights):
+    return FeatureExtractor(weights=random_weights, device="cpu")
+
+
+def crops(image, n, shift=SHIFT, size=(240, 320)):
+    """A camera panning right: content moves ``shift`` px to the left per frame."""
+    h, w = size
+    return [image[100:100 + h, 60 + k * shift:60 + k * shift + w] for k in range(n)]
+
+
+def test_tracks_persist_over_a_slowly_moving_sequence(extractor, camera_image):
+    frontend = Frontend(LENIENT, extractor=extractor)
+    results = [frontend.process_mono(img, 10.0 + 0.1 * k, "cam") for k, img in enumerate(crops(camera_image, 5))]
+    assert results[0].temporal is None and results[0].reset_reason is None
+    assert (results[0].track_lengths == 1).all()
+    for prev, cur in zip(results, results[1:]):
+        t = cur.temporal
+        assert t.previous_stamp_s == prev.stamp_s and t.previous_frame_id == "cam"
+        assert t.indices.dtype == np.int64 and t.inliers.dtype == bool and len(t.inliers) == len(t)
+        assert t.verified and t.inliers.sum() >= 20
+        # inlier matches move with the camera
+        motion = cur.features.keypoints[t.indices[t.inliers, 1]] - prev.features.keypoints[t.indices[t.inliers, 0]]
+        assert np.median(np.abs(motion - [-SHIFT, 0]).max(axis=1)) < 1.0
+        # an inlier match carries the track id over; ids are unique within a frame
+        assert np.array_equal(cur.track_ids[t.indices[t.inliers, 1]], prev.track_ids[t.indices[t.inliers, 0]])
+        assert len(np.unique(cur.track_ids)) == len(cur.track_ids)
+        assert set(cur.timings) >= {"extract", "temporal_match", "ransac", "tracking", "total"}
+    assert results[-1].track_lengths.max() == 5  # some points were tracked through every frame
+    assert results[-1].track_ids.dtype == np.int64
+
+
+@pytest.mark.parametrize("frame_id, dt, reason", [
+    ("other_cam", 0.1, "frame_id changed"),
+    ("cam", -0.05, "backwards"),
+    ("cam", 0.0, "repeated stamp"),
+    ("cam", 5.0, "jumped forward"),
+])
+def test_discontinuities_reset_tracks(extractor, camera_image, frame_id, dt, reason):
+    frontend = Frontend({**LENIENT, "tracking.max_time_gap": 1.0}, extractor=extractor)
+    a, b = crops(camera_image, 2)
+    first = frontend.process_mono(a, 100.0, "cam")
+    second = frontend.process_mono(b, 100.0 + dt, frame_id)
+    assert reason in second.reset_reason
+    assert second.temporal is None and (second.track_lengths == 1).all()
+    assert set(first.track_ids).isdisjoint(second.track_ids)  # ids are never reused
+
+
+def test_explicit_reset_and_no_reset_within_gap(extractor, camera_image):
+    frontend = Frontend(LENIENT, extractor=extractor)
+    a, b, c = crops(camera_image, 3)
+    frontend.process_mono(a, 1.0, "cam")
+    assert frontend.process_mono(b, 1.5, "cam").reset_reason is None
+    frontend.reset()
+    third = frontend.process_mono(c, 2.0, "cam")
+    assert third.temporal is None and third.reset_reason is None and (third.track_lengths == 1).all()
+
+
+def test_stereo_uses_one_batched_forward_pass_and_obeys_epipolar_constraints(extractor):
+    from skimage import data
+
+    left, right, _ = data.stereo_motorcycle()
+    left, right = left[100:340, 100:420], right[100:340, 100:420]
+    conf = {**LENIENT, "stereo.epipolar_tolerance": 1.5, "stereo.min_disparity": 2.0, "stereo.max_disparity": 96.0}
+    frontend = Frontend(conf, extractor=extractor)
+    batches = []
+    hook = extractor.model.register_forward_hook(lambda module, inputs, output: batches.append(inputs[0].shape[0]))
+    try:
+        result = frontend.process_stereo(left, right, 3.0, "stereo")
+    finally:
+        hook.remove()
+    assert batches == [2]
+    s = result.stereo
+    assert len(s) > 0 and s.indices.dtype == np.int64
+    lk, rk = result.features.keypoints[s.indices[:, 0]], result.right_features.keypoints[s.indices[:, 1]]
+    assert (np.abs(lk[:, 1] - rk[:, 1]) <= 1.5).all()
+    assert np.allclose(s.disparities, lk[:, 0] - rk[:, 0])
+    assert ((s.disparities >= 2.0) & (s.disparities <= 96.0)).all()
+    assert len(np.unique(s.indices[:, 0])) == len(s) and len(np.unique(s.indices[:, 1])) == len(s)
+    assert "stereo_match" in result.timings
+
+
+def test_stereo_rejects_mismatched_sizes(extractor, camera_image):
+    frontend = Frontend(LENIENT, extractor=extractor)
+    with pytest.raises(ImageError, match="differ in size"):
+        frontend.process_stereo(camera_image, camera_image[:, :500], 1.0, "cam")
+
+
+def test_ransac_can_be_switched_off_or_to_homography(extractor, camera_image):
+    a, b = crops(camera_image, 2)
+    off = Frontend({**LENIENT, "ransac.enabled": False}, extractor=extractor)
+    off.process_mono(a, 1.0, "cam")
+    t = off.process_mono(b, 1.1, "cam").temporal
+    assert not t.verified and t.inliers.all() and t.model is None
+    homography = Frontend({**LENIENT, "ransac.model": "homography"}, extractor=extractor)
+    homography.process_mono(a, 1.0, "cam")
+    t = homography.process_mono(b, 1.1, "cam").temporal
+    assert t.verified and t.model.shape == (3, 3)
+    # a pure translation by (-SHIFT, 0): H is close to [[1, 0, -SHIFT], [0, 1, 0], [0, 0, 1]]
+    H = t.model / t.model[2, 2]
+    assert np.allclose(H @ [160.0, 120.0, 1.0] / (H[2] @ [160.0, 120.0, 1.0]), [160.0 - SHIFT, 120.0, 1.0], atol=1.0)
+
+
+def test_run_time_updates_apply_and_invalid_ones_change_nothing(extractor, camera_image):
+    frontend = Frontend(LENIENT, extractor=extractor)
+    frontend.update({"extractor.max_keypoints": 50, "ransac.threshold": 2.0})
+    assert len(frontend.process_mono(camera_image, 1.0, "cam").features) == 50
+    before = dict(frontend.conf)
+    with pytest.raises(ParamsError, match="outside"):
+        frontend.update({"extractor.max_keypoints": 50, "extractor.detection_threshold": 2.0})
+    with pytest.raises(ParamsError, match="run time"):
+        frontend.update({"extractor.device": "cuda"})
+    with pytest.raises(ParamsError, match="min_disparity"):
+        frontend.update({"stereo.min_disparity": 200.0, "stereo.max_disparity": 100.0})
+    assert frontend.conf == before
+
+
+def test_bad_configuration_is_rejected_with_reasons(random_weights):
+    with pytest.raises(ParamsError, match="unknown parameter 'extractor.max_kp'"):
+        Frontend({"extractor.max_kp": 10, "extractor.weights": random_weights})
+    with pytest.raises(WeightsError, match="not found"):
+        Frontend({"extractor.weights": "/nonexistent/weights.pt"})
+
+
+def test_stereo_disparities_agree_with_ground_truth_with_a_trained_model():
+    try:
+        weights = default_weights_path()
+    except WeightsError as e:
+        pytest.skip(f"needs the trained default model: {e}")
+    from skimage import data
+
+    left, right, disparity = data.stereo_motorcycle()
+    frontend = Frontend({"extractor.weights": str(weights), "extractor.device": "cpu",
+                         "stereo.max_disparity": 80.0, "stereo.epipolar_tolerance": 2.0})
+    result = frontend.process_stereo(left, right, 0.0, "stereo")
+    s = result.stereo
+    assert len(s) >= 50
+    xy = np.round(result.features.keypoints[s.indices[:, 0]]).astype(int)
+    truth = disparity[xy[:, 1], xy[:, 0]]
+    known = np.isfinite(truth)
+    assert known.sum() >= 30
+    assert np.mean(np.abs(s.disparities[known] - truth[known]) <= 3.0) >= 0.8
