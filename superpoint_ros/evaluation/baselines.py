@@ -1,0 +1,97 @@
+"""Local-feature methods compared by the benchmark: SuperPoint (any weights), OpenCV ORB and SIFT.
+
+Every method takes the same uint8 grayscale image and returns keypoints sorted by decreasing
+score (so the benchmark can take a detector top-k by slicing) and mutual-nearest-neighbour
+matches with the metric that suits its descriptor (L2 for float descriptors, Hamming for ORB).
+No ratio test: the same plain protocol for every method, as in the SuperPoint paper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from ..matching import match_descriptors
+
+
+@dataclass
+class MethodFeatures:
+    """``keypoints``: ``(N, 2)`` float32 xy px (pixel-centre convention), sorted by decreasing
+    ``scores`` ``(N,)``; ``descriptors``: ``(N, D)`` float32 or uint8 (binary)."""
+
+    keypoints: np.ndarray
+    scores: np.ndarray
+    descriptors: np.ndarray
+
+
+class SuperPointMethod:
+    """The package's FeatureExtractor + mutual-NN matching."""
+
+    def __init__(self, weights: Optional[str], max_keypoints: int, name: str = "superpoint", **conf):
+        from ..extractor import FeatureExtractor
+
+        self.name = name
+        self.extractor = FeatureExtractor(weights=weights, max_keypoints=max_keypoints, **conf)
+        self.weights_path = self.extractor.weights_path
+        self.provenance = self.extractor.provenance
+
+    def extract(self, gray: np.ndarray) -> MethodFeatures:
+        f = self.extractor(gray)
+        return MethodFeatures(f.keypoints, f.scores, f.descriptors)
+
+    def match(self, f0: MethodFeatures, f1: MethodFeatures) -> np.ndarray:
+        return match_descriptors(f0.descriptors, f1.descriptors).indices
+
+    def describe(self) -> dict:
+        return {"weights": self.weights_path, "provenance": {k: str(v) for k, v in self.provenance.items()},
+                "conf": {k: v for k, v in self.extractor.conf.items() if k != "weights"}}
+
+
+class OpenCVMethod:
+    """ORB or SIFT from OpenCV, keypoints sorted by response, cross-checked brute-force matching."""
+
+    def __init__(self, name: str, max_keypoints: int):
+        self.name = name
+        if name == "orb":
+            self.detector = cv2.ORB_create(nfeatures=max_keypoints)
+            self.norm = cv2.NORM_HAMMING
+        elif name == "sift":
+            self.detector = cv2.SIFT_create(nfeatures=max_keypoints)
+            self.norm = cv2.NORM_L2
+        else:
+            raise ValueError(f"unknown OpenCV method {name!r} (expected 'orb' or 'sift')")
+        self.max_keypoints = max_keypoints
+
+    def extract(self, gray: np.ndarray) -> MethodFeatures:
+        keypoints, descriptors = self.detector.detectAndCompute(gray, None)
+        if descriptors is None or len(keypoints) == 0:
+            dim, dtype = (32, np.uint8) if self.norm == cv2.NORM_HAMMING else (128, np.float32)
+            return MethodFeatures(np.zeros((0, 2), np.float32), np.zeros(0, np.float32), np.zeros((0, dim), dtype))
+        xy = np.array([k.pt for k in keypoints], np.float32)
+        response = np.array([k.response for k in keypoints], np.float32)
+        order = np.argsort(-response, kind="stable")[: self.max_keypoints]
+        return MethodFeatures(xy[order], response[order], descriptors[order])
+
+    def match(self, f0: MethodFeatures, f1: MethodFeatures) -> np.ndarray:
+        if len(f0.descriptors) == 0 or len(f1.descriptors) == 0:
+            return np.zeros((0, 2), np.int64)
+        matcher = cv2.BFMatcher(self.norm, crossCheck=True)
+        found = matcher.match(f0.descriptors, f1.descriptors)
+        return np.array([[m.queryIdx, m.trainIdx] for m in found], np.int64).reshape(-1, 2)
+
+    def describe(self) -> dict:
+        return {"opencv": cv2.__version__, "max_keypoints": self.max_keypoints}
+
+
+def build_method(spec: str, max_keypoints: int, extractor_conf: Optional[dict] = None):
+    """``orb`` | ``sift`` | ``superpoint`` (default model) | ``NAME=WEIGHTS_PATH`` (SuperPoint)."""
+    if spec in ("orb", "sift"):
+        return OpenCVMethod(spec, max_keypoints)
+    if spec == "superpoint":
+        return SuperPointMethod(None, max_keypoints, **(extractor_conf or {}))
+    if "=" in spec:
+        name, path = spec.split("=", 1)
+        return SuperPointMethod(path, max_keypoints, name=name, **(extractor_conf or {}))
+    raise ValueError(f"unknown method {spec!r}: use orb, sift, superpoint or NAME=WEIGHTS_PATH")

@@ -1,0 +1,277 @@
+"""``superpoint-make-dataset OUT``: an HPatches-layout evaluation set built offline from real photos.
+
+For every source photo (scikit-image's sample photos; Debian's opencv-doc sample images when
+installed; any ``--images DIR``) it writes two sequences of six images:
+
+- ``v_<name>``: viewpoint. Image 1 is a crop of the photo; images 2..6 are views of the same photo
+  under random homographies of increasing strength (rotation, scale, perspective, translation).
+  The photo outside the crop fills the new view where it can (mirrored beyond the photo), so
+  there are no black borders.
+- ``i_<name>``: illumination. Identity geometry; images 2..6 get increasing photometric changes
+  (gamma, gain, colour cast, a smooth shading field and sensor noise).
+
+Layout (as HPatches): ``<seq>/1.png .. 6.png`` and ``<seq>/H_1_2 .. H_1_6`` (3x3 text, mapping
+image-1 pixels to image-k pixels, pixel-centre convention) plus ``dataset.json`` (sources, seed,
+parameters). Same arguments -> same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+#: scikit-image photos that are real, textured camera images (no downloads needed).
+SKIMAGE_PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "gravel", "grass", "moon",
+                  "coins", "immunohistochemistry", "hubble_deep_field", "stereo_motorcycle")
+#: Where Debian/Ubuntu's opencv-doc package puts OpenCV's sample images.
+OPENCV_DOC_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
+NUM_IMAGES = 6
+
+default_conf = {
+    "size": (480, 640),         # (height, width) of every written image
+    "seed": 0,
+    "max_rotation_deg": 25.0,   # at full strength (image 6); image k uses strength (k-1)/5
+    "max_log_scale": 0.35,
+    "max_perspective": 0.15,    # corner jitter, fraction of the image size
+    "max_translation": 0.08,    # fraction of the image size
+    "noise_sigma": 2.0,         # grey levels of Gaussian noise added to images 2..6
+    "min_source_size": 256,     # skip smaller source photos (px, shorter side)
+}
+
+
+def _to_bgr8(image: np.ndarray) -> np.ndarray:
+    if image.dtype != np.uint8:
+        image = np.clip(image * (255.0 if image.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        image = image[..., :3]
+    return np.ascontiguousarray(image)
+
+
+def skimage_photos() -> Iterator[Tuple[str, np.ndarray]]:
+    """``(name, BGR uint8)`` for the bundled scikit-image photos that load without a download."""
+    from skimage import data
+
+    for name in SKIMAGE_PHOTOS:
+        try:
+            image = getattr(data, name)()
+        except Exception:  # optional data that needs pooch/network: just not available here
+            continue
+        if isinstance(image, tuple):  # stereo_motorcycle -> (left, right, disparity)
+            image = image[0]
+        image = _to_bgr8(image)
+        if image.ndim == 3 and image.shape[2] == 3:
+            image = image[..., ::-1]  # scikit-image is RGB
+        yield name, np.ascontiguousarray(image)
+
+
+def folder_photos(folder: Path) -> Iterator[Tuple[str, np.ndarray]]:
+    for path in sorted(folder.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is not None:
+                yield path.stem, image
+
+
+def collect_sources(extra_dirs: List[Path], use_skimage: bool = True, use_opencv_doc: bool = True,
+                    min_size: int = 256) -> List[Tuple[str, np.ndarray]]:
+    """All usable source photos, named uniquely (lower-case, ``[a-z0-9_]``)."""
+    iterators = [skimage_photos()] if use_skimage else []
+    if use_opencv_doc:
+        iterators += [folder_photos(Path(d)) for d in OPENCV_DOC_DIRS if Path(d).is_dir()]
+    iterators += [folder_photos(d) for d in extra_dirs]
+    sources, seen = [], set()
+    for iterator in iterators:
+        for name, image in iterator:
+            if min(image.shape[:2]) < min_size:
+                continue
+            clean = "".join(c if c.isalnum() else "_" for c in name.lower())
+            while clean in seen:
+                clean += "_"
+            seen.add(clean)
+            sources.append((clean, image))
+    return sources
+
+
+def random_homography(rng: np.random.Generator, size: Tuple[int, int], strength: float, conf: dict) -> np.ndarray:
+    """A plausible random viewpoint change of the given strength in [0, 1] for an (H, W) image:
+    rotation + scale about the centre, corner jitter (perspective), translation. Re-drawn until the
+    image maps to a convex quadrilateral covering a sensible area."""
+    height, width = size
+    corners = np.array([[0, 0], [width - 1, 0], [width - 1, height - 1], [0, height - 1]], np.float32)
+    centre = corners.mean(axis=0)
+    extent = np.array([width, height], np.float32)
+    for _ in range(100):
+        angle = np.deg2rad(rng.uniform(-1, 1) * conf["max_rotation_deg"] * strength)
+        scale = np.exp(rng.uniform(-1, 1) * conf["max_log_scale"] * strength)
+        rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], np.float32)
+        moved = centre + scale * (corners - centre) @ rotation.T
+        moved += rng.uniform(-1, 1, (4, 2)) * conf["max_perspective"] * strength * extent
+        moved += rng.uniform(-1, 1, 2) * conf["max_translation"] * strength * extent
+        quad_area = cv2.contourArea(moved.astype(np.float32))
+        if cv2.isContourConvex(moved.astype(np.float32)) and 0.3 < quad_area / (width * height) < 3.0:
+            return cv2.getPerspectiveTransform(corners, moved.astype(np.float32)).astype(np.float64)
+    raise RuntimeError("could not draw a valid random homography")  # practically unreachable
+
+
+def photometric_change(image: np.ndarray, rng: np.random.Generator, strength: float) -> np.ndarray:
+    """BGR uint8 -> BGR uint8 with gamma, gain, colour cast and a smooth shading field."""
+    height, width = image.shape[:2]
+    x = image.astype(np.float32) / 255.0
+    gamma = np.exp(rng.uniform(-1, 1) * 0.6 * strength)
+    gain = np.exp(rng.uniform(-1, 1) * 0.5 * strength)
+    cast = np.exp(rng.uniform(-1, 1, 3) * 0.2 * strength).astype(np.float32)
+    ys, xs = np.mgrid[0:height, 0:width].astype(np.float32)
+    direction = rng.normal(size=2)
+    direction /= np.linalg.norm(direction) + 1e-9
+    ramp = ((xs / width - 0.5) * direction[0] + (ys / height - 0.5) * direction[1])
+    spot = rng.uniform([0, 0], [width, height])
+    radius = 0.5 * max(height, width)
+    blob = np.exp(-((xs - spot[0]) ** 2 + (ys - spot[1]) ** 2) / (2 * radius ** 2))
+    shading = np.exp(strength * (0.8 * ramp + 0.5 * (blob - 0.5)))
+    y = gain * np.power(x, gamma) * shading[..., None] * cast
+    return np.clip(y * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return image
+    noisy = image.astype(np.float32) + rng.normal(0.0, sigma, image.shape).astype(np.float32)
+    return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
+
+
+def prepare_source(image: np.ndarray, size: Tuple[int, int], margin: float = 1.5) -> Tuple[np.ndarray, np.ndarray]:
+    """Resize the photo to cover ``margin`` times the output size; returns ``(resized, T)`` where
+    ``T`` maps reference-image pixels to resized-photo pixels (a centred crop)."""
+    height, width = size
+    h, w = image.shape[:2]
+    scale = max(margin * height / h, margin * width / w)
+    new_w, new_h = int(round(w * scale)), int(round(h * scale))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    offset = np.array([(new_w - width) / 2.0, (new_h - height) / 2.0])
+    to_source = np.array([[1, 0, np.floor(offset[0])], [0, 1, np.floor(offset[1])], [0, 0, 1]], np.float64)
+    return resized, to_source
+
+
+def viewpoint_sequence(image: np.ndarray, rng: np.random.Generator, conf: dict) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """Six views and the five homographies H_1_k of a viewpoint sequence."""
+    size = tuple(conf["size"])
+    source, to_source = prepare_source(image, size)
+    dsize = (size[1], size[0])
+    # warpPerspective samples dst(y) = src(M^-1 y); image k at y shows reference pixel H^-1 y,
+    # i.e. source pixel T H^-1 y, so M = H T^-1.
+    reference = cv2.warpPerspective(source, np.linalg.inv(to_source), dsize, flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT_101)
+    images, homographies = [reference], []
+    for k in range(2, NUM_IMAGES + 1):
+        h = random_homography(rng, size, (k - 1) / (NUM_IMAGES - 1), conf)
+        view = cv2.warpPerspective(source, h @ np.linalg.inv(to_source), dsize, flags=cv2.INTER_LINEAR,
+                                   borderMode=cv2.BORDER_REFLECT_101)
+        images.append(add_noise(view, rng, conf["noise_sigma"]))
+        homographies.append(h)
+    return images, homographies
+
+
+def illumination_sequence(image: np.ndarray, rng: np.random.Generator, conf: dict) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """Six images with identity geometry and increasing photometric change."""
+    size = tuple(conf["size"])
+    source, to_source = prepare_source(image, size)
+    reference = cv2.warpPerspective(source, np.linalg.inv(to_source), (size[1], size[0]), flags=cv2.INTER_LINEAR)
+    images = [reference]
+    for k in range(2, NUM_IMAGES + 1):
+        changed = photometric_change(reference, rng, (k - 1) / (NUM_IMAGES - 1))
+        images.append(add_noise(changed, rng, conf["noise_sigma"] * (1 + (k - 1) / 2)))
+    return images, [np.eye(3) for _ in range(2, NUM_IMAGES + 1)]
+
+
+def write_sequence(folder: Path, images: List[np.ndarray], homographies: List[np.ndarray]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, image in enumerate(images, start=1):
+        if not cv2.imwrite(str(folder / f"{k}.png"), image):
+            raise OSError(f"could not write {folder / f'{k}.png'}")
+    for k, h in enumerate(homographies, start=2):
+        np.savetxt(folder / f"H_1_{k}", h, fmt="%.10g")
+
+
+def make_dataset(output: Path, conf: Optional[dict] = None, sources: Optional[List[Tuple[str, np.ndarray]]] = None,
+                 kinds: str = "iv", max_sources: Optional[int] = None) -> Dict:
+    """Build the dataset; returns the manifest also written to ``output/dataset.json``."""
+    conf = {**default_conf, **(conf or {})}
+    unknown = set(conf) - set(default_conf)
+    if unknown:
+        raise ValueError(f"unknown make_dataset options: {sorted(unknown)}")
+    if sources is None:
+        sources = collect_sources([], min_size=conf["min_source_size"])
+    if max_sources:
+        sources = sources[:max_sources]
+    if not sources:
+        raise ValueError("no source photos found (scikit-image missing? pass --images DIR)")
+    output = Path(output)
+    sequences = []
+    for index, (name, image) in enumerate(sources):
+        for kind in kinds:
+            builder = viewpoint_sequence if kind == "v" else illumination_sequence
+            rng = np.random.default_rng([conf["seed"], index, ord(kind)])
+            images, homographies = builder(image, rng, conf)
+            write_sequence(output / f"{kind}_{name}", images, homographies)
+            sequences.append(f"{kind}_{name}")
+    manifest = {"layout": "hpatches", "sequences": sequences, "sources": [n for n, _ in sources],
+                "conf": {k: list(v) if isinstance(v, tuple) else v for k, v in conf.items()},
+                "homography_convention": "H_1_k maps image-1 pixels to image-k pixels; integer coordinates "
+                                         "at pixel centres"}
+    (output / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def parse_size(text: str) -> Tuple[int, int]:
+    """``"480x640"`` (height x width) -> ``(480, 640)``."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be HEIGHTxWIDTH, e.g. 480x640, got {text!r}") from None
+    if height < 16 or width < 16:
+        raise argparse.ArgumentTypeError(f"size {text!r} is too small (at least 16x16)")
+    return height, width
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="superpoint-make-dataset", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("output", type=Path, help="output folder (HPatches layout)")
+    p.add_argument("--size", type=parse_size, default=default_conf["size"], help="HEIGHTxWIDTH (default 480x640)")
+    p.add_argument("--seed", type=int, default=default_conf["seed"])
+    p.add_argument("--images", type=Path, action="append", default=[], help="extra folder of photos (repeatable)")
+    p.add_argument("--no-skimage", action="store_true", help="don't use scikit-image's photos")
+    p.add_argument("--max-sources", type=int, default=None, help="use at most this many photos")
+    p.add_argument("--kinds", default="iv", choices=["i", "v", "iv"], help="illumination and/or viewpoint")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    for folder in args.images:
+        if not folder.is_dir():
+            print(f"superpoint-make-dataset: --images {folder}: not a folder", file=sys.stderr)
+            return 2
+    sources = collect_sources(args.images, use_skimage=not args.no_skimage, min_size=default_conf["min_source_size"])
+    try:
+        manifest = make_dataset(args.output, {"size": args.size, "seed": args.seed}, sources, args.kinds,
+                                args.max_sources)
+    except (ValueError, OSError) as e:
+        print(f"superpoint-make-dataset: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {len(manifest['sequences'])} sequences from {len(manifest['sources'])} photos "
+          f"({args.size[0]}x{args.size[1]}) to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

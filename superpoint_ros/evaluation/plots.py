@@ -1,0 +1,78 @@
+"""Matplotlib figures for the evaluation tools (headless Agg backend, PNG out)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Mapping, Sequence
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display on robots and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+SPLIT_TITLES = {"i": "Illumination", "v": "Viewpoint", "overall": "Overall"}
+
+
+def plot_mma(results: Mapping[str, Mapping[str, dict]], thresholds: Sequence[float], path: Path) -> Path:
+    """MMA-vs-threshold curves, one panel per split, one line per method.
+
+    ``results[method][split]`` is a :func:`metrics.aggregate` dict with ``"mma"`` (len(thresholds)).
+    """
+    plt = _pyplot()
+    splits = [s for s in ("i", "v", "overall") if any(s in r and r[s].get("num_pairs") for r in results.values())]
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.6), squeeze=False, sharey=True)
+    for ax, split in zip(axes[0], splits):
+        for method, by_split in results.items():
+            if by_split.get(split, {}).get("num_pairs"):
+                ax.plot(thresholds, by_split[split]["mma"], marker="o", markersize=3, label=method)
+        ax.set_title(f"{SPLIT_TITLES[split]} ({next(iter(results.values()))[split]['num_pairs']} pairs)")
+        ax.set_xlabel("threshold [px]")
+        ax.set_xlim(min(thresholds), max(thresholds))
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("MMA")
+    axes[0][-1].legend(loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_bag_summary(series: Dict[str, np.ndarray], track_lengths: np.ndarray, path: Path) -> Path:
+    """Per-frame curves (keypoints, matches, inlier ratio, time ...) and the track-length histogram.
+
+    ``series``: name -> ``(F,)`` per-frame values (NaN = not available for that frame).
+    """
+    plt = _pyplot()
+    names = [n for n, v in series.items() if len(v) and np.isfinite(np.asarray(v, float)).any()]
+    panels = len(names) + 1
+    cols = 3
+    rows = (panels + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.8 * rows), squeeze=False)
+    flat = axes.ravel()
+    for ax, name in zip(flat, names):
+        ax.plot(np.asarray(series[name], float), lw=1)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("frame", fontsize=8)
+        ax.grid(alpha=0.3)
+    ax = flat[len(names)]
+    if len(track_lengths):
+        ax.hist(track_lengths, bins=np.arange(1, max(track_lengths) + 2) - 0.5 if max(track_lengths) < 60 else 40)
+    ax.set_title("track length [frames]", fontsize=9)
+    ax.set_yscale("log")
+    for extra in flat[panels:]:
+        extra.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
