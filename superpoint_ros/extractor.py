@@ -14,8 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .backends import make_runner
 from .image import ImageError, to_grayscale_float
-from .keypoints import detect_keypoints, logits_to_heatmap, nms, remove_border, sample_descriptors
+from .keypoints import decode_keypoints, logits_to_heatmap, sample_descriptors
 from .model import CELL, SuperPointNet
 from .weights import default_weights_path, load_model
 
@@ -23,8 +24,14 @@ from .weights import default_weights_path, load_model
 default_conf = {
     "weights": None,            # path to a weight file; None = the shipped default model
     "device": "auto",           # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"
-    "fp16": True,               # half-precision network on CUDA (always float32 on CPU)
+    "fp16": True,               # half-precision network on CUDA when precision="auto"
     "num_threads": None,        # CPU threads for torch; None = torch's default
+    # --- speed options (docs/benchmarks.md has the measurements behind the defaults) ---
+    "backend": "torch",         # "torch" or "onnxruntime" (CPU, float32, needs onnxruntime)
+    "precision": "auto",        # "auto" (CUDA: fp16 if fp16 else fp32; CPU: fp32), "fp32", "fp16" (CUDA), "bf16"
+    "channels_last": True,      # NHWC activations: oneDNN/cuDNN's fast convolution layout
+    "cuda_graphs": True,        # replay the network as a CUDA graph per input shape (CUDA only)
+    "compile": False,           # torch.compile the network (slow first call; falls back to eager)
     "nms_radius": 4,            # px; 0 disables NMS
     "detection_threshold": 0.005,
     "max_keypoints": 1000,      # top-k after NMS; -1 = unlimited
@@ -88,8 +95,9 @@ class FeatureExtractor:
             self.weights_path = str(path)
         else:
             self.provenance, self.weights_path = {"format": "in-memory"}, None
-        self.dtype = torch.float16 if (self.device.type == "cuda" and merged["fp16"]) else torch.float32
-        self.model = model.to(self.device, self.dtype).eval()
+        self.runner = make_runner(model, self.device, merged)
+        self.dtype = self.runner.dtype
+        self.model = model if merged["backend"] != "torch" else self.runner.model
 
     @property
     def descriptor_dim(self) -> int:
@@ -101,28 +109,46 @@ class FeatureExtractor:
         shapes = {g.shape for g in grays}
         if len(shapes) != 1:
             raise ImageError(f"a batch needs images of one size, got {sorted(shapes)}")
-        return torch.from_numpy(np.stack(grays)[:, None]).to(self.device)
+        stacked = grays[0][None, None] if len(grays) == 1 else np.stack(grays)[:, None]  # no copy for one
+        tensor = torch.from_numpy(stacked)
+        if self.device.type == "cuda":  # page-locked staging makes the upload asynchronous
+            tensor = tensor.pin_memory()
+        return tensor.to(self.device, non_blocking=True)
+
+    @property
+    def backend_name(self) -> str:
+        """What actually runs the network, e.g. ``torch+float32+channels_last``."""
+        return self.runner.name
+
+    @torch.inference_mode()
+    def forward(self, batch: torch.Tensor) -> dict:
+        """The network on ``(B, 1, H, W)`` float in [0, 1] (any size; padded to multiples of 8)."""
+        return self.runner(pad_to_cell(batch.to(self.device)))
+
+    @torch.inference_mode()
+    def decode(self, outputs: dict, image_size: tuple) -> List[dict]:
+        """Network outputs -> per image keypoints, scores and descriptors (see extract_tensor)."""
+        c = self.conf
+        h, w = image_size
+        heatmap = logits_to_heatmap(outputs["logits"])[:, :h, :w]  # crop padding: coords stay unpadded
+        max_kp = None if c["max_keypoints"] is None or c["max_keypoints"] < 0 else int(c["max_keypoints"])
+        results = []
+        for i in range(heatmap.shape[0]):
+            keypoints, scores = decode_keypoints(
+                heatmap[i], c["nms_radius"], c["detection_threshold"], c["remove_borders"], max_kp,
+                uniform_cell=c["uniform_cell"] or None, max_per_cell=c["max_per_cell"], subpixel=c["subpixel"])
+            descriptors = sample_descriptors(outputs["descriptors"][i], keypoints)
+            results.append({"keypoints": keypoints, "scores": scores, "descriptors": descriptors})
+        return results
 
     @torch.inference_mode()
     def extract_tensor(self, batch: torch.Tensor) -> List[dict]:
         """``(B, 1, H, W)`` float in [0, 1] -> per image ``{"keypoints", "scores", "descriptors"}``
         torch tensors on the device (keypoints xy pixels of the unpadded image)."""
-        c = self.conf
         h, w = batch.shape[-2:]
         if h < 1 or w < 1:
             raise ImageError(f"empty image of size {h}x{w}")
-        out = self.model(pad_to_cell(batch.to(self.device, self.dtype)))
-        heatmap = logits_to_heatmap(out["logits"])[:, :h, :w]  # crop padding: coords stay unpadded
-        suppressed = remove_border(nms(heatmap, c["nms_radius"]), c["remove_borders"])
-        max_kp = None if c["max_keypoints"] is None or c["max_keypoints"] < 0 else int(c["max_keypoints"])
-        results = []
-        for i in range(batch.shape[0]):
-            keypoints, scores = detect_keypoints(
-                heatmap[i], c["detection_threshold"], max_kp, uniform_cell=c["uniform_cell"] or None,
-                max_per_cell=c["max_per_cell"], subpixel=c["subpixel"], nms_heatmap=suppressed[i])
-            descriptors = sample_descriptors(out["descriptors"][i], keypoints)
-            results.append({"keypoints": keypoints, "scores": scores, "descriptors": descriptors})
-        return results
+        return self.decode(self.forward(batch), (h, w))
 
     def extract_batch(self, images: Sequence[np.ndarray]) -> List[Features]:
         """Features for equal-size images in one forward pass (e.g. a stereo pair)."""

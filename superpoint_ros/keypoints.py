@@ -26,27 +26,88 @@ def logits_to_heatmap(logits: torch.Tensor) -> torch.Tensor:
     return F.pixel_shuffle(prob, CELL)[:, 0]
 
 
+def max_pool_square(scores: torch.Tensor, radius: int) -> torch.Tensor:
+    """Maximum over the ``(2*radius+1)^2`` window around each pixel of ``(B, H, W)`` scores.
+
+    Separable (a row pass then a column pass): exactly the square max-pool, about 3x cheaper on CPU.
+    """
+    window = 2 * radius + 1
+    rows = F.max_pool2d(scores.unsqueeze(1), (1, window), stride=1, padding=(0, radius))
+    return F.max_pool2d(rows, (window, 1), stride=1, padding=(radius, 0)).squeeze(1)
+
+
+#: Suppression passes after the first local-maximum test (see :func:`nms`).
+NMS_REFINEMENT_PASSES = 2
+
+
 def nms(heatmap: torch.Tensor, radius: int) -> torch.Tensor:
     """Non-maximum suppression on ``(B, H, W)`` scores with a square window of ``2*radius+1`` px.
 
     Returns the scores with every non-maximum set to 0. Max-pool based so it runs on any device.
     Two refinement passes recover maxima that were only suppressed by a stronger point that was
-    itself suppressed (keeps detections in textured areas from vanishing).
+    itself suppressed (keeps detections in textured areas from vanishing). This approximates
+    greedy NMS (sort by score, keep, suppress neighbours) with a fixed number of dense passes.
     """
     if radius <= 0:
         return heatmap
-    window = 2 * radius + 1
-
-    def max_pool(x):
-        return F.max_pool2d(x.unsqueeze(1), window, stride=1, padding=radius).squeeze(1)
-
     zeros = torch.zeros_like(heatmap)
-    is_max = heatmap == max_pool(heatmap)
-    for _ in range(2):
-        suppressed = max_pool(is_max.to(heatmap.dtype)) > 0
+    is_max = heatmap == max_pool_square(heatmap, radius)
+    for _ in range(NMS_REFINEMENT_PASSES):
+        suppressed = max_pool_square(is_max.to(heatmap.dtype), radius) > 0
         remaining = torch.where(suppressed, zeros, heatmap)
-        is_max = is_max | ((remaining == max_pool(remaining)) & ~suppressed)
+        is_max = is_max | ((remaining == max_pool_square(remaining, radius)) & ~suppressed)
     return torch.where(is_max, heatmap, zeros)
+
+
+def nms_points(heatmap: torch.Tensor, radius: int, min_score: float,
+               max_dense_fraction: float = 0.05) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The points of ``nms(heatmap[None], radius)[0] > min_score``, computed sparsely.
+
+    ``heatmap``: ``(H, W)`` non-negative scores; ``min_score >= 0``. Returns ``(ys, xs)`` long
+    tensors in row-major order, exactly the pixels the dense :func:`nms` keeps above
+    ``min_score``. Only candidates (pixels above ``min_score``) are visited: each pass gathers
+    their ``(2r+1)^2`` neighbours from a zero-padded map instead of max-pooling the whole image,
+    which is ~10x cheaper on CPU when candidates are a few percent of the pixels.
+    Why exact: a pixel at or below ``min_score`` can never suppress a candidate (it is smaller
+    than every candidate in its window), so leaving it out changes no candidate's fate.
+    Falls back to the dense passes when candidates exceed ``max_dense_fraction`` of the pixels.
+    """
+    if heatmap.ndim != 2:
+        raise ValueError(f"expected an (H, W) score map, got shape {tuple(heatmap.shape)}")
+    candidates = heatmap > min_score
+    ys, xs = torch.nonzero(candidates, as_tuple=True)
+    num_candidates = ys.numel()
+    if radius <= 0 or num_candidates == 0:
+        return ys, xs
+    h, w = heatmap.shape
+    if min_score < 0 or num_candidates > max_dense_fraction * h * w:
+        return torch.nonzero(nms(heatmap[None], radius)[0] > min_score, as_tuple=True)
+    padded_width = w + 2 * radius
+    padded = F.pad(heatmap, (radius, radius, radius, radius)).reshape(-1)  # zeros outside
+    centre = (ys + radius) * padded_width + (xs + radius)                     # (K,)
+    offset = torch.arange(-radius, radius + 1, device=heatmap.device)
+    window = (offset[:, None] * padded_width + offset[None, :]).reshape(-1)   # (W2,)
+    neighbours = centre[:, None] + window[None, :]                            # (K, W2)
+    score = padded[centre]
+    is_max = score == padded[neighbours].amax(dim=1)
+
+    kept_map = torch.zeros_like(padded, dtype=torch.bool)
+    remaining_map = torch.zeros_like(padded)
+    for _ in range(NMS_REFINEMENT_PASSES):
+        kept_map[centre] = is_max
+        suppressed = kept_map[neighbours].any(dim=1)
+        remaining = torch.where(suppressed, torch.zeros_like(score), score)
+        remaining_map[centre] = remaining
+        is_max = is_max | ((remaining == remaining_map[neighbours].amax(dim=1)) & ~suppressed)
+    return ys[is_max], xs[is_max]
+
+
+def inside_border(ys: torch.Tensor, xs: torch.Tensor, image_size: Tuple[int, int], border: int) -> torch.Tensor:
+    """Mask of points at least ``border`` px from every image edge (what :func:`remove_border` keeps)."""
+    if border <= 0:
+        return torch.ones_like(ys, dtype=torch.bool)
+    h, w = image_size
+    return (ys >= border) & (ys < h - border) & (xs >= border) & (xs < w - border)
 
 
 def remove_border(heatmap: torch.Tensor, border: int) -> torch.Tensor:
@@ -123,6 +184,30 @@ def sample_descriptors(descriptors: torch.Tensor, keypoints: torch.Tensor) -> to
     return F.normalize(sampled[0, :, 0].t(), p=2, dim=1)
 
 
+def select_keypoints(heatmap: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, scores: torch.Tensor,
+                     max_keypoints: Optional[int], uniform_cell: Optional[int] = None, max_per_cell: int = 1,
+                     subpixel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Best-first top-k (optionally spread over a grid) of detected pixels ``(ys, xs)`` with ``scores``.
+
+    ``heatmap``: the raw ``(H, W)`` map (sub-pixel refinement reads it). Returns
+    ``(keypoints (N, 2) float32 xy pixels, scores (N,) float32)`` sorted by decreasing score.
+    """
+    scores = scores.float()
+    keypoints = torch.stack([xs, ys], dim=-1)
+    if uniform_cell:
+        keep = select_uniform(keypoints, scores, uniform_cell, max_per_cell, tuple(heatmap.shape))
+    elif max_keypoints is not None and 0 <= max_keypoints < scores.numel():
+        # a partial sort: top-k is cheaper than sorting every candidate
+        keep = torch.topk(scores, max_keypoints, sorted=True).indices
+    else:
+        keep = torch.argsort(scores, descending=True)
+    if max_keypoints is not None and max_keypoints >= 0:
+        keep = keep[:max_keypoints]
+    keypoints, scores = keypoints[keep], scores[keep]
+    keypoints = refine_subpixel(heatmap, keypoints) if subpixel else keypoints.float()
+    return keypoints, scores
+
+
 def detect_keypoints(heatmap: torch.Tensor, detection_threshold: float, max_keypoints: Optional[int],
                      uniform_cell: Optional[int] = None, max_per_cell: int = 1,
                      subpixel: bool = False, nms_heatmap: Optional[torch.Tensor] = None
@@ -135,14 +220,20 @@ def detect_keypoints(heatmap: torch.Tensor, detection_threshold: float, max_keyp
     """
     selected = heatmap if nms_heatmap is None else nms_heatmap
     ys, xs = torch.nonzero(selected > detection_threshold, as_tuple=True)
-    scores = selected[ys, xs].float()
-    keypoints = torch.stack([xs, ys], dim=-1)
-    if uniform_cell:
-        keep = select_uniform(keypoints, scores, uniform_cell, max_per_cell, tuple(selected.shape))
-    else:
-        keep = torch.argsort(scores, descending=True)
-    if max_keypoints is not None and max_keypoints >= 0:
-        keep = keep[:max_keypoints]
-    keypoints, scores = keypoints[keep], scores[keep]
-    keypoints = refine_subpixel(heatmap, keypoints) if subpixel else keypoints.float()
-    return keypoints, scores
+    return select_keypoints(heatmap, ys, xs, selected[ys, xs], max_keypoints, uniform_cell, max_per_cell,
+                            subpixel)
+
+
+def decode_keypoints(heatmap: torch.Tensor, nms_radius: int, detection_threshold: float, border: int,
+                     max_keypoints: Optional[int], uniform_cell: Optional[int] = None, max_per_cell: int = 1,
+                     subpixel: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The whole decoding of one ``(H, W)`` probability map: NMS, border, threshold, top-k.
+
+    Same result as ``detect_keypoints(heatmap, ..., nms_heatmap=remove_border(nms(heatmap)))`` but
+    sparse (:func:`nms_points`), so its cost follows the number of candidates, not the pixels.
+    """
+    ys, xs = nms_points(heatmap, nms_radius, detection_threshold)
+    inside = inside_border(ys, xs, tuple(heatmap.shape), border)
+    ys, xs = ys[inside], xs[inside]
+    return select_keypoints(heatmap, ys, xs, heatmap[ys, xs], max_keypoints, uniform_cell, max_per_cell,
+                            subpixel)
