@@ -1,0 +1,75 @@
+"""The parameter table and YAML loading shared by the node and the ROS-free front-end."""
+from pathlib import Path
+
+import pytest
+
+from superpoint_ros.params import PARAMETERS, ParamsError, check_value, defaults, extractor_conf, load_params, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["superpoint_mono.yaml", "superpoint_stereo.yaml"])
+def test_shipped_configs_load_and_only_set_declared_parameters(name):
+    params = load_params(ROOT / "config" / name)
+    assert set(params) == set(PARAMETERS)
+    assert params["stereo.enabled"] is (name == "superpoint_stereo.yaml")
+    assert params["extractor.uniform_cell"] == 32
+
+
+def test_every_default_is_valid_and_documented():
+    for name, param in PARAMETERS.items():
+        assert check_value(name, param.default) is None, name
+        assert len(param.description) > 10, name
+        assert name.count(".") == 1, name
+
+
+def test_node_specific_and_wildcard_sections_nested_or_dotted(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("/**:\n  ros__parameters:\n    extractor:\n      max_keypoints: 10\n"
+                 "/robot/superpoint_node:\n  ros__parameters:\n    tracking.max_age: 3\n    ransac.threshold: 2\n"
+                 "other_node:\n  ros__parameters:\n    foo: 1\n")
+    params = load_params(f)
+    assert params["extractor.max_keypoints"] == 10 and params["tracking.max_age"] == 3
+    assert params["ransac.threshold"] == 2.0 and isinstance(params["ransac.threshold"], float)
+    assert load_params(f, overrides={"tracking.max_age": 5})["tracking.max_age"] == 5
+
+
+@pytest.mark.parametrize("text, message", [
+    ("superpoint_node:\n  ros__parameters:\n    extractor.max_keypoints: 1.5\n", "must be an integer"),
+    ("superpoint_node:\n  ros__parameters:\n    extractor.nms_radius: 99\n", "outside [0, 32]"),
+    ("superpoint_node:\n  ros__parameters:\n    ransac.model: affine\n", "not one of fundamental, homography"),
+    ("superpoint_node:\n  ros__parameters:\n    extractor.subpixel: 1\n", "must be a bool"),
+    ("superpoint_node:\n  ros__parameters:\n    stereo.maxdisparity: 3.0\n", "unknown parameter 'stereo.maxdisparity'"),
+    ("superpoint_node:\n  ros__parameters:\n    extractor.device: gpu\n", "auto, cpu, cuda or cuda:N"),
+    ("superpoint_node:\n  ros__parameters:\n    stereo.min_disparity: 50.0\n    stereo.max_disparity: 10.0\n",
+     "larger than"),
+    ("other_node:\n  ros__parameters:\n    a: 1\n", "no 'ros__parameters' section for node 'superpoint_node'"),
+    ("[1, 2]\n", "expected a mapping"),
+    ("a: [\n", "not valid YAML"),
+])
+def test_invalid_files_give_specific_reasons(tmp_path, text, message):
+    f = tmp_path / "bad.yaml"
+    f.write_text(text)
+    with pytest.raises(ParamsError) as info:
+        load_params(f)
+    assert message in str(info.value) and str(f) in str(info.value)
+
+
+def test_missing_file():
+    with pytest.raises(ParamsError, match="not found"):
+        load_params("/nonexistent/params.yaml")
+
+
+def test_every_problem_is_listed_at_once():
+    with pytest.raises(ParamsError) as info:
+        validate({"extractor.nms_radius": -1, "ransac.confidence": 2.0, "matching.ratio_test": float("nan")})
+    text = str(info.value)
+    assert "extractor.nms_radius" in text and "ransac.confidence" in text and "must be finite" in text
+
+
+def test_extractor_conf_maps_ros_sentinels_to_none():
+    conf = extractor_conf(defaults())
+    assert conf["weights"] is None and conf["num_threads"] is None and conf["max_keypoints"] == 1000
+    from superpoint_ros.extractor import default_conf
+
+    assert set(conf) <= set(default_conf)
