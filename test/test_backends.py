@@ -1,0 +1,164 @@
+"""The fast paths (issue 7) give the same answers as the plain ones."""
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from superpoint_ros import FeatureExtractor
+from superpoint_ros.backends import TorchRunner, cpu_has_native_bf16, resolve_precision
+from superpoint_ros.keypoints import (decode_keypoints, detect_keypoints, logits_to_heatmap, max_pool_square, nms,
+                                      nms_points, remove_border)
+
+
+def peaky_heatmap(seed, h=48, w=64, quantise=False):
+    """Sparse peaks on a low floor, like a trained detector's output; ``quantise`` makes ties."""
+    g = torch.Generator().manual_seed(seed)
+    heat = torch.rand(h, w, generator=g) * 0.004
+    peaks = torch.rand(h, w, generator=g) < 0.08
+    heat[peaks] = torch.rand(int(peaks.sum()), generator=g) * 0.5 + 0.01
+    if quantise:
+        heat = torch.round(heat * 40) / 40
+    return heat
+
+
+@pytest.mark.parametrize("radius", [1, 2, 4, 6])
+def test_separable_max_pool_is_the_square_max_pool(radius):
+    x = torch.rand(2, 37, 53)
+    square = F.max_pool2d(x[:, None], 2 * radius + 1, stride=1, padding=radius)[:, 0]
+    assert torch.equal(max_pool_square(x, radius), square)
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("radius, threshold", [(4, 0.005), (2, 0.01), (3, 0.0), (4, 0.2)])
+def test_sparse_nms_equals_dense_nms(seed, radius, threshold):
+    heat = peaky_heatmap(seed, quantise=seed % 2 == 1)   # odd seeds: many exact ties
+    dense = nms(heat[None], radius)[0] > threshold
+    ys, xs = nms_points(heat, radius, threshold)
+    sparse = torch.zeros_like(dense)
+    sparse[ys, xs] = True
+    assert dense.sum() > 0
+    assert torch.equal(sparse, dense)
+    # the dense fallback (forced) agrees too
+    ys2, xs2 = nms_points(heat, radius, threshold, max_dense_fraction=0.0)
+    assert torch.equal(ys, ys2) and torch.equal(xs, xs2)
+
+
+def test_decode_equals_the_plain_pipeline():
+    heat = peaky_heatmap(7, 64, 80)
+    plain = detect_keypoints(heat, 0.005, 50, nms_heatmap=remove_border(nms(heat[None], 4), 4)[0])
+    fast = decode_keypoints(heat, 4, 0.005, 4, 50)
+    assert torch.equal(plain[0], fast[0]) and torch.equal(plain[1], fast[1])
+    # uniform selection and sub-pixel refinement go through the same selection code
+    plain = detect_keypoints(heat, 0.005, None, uniform_cell=16, max_per_cell=2, subpixel=True,
+                             nms_heatmap=remove_border(nms(heat[None], 2), 3)[0])
+    fast = decode_keypoints(heat, 2, 0.005, 3, None, uniform_cell=16, max_per_cell=2, subpixel=True)
+    assert torch.equal(plain[0], fast[0]) and torch.equal(plain[1], fast[1])
+
+
+def test_sparse_nms_rejects_batched_input():
+    with pytest.raises(ValueError, match=r"\(H, W\)"):
+        nms_points(torch.zeros(1, 8, 8), 2, 0.1)
+
+
+def same_points(fa, fb, fraction=0.98):
+    """Keypoint sets agree up to near-ties of the random network reordered by last-bit rounding."""
+    a = {tuple(p) for p in fa.keypoints.round(3).tolist()}
+    b = {tuple(p) for p in fb.keypoints.round(3).tolist()}
+    return len(a & b) >= fraction * max(len(a), len(b))
+
+
+def outputs_of(extractor, image):
+    batch = extractor.to_tensor([image])
+    out = extractor.forward(batch)
+    return {k: v.float() for k, v in out.items()}
+
+
+@pytest.fixture(scope="module")
+def plain(random_weights):
+    return FeatureExtractor(weights=random_weights, device="cpu", channels_last=False, precision="fp32",
+                            max_keypoints=300, detection_threshold=0.0155)
+
+
+def test_channels_last_matches_nchw(random_weights, plain, camera_image):
+    image = camera_image[:240, :320]
+    fast = FeatureExtractor(weights=random_weights, device="cpu", channels_last=True, max_keypoints=300,
+                            detection_threshold=0.0155)
+    assert "channels_last" in fast.backend_name and "nchw" in plain.backend_name
+    a, b = outputs_of(plain, image), outputs_of(fast, image)
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-4)
+    assert torch.allclose(a["descriptors"], b["descriptors"], atol=1e-5)
+    fa, fb = plain(image), fast(image)
+    assert len(fa) == 300 and same_points(fa, fb)
+
+
+def test_onnxruntime_backend_matches_eager(random_weights, plain, camera_image):
+    pytest.importorskip("onnxruntime")
+    ort = FeatureExtractor(weights=random_weights, device="cpu", backend="onnxruntime", max_keypoints=300,
+                           detection_threshold=0.0155)
+    assert ort.backend_name.startswith("onnxruntime") and not ort.runner.fallbacks
+    image = camera_image[8:248, 16:336]   # a different size than the export example: dynamic axes
+    a, b = outputs_of(plain, image), outputs_of(ort, image)
+    assert a["logits"].shape == b["logits"].shape == (1, 65, 30, 40)
+    assert torch.allclose(a["logits"], b["logits"], atol=1e-4)
+    assert torch.allclose(a["descriptors"], b["descriptors"], atol=1e-5)
+    fa, fb = plain(image), ort(image)
+    assert len(fa) == 300 and same_points(fa, fb)
+    assert np.allclose(fa.scores, fb.scores, atol=1e-5)
+    # odd sizes and batches go through the same padding
+    odd = [camera_image[:101, :203], camera_image[50:151, 60:263]]
+    for fa, fb in zip(plain.extract_batch(odd), ort.extract_batch(odd)):
+        assert len(fa) > 50 and same_points(fa, fb)
+
+
+@pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bf16")
+def test_bf16_on_cpu_keeps_most_keypoints(random_weights, plain, astronaut_bgr):
+    bf16 = FeatureExtractor(weights=random_weights, device="cpu", precision="bf16", max_keypoints=300,
+                            detection_threshold=0.0155)
+    assert bf16.dtype == torch.bfloat16
+    fa, fb = plain(astronaut_bgr), bf16(astronaut_bgr)
+    a = {tuple(p) for p in fa.keypoints.astype(int).tolist()}
+    b = {tuple(p) for p in fb.keypoints.astype(int).tolist()}
+    # random weights make every score a near-tie, the worst case for bf16 rounding
+    assert len(a & b) >= 0.5 * len(a)
+    assert fb.descriptors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(fb.descriptors, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("conf, message", [
+    ({"backend": "tensorrt"}, "backend must be"),
+    ({"precision": "fp8"}, "precision must be"),
+    ({"precision": "fp16"}, "needs a CUDA device"),
+    ({"backend": "onnxruntime", "precision": "bf16" if cpu_has_native_bf16() else "fp16"}, "fp"),
+])
+def test_bad_speed_options_are_refused(random_weights, conf, message):
+    with pytest.raises(ValueError, match=message):
+        FeatureExtractor(weights=random_weights, device="cpu", **conf)
+
+
+def test_precision_resolution():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("auto", cpu, fp16=True) == torch.float32
+    assert resolve_precision("auto", cuda, fp16=True) == torch.float16
+    assert resolve_precision("auto", cuda, fp16=False) == torch.float32
+    assert resolve_precision("fp32", cuda, fp16=True) == torch.float32
+
+
+def test_failed_compile_falls_back_to_eager(random_model, monkeypatch):
+    def broken_compile(model, **kwargs):
+        def run(x):
+            raise RuntimeError("no C++ compiler")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    runner = TorchRunner(random_model, torch.device("cpu"), torch.float32, compile=True)
+    x = torch.rand(1, 1, 32, 48)
+    with torch.inference_mode():
+        out = runner(x)
+        ref = random_model(x)
+    assert "no C++ compiler" in runner.fallbacks[0] and not runner.compiled
+    assert torch.allclose(out["logits"], ref["logits"], atol=1e-4)
+
+
+def test_heatmap_of_channels_last_logits_is_unchanged():
+    logits = torch.randn(2, 65, 6, 10)
+    assert torch.equal(logits_to_heatmap(logits), logits_to_heatmap(logits.contiguous(memory_format=torch.channels_last)))
