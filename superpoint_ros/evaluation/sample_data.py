@@ -1,0 +1,205 @@
+"""The sample bag: a rectified stereo camera moving smoothly inside a room papered with real photos.
+
+The scene is a box (back wall, floor, ceiling, side walls), each face textured with one of
+scikit-image's photos; frames are ray-cast exactly (so depth varies and the two-view geometry is
+not degenerate), with a little seeded sensor noise. The camera follows a smooth known trajectory
+(sideways sweep, forward dolly, gentle yaw/pitch/roll), so the ground truth is exact.
+
+Written to ``<folder>/``:
+
+- ``bag/``: rosbag2 (sqlite3 or mcap) with ``/stereo/left/image_rect``, ``/stereo/right/image_rect``
+  (``mono8``) and both ``camera_info`` topics (``P`` of the right camera carries the baseline), plus
+  ``/ground_truth/pose`` (geometry_msgs/PoseStamped, left camera in the world frame);
+- ``groundtruth.tum``: TUM format ``t tx ty tz qx qy qz qw`` (left camera optical frame -> world);
+- ``scene.json``: intrinsics, baseline, size, topics, frame rate, generator settings.
+
+Camera frames use the optical convention (x right, y down, z forward). Same settings -> same bag.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+import cv2
+import numpy as np
+
+from .bags import BagWriter, camera_info_message, header, image_message, msg_class
+
+#: Topic names of the sample bag (the mono front-end uses the left camera).
+TOPICS = {
+    "left_image": "/stereo/left/image_rect",
+    "right_image": "/stereo/right/image_rect",
+    "left_info": "/stereo/left/camera_info",
+    "right_info": "/stereo/right/camera_info",
+    "ground_truth": "/ground_truth/pose",
+}
+FRAME_IDS = {"left": "stereo_left", "right": "stereo_right", "world": "world"}
+START_TIME_NS = 1_700_000_000 * 1_000_000_000  # a plausible wall-clock epoch for the stamps
+TRANSPORT_DELAY_NS = 3_000_000                  # bag receive time = stamp + 3 ms
+
+
+@dataclass
+class SampleConf:
+    size: Tuple[int, int] = (480, 640)  # (height, width)
+    num_frames: int = 60
+    rate_hz: float = 10.0
+    baseline_m: float = 0.12
+    focal_factor: float = 0.65          # fx = fy = focal_factor * width
+    noise_sigma: float = 1.5            # grey levels
+    seed: int = 0
+    storage: str = "sqlite3"
+
+
+@dataclass
+class SampleBag:
+    """Where everything is and what the camera is."""
+
+    folder: Path
+    bag: Path
+    groundtruth: Path
+    topics: Dict[str, str]
+    frame_ids: Dict[str, str]
+    K: np.ndarray
+    baseline_m: float
+    conf: SampleConf = field(default_factory=SampleConf)
+
+
+# --- scene ---------------------------------------------------------------------------------------
+# Each face: point on the plane, unit normal (pointing into the room), texture axes u, v (world),
+# metres per texture pixel, texture name, brightness (a little shading so faces read as faces).
+_FACES = [
+    ((0, 0, 5.0), (0, 0, -1), (1, 0, 0), (0, 1, 0), 0.009, "astronaut", 1.0),   # back wall
+    ((0, 1.3, 0), (0, -1, 0), (1, 0, 0), (0, 0, 1), 0.006, "gravel", 0.85),     # floor (y down)
+    ((0, -2.2, 0), (0, 1, 0), (1, 0, 0), (0, 0, 1), 0.012, "moon", 0.9),        # ceiling
+    ((-2.6, 0, 0), (1, 0, 0), (0, 0, 1), (0, 1, 0), 0.010, "coffee", 0.95),     # left wall
+    ((2.6, 0, 0), (-1, 0, 0), (0, 0, 1), (0, 1, 0), 0.010, "chelsea", 0.95),    # right wall
+]
+
+
+def _texture(name: str) -> np.ndarray:
+    from skimage import data
+
+    image = getattr(data, name)()
+    if image.ndim == 3:
+        image = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
+    return np.ascontiguousarray(image.astype(np.float32))
+
+
+def intrinsics(conf: SampleConf) -> np.ndarray:
+    height, width = conf.size
+    f = conf.focal_factor * width
+    return np.array([[f, 0, (width - 1) / 2.0], [0, f, (height - 1) / 2.0], [0, 0, 1]], np.float64)
+
+
+def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
+    """Camera-to-world rotation from yaw (about y, down), pitch (about x) and roll (about z), rad."""
+    cy, sy, cp, sp, cr, sr = np.cos(yaw), np.sin(yaw), np.cos(pitch), np.sin(pitch), np.cos(roll), np.sin(roll)
+    r_yaw = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    r_pitch = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    r_roll = np.array([[cr, -sr, 0], [sr, cr, 0], [0, 0, 1]])
+    return r_yaw @ r_pitch @ r_roll
+
+
+def trajectory(conf: SampleConf) -> List[Tuple[float, np.ndarray, np.ndarray]]:
+    """``[(t seconds from start, R_world_cam (3, 3), C_world (3,))]`` of the left camera: one
+    smooth loop (sideways sweep, forward dolly and back, small yaw/pitch/roll oscillations)."""
+    duration = conf.num_frames / conf.rate_hz
+    poses = []
+    for i in range(conf.num_frames):
+        t = i / conf.rate_hz
+        phase = 2 * np.pi * t / max(duration, 1e-9)
+        centre = np.array([0.7 * np.sin(phase), 0.12 * np.sin(2 * phase), 0.8 * (1 - np.cos(phase))])
+        rotation = rotation_matrix(np.deg2rad(-9) * np.sin(phase), np.deg2rad(4) * np.sin(2 * phase + 0.5),
+                                   np.deg2rad(2) * np.sin(phase + 1.0))
+        poses.append((t, rotation, centre))
+    return poses
+
+
+def render(textures: Dict[str, np.ndarray], K: np.ndarray, rotation: np.ndarray, centre: np.ndarray,
+           size: Tuple[int, int]) -> Tuple[np.ndarray, np.ndarray]:
+    """Ray-cast the room: ``(float32 gray image in 0..255, depth z along the optical axis (m))``."""
+    height, width = size
+    xs, ys = np.meshgrid(np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64))
+    rays_cam = np.stack([(xs - K[0, 2]) / K[0, 0], (ys - K[1, 2]) / K[1, 1], np.ones_like(xs)], axis=-1)
+    rays = rays_cam @ rotation.T  # world directions; the camera-frame z component is 1
+    best_t = np.full((height, width), np.inf)
+    image = np.zeros((height, width), np.float32)
+    for origin, normal, u_axis, v_axis, m_per_px, name, brightness in _FACES:
+        origin, normal = np.asarray(origin, float), np.asarray(normal, float)
+        denom = rays @ normal
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = ((origin - centre) @ normal) / denom
+        hit = (denom < -1e-9) & (t > 0) & (t < best_t)
+        if not hit.any():
+            continue
+        points = centre + rays * t[..., None]
+        texture = textures[name]
+        th, tw = texture.shape
+        map_x = ((points - origin) @ np.asarray(u_axis, float) / m_per_px + tw / 2).astype(np.float32)
+        map_y = ((points - origin) @ np.asarray(v_axis, float) / m_per_px + th / 2).astype(np.float32)
+        sampled = cv2.remap(texture, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+        image[hit] = sampled[hit] * brightness
+        best_t[hit] = t[hit]
+    return image, best_t  # t is the depth: the ray's camera z component is 1
+
+
+def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
+    """3x3 rotation -> unit quaternion ``(x, y, z, w)`` with w >= 0."""
+    from scipy.spatial.transform import Rotation
+
+    q = Rotation.from_matrix(rotation).as_quat()
+    return q if q[3] >= 0 else -q
+
+
+def write_sample_bag(folder: Path, conf: SampleConf = SampleConf(), overwrite: bool = False) -> SampleBag:
+    """Render the sequence and write bag + ground truth + scene.json into ``folder``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    K = intrinsics(conf)
+    height, width = conf.size
+    textures = {face[5]: _texture(face[5]) for face in _FACES}
+    rng = np.random.default_rng(conf.seed)
+    p_right = np.hstack([K, np.array([[-K[0, 0] * conf.baseline_m], [0], [0]])])
+    PoseStamped = msg_class("geometry_msgs/msg/PoseStamped")
+    Pose, Point, Quaternion = (msg_class(f"geometry_msgs/msg/{n}") for n in ("Pose", "Point", "Quaternion"))
+    period_ns = int(round(1e9 / conf.rate_hz))
+    bag_path = folder / "bag"
+    tum_lines = []
+    with BagWriter(bag_path, storage=conf.storage, overwrite=overwrite) as bag:
+        for index, (_, rotation, centre) in enumerate(trajectory(conf)):
+            stamp = START_TIME_NS + index * period_ns
+            log_time = stamp + TRANSPORT_DELAY_NS
+            right_centre = centre + rotation @ np.array([conf.baseline_m, 0.0, 0.0])
+            for side, cam_centre in (("left", centre), ("right", right_centre)):
+                image, _ = render(textures, K, rotation, cam_centre, conf.size)
+                image += rng.normal(0.0, conf.noise_sigma, image.shape).astype(np.float32)
+                gray = np.clip(image + 0.5, 0, 255).astype(np.uint8)
+                frame_id = FRAME_IDS[side]
+                bag.write(TOPICS[f"{side}_info"], camera_info_message(K, conf.size, stamp, frame_id,
+                                                                     p=p_right if side == "right" else None), log_time)
+                bag.write(TOPICS[f"{side}_image"], image_message(gray, stamp, frame_id), log_time)
+            q = rotation_to_quaternion(rotation)
+            pose = Pose(position=Point(x=float(centre[0]), y=float(centre[1]), z=float(centre[2])),
+                        orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+            bag.write(TOPICS["ground_truth"], PoseStamped(header=header(stamp, FRAME_IDS["world"]), pose=pose), log_time)
+            tum_lines.append(f"{stamp // 1_000_000_000}.{stamp % 1_000_000_000:09d} " + " ".join(f"{v:.9f}" for v in (*centre, *q)))
+    groundtruth = folder / "groundtruth.tum"
+    groundtruth.write_text("# timestamp tx ty tz qx qy qz qw (left camera optical frame in world)\n"
+                           + "\n".join(tum_lines) + "\n")
+    scene = {"K": K.tolist(), "baseline_m": conf.baseline_m, "size_hw": [height, width], "topics": TOPICS,
+             "frame_ids": FRAME_IDS, "conf": asdict(conf), "faces": [f[5] for f in _FACES]}
+    (folder / "scene.json").write_text(json.dumps(scene, indent=2) + "\n")
+    return SampleBag(folder, bag_path, groundtruth, dict(TOPICS), dict(FRAME_IDS), K, conf.baseline_m, conf)
+
+
+def ensure_sample_bag(cache_dir: Path, conf: SampleConf = SampleConf()) -> SampleBag:
+    """The sample bag for ``conf`` in ``cache_dir/<settings>``, generated only when missing."""
+    key = f"sample_{conf.size[0]}x{conf.size[1]}_{conf.num_frames}f_{conf.rate_hz:g}hz_s{conf.seed}_{conf.storage}"
+    folder = Path(cache_dir) / key
+    if (folder / "scene.json").is_file() and (folder / "bag" / "metadata.yaml").is_file():
+        K = intrinsics(conf)
+        return SampleBag(folder, folder / "bag", folder / "groundtruth.tum", dict(TOPICS), dict(FRAME_IDS), K,
+                         conf.baseline_m, conf)
+    return write_sample_bag(folder, conf, overwrite=True)
