@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Train the default model: synthetic shapes -> MagicPoint -> homographic adaptation -> SuperPoint.
+#
+#   bash scripts/train_default_model.sh OUT_DIR [--smoke]
+#
+# Runs from the repo root with plain python3 (no install needed; PYTHONPATH is set here). On one
+# H100 the full run takes ~15 min (time budgets below); --smoke runs tiny configs in ~1 min on CPU.
+# Every stage checkpoints and is skipped/resumed when the script is run again on the same OUT_DIR.
+# Result: OUT_DIR/superpoint_ros_v1.pt (+ .sanity.json) and OUT_DIR/logs/*.log.
+# Budgets (minutes) can be changed with env vars: MAGICPOINT_MINUTES, ADAPT_MINUTES, SUPERPOINT_MINUTES.
+set -euo pipefail
+
+usage() { echo "usage: bash scripts/train_default_model.sh OUT_DIR [--smoke]" >&2; exit 2; }
+[[ $# -ge 1 && $# -le 2 ]] || usage
+out="$1"
+smoke=0
+if [[ $# -eq 2 ]]; then [[ "$2" == "--smoke" ]] || usage; smoke=1; fi
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
+py="${PYTHON:-python3}"
+mkdir -p "$out/logs"
+out="$(cd "$out" && pwd)"
+
+if [[ $smoke -eq 1 ]]; then
+  cfg=smoke; mp_min=1; ad_min=1; sp_min=1
+  crops=(--height 64 --width 80 --crops-per-image 2 --max-images 3)
+else
+  cfg=default
+  mp_min="${MAGICPOINT_MINUTES:-6}"; ad_min="${ADAPT_MINUTES:-2.5}"; sp_min="${SUPERPOINT_MINUTES:-5}"
+  crops=(--height 240 --width 320 --crops-per-image 50)
+fi
+
+stage() {  # stage NAME COMMAND...: run once (marker file), log to OUT/logs/NAME.log
+  local name="$1"; shift
+  if [[ -f "$out/.done_$name" ]]; then echo "== $name: already done (rm $out/.done_$name to redo)"; return; fi
+  echo "== $name: $(date -u +%H:%M:%S) $*"
+  local t0=$SECONDS
+  "$@" 2>&1 | tee "$out/logs/$name.log"
+  touch "$out/.done_$name"
+  echo "== $name: done in $((SECONDS - t0)) s"
+}
+
+"$py" -c "import torch; print('torch', torch.__version__, '| cuda:', torch.cuda.is_available(), \
+  torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$out/logs/env.log"
+
+stage magicpoint "$py" -m superpoint_ros.training.train_magicpoint \
+  --config "config/train/${cfg}_magicpoint.yaml" --out "$out/magicpoint" --max-minutes "$mp_min"
+stage images "$py" -m superpoint_ros.training.data --out "$out/images" "${crops[@]}"
+stage adapt "$py" -m superpoint_ros.training.adapt --weights "$out/magicpoint/model.pt" \
+  --images "$out/images" --out "$out/labels" --config "config/train/${cfg}_adapt.yaml" --max-minutes "$ad_min"
+stage superpoint "$py" -m superpoint_ros.training.train_superpoint \
+  --config "config/train/${cfg}_superpoint.yaml" --images "$out/images" --labels "$out/labels" \
+  --out "$out/superpoint" --max-minutes "$sp_min" --set "init_weights=$out/magicpoint/model.pt"
+stage finalize "$py" -m superpoint_ros.training.pipeline finalize --run "$out" \
+  --output "$out/superpoint_ros_v1.pt"
+ls -l "$out/superpoint_ros_v1.pt"

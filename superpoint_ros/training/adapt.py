@@ -1,0 +1,157 @@
+"""Homographic adaptation: pseudo ground-truth interest points for real images (``superpoint-adapt``).
+
+For each image, the detector's heatmap is computed on N warped copies (the first one the identity),
+each heatmap is warped back to the image, and the average over the warps that see a pixel is
+thresholded and non-maximum suppressed. Labels go to ``OUT/<image stem>.npy`` as ``(N, 2)`` float32
+xy points (pixel-centre convention). Images that already have a label are skipped, so a run over a
+large folder resumes where it stopped.
+
+CLI: ``superpoint-adapt --weights model.pt --images DIR --out LABELS [--config ...] [--set ...]``
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import time
+from pathlib import Path
+from typing import Dict
+
+import numpy as np
+import torch
+
+from ..keypoints import logits_to_heatmap, nms, remove_border
+from ..weights import load_model
+from .config import dump_config, load_config
+from .data import list_images, read_gray
+from .engine import resolve_device
+from .homographies import HomographyParams, sample_homography, warp_images
+
+default_conf = {
+    "num_homographies": 100,
+    "batch_size": 50,                  # warps per forward pass
+    "homography": HomographyParams().to_dict(),
+    "detection_threshold": 0.015,
+    "nms_radius": 4,
+    "border": 4,
+    "max_points": 600,                 # keep the best points of each image (0: all)
+    "seed": 0,
+    "device": "auto",
+    "amp": "bf16",
+    "max_minutes": None,
+}
+
+
+def aggregate_heatmap(model, image: torch.Tensor, homographies: torch.Tensor, batch_size: int,
+                      amp: str = "none") -> torch.Tensor:
+    """Mean heatmap of a ``(1, 1, H, W)`` image over ``(N, 3, 3)`` homographies -> ``(H, W)`` float32.
+
+    Each warped copy's heatmap is warped back by ``H^-1``; a pixel averages only the copies that
+    saw it (the count is the back-warped all-ones mask).
+    """
+    _, _, h, w = image.shape
+    total = torch.zeros(1, 1, h, w, device=image.device)
+    count = torch.zeros_like(total)
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
+                if image.device.type == "cuda" and amp != "none" else contextlib.nullcontext())
+    for start in range(0, len(homographies), batch_size):
+        hom = homographies[start:start + batch_size].to(image.device)
+        warped = warp_images(image.expand(len(hom), -1, -1, -1), hom, padding_mode="border")
+        with torch.no_grad(), autocast:
+            logits = model(warped)["logits"]
+        heat = logits_to_heatmap(logits)[:, None]
+        inverse = torch.linalg.inv(hom)
+        back = warp_images(heat, inverse)
+        seen = warp_images(torch.ones_like(heat), inverse)
+        # bilinear weights below 1 mark the edge of the warped frame: count only full coverage
+        seen = (seen > 0.999).float()
+        total += (back * seen).sum(0, keepdim=True)
+        count += seen.sum(0, keepdim=True)
+    return (total / count.clamp(min=1))[0, 0]
+
+
+def heatmap_to_points(heat: torch.Tensor, conf: dict):
+    """Threshold + NMS + border removal + top-k of an ``(H, W)`` map -> ((N, 2) xy, (N,) scores) numpy."""
+    suppressed = remove_border(nms(heat[None], int(conf["nms_radius"])), int(conf["border"]))[0]
+    ys, xs = torch.nonzero(suppressed > float(conf["detection_threshold"]), as_tuple=True)
+    scores = suppressed[ys, xs]
+    order = torch.argsort(scores, descending=True)
+    if int(conf["max_points"]) > 0:
+        order = order[:int(conf["max_points"])]
+    points = torch.stack([xs, ys], -1)[order].float()
+    return points.cpu().numpy().astype(np.float32), scores[order].float().cpu().numpy()
+
+
+def sample_adaptation_homographies(conf: dict, index_seed: int, shape) -> torch.Tensor:
+    rng = np.random.default_rng([int(conf["seed"]), int(index_seed), 3])
+    params = HomographyParams.from_dict(conf["homography"])
+    hom = [np.eye(3)] + [sample_homography(rng, shape, params) for _ in range(int(conf["num_homographies"]) - 1)]
+    return torch.from_numpy(np.stack(hom))
+
+
+def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True) -> Dict[str, int]:
+    """Label every image of ``image_dir`` lacking a label in ``out_dir``; returns counts."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(conf, out / "adapt_config.yaml")
+    device = next(model.parameters()).device
+    images = list_images(image_dir)
+    if not images:
+        raise FileNotFoundError(f"no images in {image_dir}")
+    todo = [(i, p) for i, p in enumerate(images) if not (out / f"{p.stem}.npy").is_file()]
+    budget = None if conf["max_minutes"] is None else float(conf["max_minutes"]) * 60
+    t0 = time.monotonic()
+    done, points_total = 0, 0
+    iterator = todo
+    if progress:
+        from tqdm import tqdm
+
+        iterator = tqdm(todo, desc="superpoint-adapt", unit="img", initial=len(images) - len(todo),
+                        total=len(images), dynamic_ncols=True, mininterval=2.0)
+    for index, path in iterator:
+        gray = read_gray(path)
+        h, w = gray.shape
+        if h % 8 or w % 8:  # the network needs multiples of 8: crop the remainder (labels stay valid)
+            gray = gray[:h - h % 8, :w - w % 8]
+        image = torch.from_numpy(gray.astype(np.float32) / 255)[None, None].to(device)
+        hom = sample_adaptation_homographies(conf, index, gray.shape)
+        heat = aggregate_heatmap(model, image, hom, int(conf["batch_size"]), conf["amp"])
+        points, _ = heatmap_to_points(heat, conf)
+        tmp = out / f"{path.stem}.tmp.npy"
+        np.save(tmp, points)
+        tmp.replace(out / f"{path.stem}.npy")  # atomic: a killed run never leaves a partial label
+        done += 1
+        points_total += len(points)
+        if budget is not None and time.monotonic() - t0 > budget:
+            print(f"\n[superpoint-adapt] time budget reached after {done} images; rerun to continue")
+            break
+    remaining = sum(1 for p in images if not (out / f"{p.stem}.npy").is_file())
+    return {"labelled_now": done, "remaining": remaining, "images": len(images),
+            "mean_points": points_total / max(done, 1)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--weights", required=True, help="detector checkpoint (MagicPoint or SuperPoint)")
+    parser.add_argument("--images", required=True, help="folder of images to label")
+    parser.add_argument("--out", required=True, help="folder for <stem>.npy labels")
+    parser.add_argument("--config", help="YAML config (see config/train/adapt.yaml)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--max-minutes", type=float, default=None)
+    args = parser.parse_args(argv)
+    conf = load_config(default_conf, args.config, args.set)
+    if args.max_minutes is not None:
+        conf["max_minutes"] = args.max_minutes
+    device = resolve_device(conf["device"])
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model, provenance = load_model(args.weights)
+    model.to(device)
+    summary = adapt_folder(model, args.images, args.out, conf)
+    summary["weights"] = str(args.weights)
+    (Path(args.out) / "adapt_summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"[superpoint-adapt] {summary}")
+
+
+if __name__ == "__main__":
+    main()

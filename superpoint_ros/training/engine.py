@@ -1,0 +1,227 @@
+"""The training loop shared by the trainers: device and AMP, data order, per-step randomness,
+progress bar, TensorBoard, time budget, checkpoints that resume exactly.
+
+Reproducibility contract: the data of step ``s`` are dataset items ``s*B .. s*B+B-1`` (datasets
+map a *position* to an item, see ``data``), and the step's augmentation draws from a generator
+seeded with ``step_seed(seed, s)``. Resuming from a training state at step ``s`` therefore replays
+exactly what an uninterrupted run would do (bit-identical on CPU; CUDA kernels may add float
+non-determinism unless ``deterministic: true``).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import Callable, Dict, Optional
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from ..model import SMALL, SuperPointConfig, SuperPointNet
+from ..weights import load_weights, save_checkpoint
+from .checkpoint import load_training_state, save_training_state
+from .config import dump_config
+
+log = logging.getLogger("superpoint_ros.training")
+
+default_train_conf = {
+    "seed": 0,
+    "device": "auto",          # auto | cpu | cuda | cuda:N
+    "amp": "bf16",             # bf16 | fp16 | none (autocast only on CUDA)
+    "deterministic": False,    # cuDNN deterministic kernels (slower) for bit-exact CUDA resumes
+    "model": "full",           # full | small | {encoder_channels, head_channels, descriptor_dim}
+    "init_weights": None,      # checkpoint to start from (matching layers are copied)
+    "batch_size": 32,
+    "num_workers": 4,
+    "lr": 1.0e-3,
+    "max_steps": 1000,
+    "max_minutes": None,       # stop (and save) when this much wall time has passed in this run
+    "log_every": 25,
+    "checkpoint_every": 500,
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
+    return device
+
+
+def build_model(spec) -> SuperPointNet:
+    if spec in ("full", None):
+        return SuperPointNet(SuperPointConfig())
+    if spec == "small":
+        return SuperPointNet(SMALL)
+    if isinstance(spec, dict):
+        return SuperPointNet(SuperPointConfig.from_dict(spec))
+    raise ValueError(f"model must be 'full', 'small' or an architecture dict, got {spec!r}")
+
+
+def init_from(model: SuperPointNet, path: Optional[str]) -> list:
+    """Copy every tensor of a checkpoint whose name and shape match; returns the copied names."""
+    if not path:
+        return []
+    _, state_dict, _ = load_weights(path)
+    own = model.state_dict()
+    copied = [k for k, v in state_dict.items() if k in own and own[k].shape == v.shape]
+    model.load_state_dict({**own, **{k: state_dict[k] for k in copied}})
+    return copied
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (int(seed) * 1_000_003 + int(step) * 7919 + 12345) % (2 ** 63 - 1)
+
+
+class PositionSampler(Sampler):
+    """Yields positions ``start, start+1, ...`` (datasets turn a position into an item)."""
+
+    def __init__(self, start: int, stop: int):
+        self.start, self.stop = int(start), int(stop)
+
+    def __iter__(self):
+        return iter(range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def _autocast(device: torch.device, amp: str):
+    if device.type != "cuda" or amp == "none":
+        return contextlib.nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None:
+        raise ValueError(f"amp must be bf16, fp16 or none, got {amp!r}")
+    return torch.autocast("cuda", dtype=dtype)
+
+
+class _Board:
+    """TensorBoard writer if tensorboard is installed, otherwise a no-op with one warning."""
+
+    def __init__(self, folder: Path):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(folder))
+        except Exception as e:  # tensorboard missing: training must still run
+            log.warning("TensorBoard logging disabled (%s)", e)
+            self.writer = None
+
+    def scalars(self, values: Dict[str, float], step: int) -> None:
+        if self.writer:
+            for k, v in values.items():
+                self.writer.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provenance: dict,
+          resume: bool = True, progress: bool = True, worker_init_fn=None) -> dict:
+    """Run (or resume) a training loop; returns a summary dict.
+
+    ``step_fn(model, batch, generator, conf) -> dict`` returns ``{"loss": scalar tensor, ...}``
+    (other entries are logged). Writes under ``out_dir``: ``config.yaml``, ``tensorboard/``,
+    ``state.pt`` (resumable training state), ``model.pt`` (a superpoint_ros checkpoint).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(conf["device"])
+    if conf["deterministic"]:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    torch.manual_seed(conf["seed"])
+    model = build_model(conf["model"])
+    copied = init_from(model, conf["init_weights"])
+    model.to(device).train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=conf["lr"])
+    use_scaler = device.type == "cuda" and conf["amp"] == "fp16"
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    state_path = out / "state.pt"
+    start, wall_before = 0, 0.0
+    if resume and state_path.is_file():
+        payload = load_training_state(state_path, model=model, optimizer=optimizer, scaler=scaler)
+        start, wall_before = int(payload["step"]), float(payload["wall_seconds"])
+        print(f"[{tool}] resuming from {state_path} at step {start}")
+    dump_config(conf, out / "config.yaml")
+    max_steps = int(conf["max_steps"])
+    batch_size = int(conf["batch_size"])
+    loader = DataLoader(
+        dataset, batch_size=batch_size, sampler=PositionSampler(start * batch_size, max_steps * batch_size),
+        num_workers=int(conf["num_workers"]), drop_last=True, pin_memory=device.type == "cuda",
+        worker_init_fn=worker_init_fn, persistent_workers=False,
+        prefetch_factor=4 if int(conf["num_workers"]) > 0 else None)
+    board = _Board(out / "tensorboard")
+    budget = None if conf["max_minutes"] is None else float(conf["max_minutes"]) * 60
+    t0 = time.monotonic()
+    step = start
+    last_logs: Dict[str, float] = {}
+
+    def save_state():
+        save_training_state(state_path, model=model, optimizer=optimizer, scaler=scaler, step=step, conf=conf,
+                            wall_seconds=wall_before + time.monotonic() - t0)
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=max_steps, initial=start, desc=tool, unit="step", dynamic_ncols=True, mininterval=2.0)
+    stopped_early = False
+    for batch in loader:
+        batch = to_device(batch, device)
+        generator = torch.Generator(device=device).manual_seed(step_seed(conf["seed"], step))
+        with _autocast(device, conf["amp"]):
+            logs = step_fn(model, batch, generator, conf)
+        loss = logs["loss"]
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"[{tool}] non-finite loss {loss.item()} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        step += 1
+        if step % int(conf["log_every"]) == 0 or step == max_steps:
+            last_logs = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in logs.items()}
+            board.scalars({f"train/{k}": v for k, v in last_logs.items()}, step)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.4g}" for k, v in last_logs.items()})
+        if bar is not None:
+            bar.update(1)
+        out_of_time = budget is not None and time.monotonic() - t0 > budget
+        if step % int(conf["checkpoint_every"]) == 0 or out_of_time:
+            save_state()
+        if out_of_time:
+            stopped_early = True
+            print(f"\n[{tool}] time budget of {conf['max_minutes']} min reached at step {step}")
+            break
+    if bar is not None:
+        bar.close()
+    save_state()
+    board.close()
+    wall = wall_before + time.monotonic() - t0
+    provenance = {**provenance, "tool": tool, "iterations": step, "batch_size": batch_size,
+                  "wall_time_s": round(wall, 1), "device": str(device), "amp": conf["amp"],
+                  "initialised_from": conf["init_weights"] if copied else None, "config": conf}
+    model_path = save_checkpoint(out / "model.pt", model.eval(), provenance)
+    summary = {"steps": step, "stopped_early": stopped_early, "wall_time_s": wall, "last": last_logs,
+               "model": str(model_path), "model_obj": model}
+    print(f"[{tool}] {step} steps in {wall / 60:.1f} min; model -> {model_path}")
+    return summary
+
+
+__all__ = ["default_train_conf", "train", "resolve_device", "build_model", "init_from", "step_seed",
+           "PositionSampler", "to_device"]
