@@ -1,0 +1,371 @@
+"""``superpoint_node``: the SuperPoint visual front-end as a ROS 2 node.
+
+Subscribes (relative names, remap as usual):
+  mono:   ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage, ``input.compressed``)
+  stereo: ``left/image_rect`` + ``right/image_rect`` (``stereo.enabled``; ``/compressed`` likewise)
+Publishes:
+  ``features`` (PointCloud2: track_id, x, y, score, track_length, descriptor[D]) for the mono/left image
+  ``features_right`` (stereo) the right image's features, same stamp
+  ``stereo_matches`` (PointCloud2, stereo) rows of features/features_right with the same stamp
+  ``temporal_matches`` (PointCloud2) previous/current feature rows, previous stamp in the rows
+  ``debug_image`` (Image bgr8) keypoints and track trails, drawn only while someone subscribes
+  ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) rates, drops, latency, stage timings
+Layouts: docs/messages.md (codec in ``superpoint_ros.ros.messages``). Parameters: docs/node.md
+(the table in ``superpoint_ros.params``).
+
+Threading: the subscription callbacks only enqueue; one worker thread decodes, runs the
+:class:`~superpoint_ros.frontend.Frontend` and publishes. The queue is bounded
+(``input.queue_size``, default 1): when it is full the oldest frame is dropped and counted, so the
+newest frame wins and latency never builds up.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import deque
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.exceptions import ParameterException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from ..frontend import FrameResult, Frontend
+from ..image import ImageError
+from ..params import PARAMETERS, ParamsError, check_value, coerce, validate
+from ..visualization import draw_keypoints, draw_tracks
+from ..weights import WeightsError
+from .image_decoding import decode_compressed_image, decode_image
+from .messages import pack_features, pack_stereo_matches, pack_temporal_matches, to_pointcloud2
+from .sync import StereoSynchronizer
+
+NODE_NAME = "superpoint_node"
+LOG_THROTTLE_S = 5.0
+_ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+
+
+def descriptor_for(name: str) -> ParameterDescriptor:
+    """The ParameterDescriptor of a parameter of the table: type, description, range, read-only."""
+    param = PARAMETERS[name]
+    descriptor = ParameterDescriptor(name=name, type=_ROS_TYPES[param.kind], description=param.description,
+                                     read_only=param.read_only)
+    if param.limits is not None and param.kind is int:
+        descriptor.integer_range = [IntegerRange(from_value=int(param.limits[0]), to_value=int(param.limits[1]), step=1)]
+    elif param.limits is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(param.limits[0]),
+                                                              to_value=float(param.limits[1]), step=0.0)]
+    if param.choices is not None:
+        descriptor.additional_constraints = "one of: " + ", ".join(param.choices)
+    return descriptor
+
+
+def stamp_seconds(header) -> float:
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
+class _Stats:
+    """Counters for /diagnostics (written by the worker and the callbacks, read by the timer)."""
+
+    def __init__(self):
+        self.received = self.processed = self.dropped = self.skipped = 0
+        self.latency_ms: deque = deque(maxlen=100)
+        self.timings: deque = deque(maxlen=100)
+        self.last: Optional[FrameResult] = None
+        self.last_error = ""
+        self.last_reset = ""
+        self.window_start = time.monotonic()
+        self.window_processed = self.window_dropped = self.window_skipped = 0
+
+
+class SuperPointNode(Node):
+    """The front-end node. Construction raises (WeightsError, ParamsError, RuntimeError for a
+    missing CUDA, rclpy ParameterException) on start-up faults; :func:`main` turns those into a
+    one-line message and a non-zero exit."""
+
+    def __init__(self, **node_kwargs):
+        super().__init__(NODE_NAME, **node_kwargs)
+        self.params = self._declare_parameters()
+        p = self.params
+        self.frontend = Frontend(p)
+        self._frontend_lock = threading.Lock()
+        self.stereo = p["stereo.enabled"]
+
+        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"],
+                                reliability=ReliabilityPolicy.BEST_EFFORT if p["qos.reliability"] == "best_effort"
+                                else ReliabilityPolicy.RELIABLE)
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"], reliability=ReliabilityPolicy.RELIABLE)
+        from sensor_msgs.msg import PointCloud2
+
+        self.features_pub = self.create_publisher(PointCloud2, "features", out_qos)
+        self.temporal_pub = self.create_publisher(PointCloud2, "temporal_matches", out_qos)
+        self.debug_pub = self.create_publisher(Image, "debug_image", out_qos)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        if self.stereo:
+            self.right_features_pub = self.create_publisher(PointCloud2, "features_right", out_qos)
+            self.stereo_pub = self.create_publisher(PointCloud2, "stereo_matches", out_qos)
+
+        self.stats = _Stats()
+        self._queue: deque = deque(maxlen=p["input.queue_size"])
+        self._wakeup = threading.Condition()
+        self._running = True
+        self._previous_stamp = (0, 0)
+        self._trails: Dict[int, deque] = {}
+
+        image_type = CompressedImage if p["input.compressed"] else Image
+        suffix = "/compressed" if p["input.compressed"] else ""
+        if self.stereo:
+            self.synchronizer = self._make_synchronizer(image_type, suffix, sensor_qos)
+        else:
+            self.image_sub = self.create_subscription(image_type, "image" + suffix, self.on_image, sensor_qos)
+
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self.diagnostics_timer = self.create_timer(p["diagnostics.period"], self.on_diagnostics_timer)
+        self._worker = threading.Thread(target=self._work, name="superpoint_worker", daemon=True)
+        self._worker.start()
+        ex = self.frontend.extractor
+        self.get_logger().info(
+            f"{'stereo' if self.stereo else 'mono'} front-end ready: weights {ex.weights_path or 'in-memory'} "
+            f"({ex.provenance.get('format', 'superpoint_ros checkpoint')}), device {ex.device}, descriptor {ex.descriptor_dim}-d")
+
+    # --- start-up ------------------------------------------------------------------------------
+    def _declare_parameters(self) -> Dict[str, Any]:
+        for name, param in PARAMETERS.items():
+            self.declare_parameter(name, param.default, descriptor_for(name))
+        overrides = getattr(self, "_parameter_overrides", {})
+        unknown = sorted(n for n in overrides if not self.has_parameter(n))
+        if unknown:
+            raise ParamsError(f"unknown parameters: {', '.join(unknown)} (see docs/node.md for the list)")
+        return validate({name: self.get_parameter(name).value for name in PARAMETERS})
+
+    def _make_synchronizer(self, image_type, suffix: str, qos: QoSProfile):
+        p = self.params
+        left, right = "left/image_rect" + suffix, "right/image_rect" + suffix
+        try:  # the standard tool when the ROS install has it
+            import message_filters
+        except ImportError:
+            sync = StereoSynchronizer(self.on_stereo_pair, p["sync.mode"], p["sync.slop"], p["sync.queue_size"])
+            self.left_sub = self.create_subscription(image_type, left, sync.add_left, qos)
+            self.right_sub = self.create_subscription(image_type, right, sync.add_right, qos)
+            return sync
+        subs = [message_filters.Subscriber(self, image_type, left, qos_profile=qos),
+                message_filters.Subscriber(self, image_type, right, qos_profile=qos)]
+        if p["sync.mode"] == "exact":
+            sync = message_filters.TimeSynchronizer(subs, p["sync.queue_size"])
+        else:
+            sync = message_filters.ApproximateTimeSynchronizer(subs, p["sync.queue_size"], p["sync.slop"])
+        sync.registerCallback(self.on_stereo_pair)
+        self._message_filter_subs = subs
+        return sync
+
+    # --- callbacks: enqueue only -----------------------------------------------------------------
+    def on_image(self, msg) -> None:
+        self._enqueue((msg,))
+
+    def on_stereo_pair(self, left, right) -> None:
+        self._enqueue((left, right))
+
+    def _enqueue(self, item) -> None:
+        with self._wakeup:
+            self.stats.received += 1
+            if len(self._queue) == self._queue.maxlen:
+                self.stats.dropped += 1  # the deque drops the oldest: the newest frame wins
+                self.stats.window_dropped += 1
+            self._queue.append((time.perf_counter(), item))
+            self._wakeup.notify()
+
+    def on_set_parameters(self, parameters) -> SetParametersResult:
+        changes = {}
+        for parameter in parameters:
+            if parameter.name not in PARAMETERS:
+                continue  # e.g. use_sim_time: not ours
+            value = coerce(parameter.name, parameter.value)
+            reason = check_value(parameter.name, value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[parameter.name] = value
+        try:
+            merged = validate({**self.params, **changes})
+            frontend_changes = {k: v for k, v in changes.items() if PARAMETERS[k].frontend}
+            with self._frontend_lock:
+                self.frontend.update(frontend_changes)
+        except ParamsError as e:
+            return SetParametersResult(successful=False, reason=str(e))
+        self.params = merged
+        return SetParametersResult(successful=True)
+
+    def on_diagnostics_timer(self) -> None:
+        self.diagnostics_pub.publish(self._diagnostics())
+
+    # --- worker ----------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._wakeup:
+                while self._running and not self._queue:
+                    self._wakeup.wait(0.5)
+                if not self._running:
+                    return
+                received_at, item = self._queue.popleft()
+            try:
+                self._process(item, received_at)
+            except ImageError as e:  # bad input: log (throttled), skip the frame, stay alive
+                self._skip(str(e))
+            except Exception as e:  # noqa: BLE001 - the node must outlive one bad frame
+                self._skip(f"{type(e).__name__}: {e}")
+
+    def _skip(self, reason: str) -> None:
+        self.stats.skipped += 1
+        self.stats.window_skipped += 1
+        self.stats.last_error = reason
+        self.get_logger().warning(f"skipped a frame: {reason}", throttle_duration_sec=LOG_THROTTLE_S)
+
+    def _decode(self, msg) -> np.ndarray:
+        return decode_compressed_image(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
+
+    def _process(self, item, received_at: float) -> None:
+        header = item[0].header
+        stamp_s = stamp_seconds(header)
+        if len(item) == 2:
+            left, right = self._decode(item[0]), self._decode(item[1])
+            with self._frontend_lock:
+                result = self.frontend.process_stereo(left, right, stamp_s, header.frame_id)
+            image = left
+        else:
+            image = self._decode(item[0])
+            with self._frontend_lock:
+                result = self.frontend.process_mono(image, stamp_s, header.frame_id)
+        self._publish(result, header, item)
+        if self.debug_pub.get_subscription_count() > 0:
+            self._publish_debug(image, result, header)
+        else:
+            self._trails.clear()
+        stats = self.stats
+        stats.processed += 1
+        stats.window_processed += 1
+        stats.latency_ms.append((time.perf_counter() - received_at) * 1e3)
+        stats.timings.append(result.timings)
+        stats.last = result
+        if result.reset_reason:
+            stats.last_reset = result.reset_reason
+            self.get_logger().info(f"tracks reset: {result.reset_reason}", throttle_duration_sec=LOG_THROTTLE_S)
+        self._previous_stamp = (header.stamp.sec, header.stamp.nanosec)
+
+    def _publish(self, result: FrameResult, header, item) -> None:
+        f = result.features
+        self.features_pub.publish(to_pointcloud2(header, pack_features(
+            f.keypoints, f.scores, f.descriptors, result.track_ids, result.track_lengths)))
+        if result.temporal is not None:
+            t = result.temporal
+            self.temporal_pub.publish(to_pointcloud2(header, pack_temporal_matches(
+                t.indices, t.distances, t.inliers, self._previous_stamp)))
+        if result.stereo is not None:
+            r = result.right_features
+            right_header = item[1].header
+            right_header.stamp = header.stamp  # the pair is one frame: same stamp on both feature sets
+            self.right_features_pub.publish(to_pointcloud2(right_header, pack_features(
+                r.keypoints, r.scores, r.descriptors, np.zeros(len(r), np.int64))))
+            self.stereo_pub.publish(to_pointcloud2(header, pack_stereo_matches(
+                result.stereo.indices, result.stereo.distances, f.keypoints, r.keypoints)))
+
+    def _publish_debug(self, image: np.ndarray, result: FrameResult, header) -> None:
+        """Keypoints coloured by score and each track's last ``debug.track_length`` positions."""
+        length = self.params["debug.track_length"]
+        if result.reset_reason or result.temporal is None:
+            self._trails.clear()
+        current = {}
+        for track_id, xy in zip(result.track_ids.tolist(), result.features.keypoints):
+            trail = self._trails.get(track_id) or deque(maxlen=max(length, 1))
+            trail.append(xy)
+            current[track_id] = trail
+        self._trails = current
+        canvas = draw_keypoints(image, result.features.keypoints, result.features.scores)
+        if length > 1:
+            draw_tracks(canvas, [np.array(t) for t in current.values() if len(t) > 1])
+        msg = Image(header=header, height=canvas.shape[0], width=canvas.shape[1], encoding="bgr8",
+                    is_bigendian=0, step=canvas.shape[1] * 3)
+        msg.data = canvas.tobytes()
+        self.debug_pub.publish(msg)
+
+    # --- diagnostics -------------------------------------------------------------------------------
+    def _diagnostics(self) -> DiagnosticArray:
+        s, p = self.stats, self.params
+        now = time.monotonic()
+        window = max(now - s.window_start, 1e-6)
+        latency = float(np.mean(s.latency_ms)) if s.latency_ms else 0.0
+        status = DiagnosticStatus(name=f"{self.get_name()}: SuperPoint front-end",
+                                  hardware_id=str(self.frontend.extractor.device))
+        problems = []
+        if latency > p["diagnostics.max_latency"] * 1e3:
+            problems.append(f"mean latency {latency:.0f} ms > {p['diagnostics.max_latency'] * 1e3:.0f} ms")
+        if s.window_dropped:
+            problems.append(f"{s.window_dropped} frames dropped (processing slower than input)")
+        if s.window_skipped:
+            problems.append(f"{s.window_skipped} bad frames skipped: {s.last_error}")
+        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
+        status.message = "; ".join(problems) if problems else ("running" if s.processed else "waiting for images")
+        values = {
+            "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
+            "frames_skipped": s.skipped, "rate_hz": f"{s.window_processed / window:.2f}",
+            "mean_latency_ms": f"{latency:.2f}", "last_error": s.last_error, "last_track_reset": s.last_reset,
+            "weights": str(self.frontend.extractor.weights_path), "device": str(self.frontend.extractor.device),
+        }
+        if s.timings:
+            for stage in ("extract", "temporal_match", "ransac", "tracking", "stereo_match", "total"):
+                samples = [t[stage] for t in s.timings if stage in t]
+                if samples:
+                    values[f"mean_{stage}_ms"] = f"{np.mean(samples):.2f}"
+        if s.last is not None:
+            last = s.last
+            values["keypoints"] = len(last.features)
+            values["tracked_keypoints"] = int((last.track_lengths > 1).sum())
+            if last.temporal is not None:
+                values["temporal_inliers"] = int(last.temporal.inliers.sum())
+            if last.stereo is not None:
+                values["stereo_matches"] = len(last.stereo)
+        if self.stereo and isinstance(getattr(self, "synchronizer", None), StereoSynchronizer):
+            values["stereo_unpaired_dropped"] = self.synchronizer.unpaired_dropped
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
+        s.window_start, s.window_processed, s.window_dropped, s.window_skipped = now, 0, 0, 0
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        return array
+
+    def destroy_node(self) -> None:
+        with self._wakeup:
+            self._running = False
+            self._wakeup.notify_all()
+        if self._worker.is_alive() and self._worker is not threading.current_thread():
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: Optional[List[str]] = None) -> int:
+    """``ros2 run superpoint_ros superpoint_node --ros-args --params-file config/superpoint_mono.yaml``"""
+    rclpy.init(args=args)
+    try:
+        node = SuperPointNode()
+    except (WeightsError, ParamsError, ParameterException, RuntimeError, ValueError) as e:
+        # a start-up fault: one clear line, no traceback, non-zero exit
+        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 2
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
