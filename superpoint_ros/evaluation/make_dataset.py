@@ -25,9 +25,11 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-#: scikit-image photos that are real, textured camera images (no downloads needed).
-SKIMAGE_PHOTOS = ("astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "gravel", "grass", "moon",
-                  "coins", "immunohistochemistry", "hubble_deep_field", "stereo_motorcycle")
+from ..data_splits import split_of
+
+#: scikit-image photos reserved for evaluation (superpoint_ros.data_splits.SKIMAGE_EVAL: never
+#: trained on), by their skimage.data function names.
+SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle")
 #: Where Debian/Ubuntu's opencv-doc package puts OpenCV's sample images.
 OPENCV_DOC_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
@@ -85,7 +87,9 @@ def collect_sources(extra_dirs: List[Path], use_skimage: bool = True, use_opencv
     """All usable source photos, named uniquely (lower-case, ``[a-z0-9_]``)."""
     iterators = [skimage_photos()] if use_skimage else []
     if use_opencv_doc:
-        iterators += [folder_photos(Path(d)) for d in OPENCV_DOC_DIRS if Path(d).is_dir()]
+        # only the evaluation split: the rest of these photos are training data
+        iterators += [((n, im) for n, im in folder_photos(Path(d)) if split_of(n) == "eval")
+                      for d in OPENCV_DOC_DIRS if Path(d).is_dir()]
     iterators += [folder_photos(d) for d in extra_dirs]
     sources, seen = [], set()
     for iterator in iterators:

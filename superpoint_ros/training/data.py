@@ -27,16 +27,8 @@ from .synthetic_shapes import pack_item
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
 
-#: scikit-image photos used for training (natural or man-made scenes with corners).
-SKIMAGE_TRAIN = ("brick", "camera", "cell", "chelsea", "chessboard_GRAY", "clock_motion", "coins",
-                 "color", "grass", "gravel", "horse", "hubble_deep_field", "ihc", "logo", "moon", "page",
-                 "retina", "rocket", "text")
-#: kept out of training: reserved for evaluation / demos in this project.
-SKIMAGE_HELD_OUT = ("astronaut", "coffee", "motorcycle_left", "motorcycle_right")
-#: standard benchmark images that must never be trained on (name prefixes, case-insensitive).
-EVALUATION_PREFIXES = ("graf", "leuven", "boat", "bark", "bikes", "trees", "ubc", "wall", "hpatches")
-
-OPENCV_DOC_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
+# The train/eval split of the offline photos is defined once, for training and evaluation alike.
+from ..data_splits import OPENCV_DOC_DIR, SKIMAGE_EVAL, SKIMAGE_TRAIN, split_of  # noqa: E402
 
 
 def skimage_photos(names: Sequence[str] = SKIMAGE_TRAIN) -> List[Path]:
@@ -46,14 +38,15 @@ def skimage_photos(names: Sequence[str] = SKIMAGE_TRAIN) -> List[Path]:
     folder = Path(skimage.__file__).parent / "data"
     found = []
     for name in names:
-        if name in SKIMAGE_HELD_OUT:
+        if name in SKIMAGE_EVAL:
             raise ValueError(f"skimage image {name!r} is held out for evaluation")
         found.extend(p for p in sorted(folder.glob(f"{name}.*")) if p.suffix.lower() in IMAGE_SUFFIXES)
     return found
 
 
 def is_evaluation_image(path: Path) -> bool:
-    return path.name.lower().startswith(EVALUATION_PREFIXES)
+    """True for photos reserved for evaluation (never trained on): see superpoint_ros.data_splits."""
+    return split_of(Path(path).name) == "eval"
 
 
 def opencv_doc_photos(folder: Path = OPENCV_DOC_DIR) -> List[Path]:
