@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Train the default model: synthetic shapes -> MagicPoint -> homographic adaptation -> SuperPoint.
 #
-#   bash scripts/train_default_model.sh OUT_DIR [--smoke]
+#   bash scripts/train_default_model.sh OUT_DIR [--smoke] [--until STAGE]
 #
+# STAGE is one of magicpoint, images, adapt, superpoint, finalize: stop after it (to split the run
+# over several shorter jobs; a later call on the same OUT_DIR skips the finished stages).
 # Runs from the repo root with plain python3 (no install needed; PYTHONPATH is set here). On one
 # H100 the full run takes ~15 min (time budgets below); --smoke runs tiny configs in ~1 min on CPU.
 # Every stage checkpoints and is skipped/resumed when the script is run again on the same OUT_DIR.
@@ -10,11 +12,19 @@
 # Budgets (minutes) can be changed with env vars: MAGICPOINT_MINUTES, ADAPT_MINUTES, SUPERPOINT_MINUTES.
 set -euo pipefail
 
-usage() { echo "usage: bash scripts/train_default_model.sh OUT_DIR [--smoke]" >&2; exit 2; }
-[[ $# -ge 1 && $# -le 2 ]] || usage
-out="$1"
-smoke=0
-if [[ $# -eq 2 ]]; then [[ "$2" == "--smoke" ]] || usage; smoke=1; fi
+usage() { echo "usage: bash scripts/train_default_model.sh OUT_DIR [--smoke] [--until STAGE]" >&2; exit 2; }
+[[ $# -ge 1 ]] || usage
+out="$1"; shift
+smoke=0; until=finalize
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --smoke) smoke=1 ;;
+    --until) [[ $# -ge 2 ]] || usage; until="$2"; shift ;;
+    *) usage ;;
+  esac
+  shift
+done
+case "$until" in magicpoint|images|adapt|superpoint|finalize) ;; *) usage ;; esac
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -29,18 +39,23 @@ if [[ $smoke -eq 1 ]]; then
   crops=(--height 64 --width 80 --crops-per-image 2 --max-images 3)
 else
   cfg=default
-  mp_min="${MAGICPOINT_MINUTES:-6}"; ad_min="${ADAPT_MINUTES:-2.5}"; sp_min="${SUPERPOINT_MINUTES:-5}"
-  crops=(--height 240 --width 320 --crops-per-image 50)
+  mp_min="${MAGICPOINT_MINUTES:-6}"; ad_min="${ADAPT_MINUTES:-2}"; sp_min="${SUPERPOINT_MINUTES:-5.5}"
+  crops=(--height 240 --width 320 --crops-per-image 80)
 fi
 
 stage() {  # stage NAME COMMAND...: run once (marker file), log to OUT/logs/NAME.log
   local name="$1"; shift
-  if [[ -f "$out/.done_$name" ]]; then echo "== $name: already done (rm $out/.done_$name to redo)"; return; fi
+  if [[ -f "$out/.done_$name" ]]; then
+    echo "== $name: already done (rm $out/.done_$name to redo)"
+    if [[ "$name" == "$until" ]]; then exit 0; fi
+    return
+  fi
   echo "== $name: $(date -u +%H:%M:%S) $*"
   local t0=$SECONDS
   "$@" 2>&1 | tee "$out/logs/$name.log"
   touch "$out/.done_$name"
   echo "== $name: done in $((SECONDS - t0)) s"
+  if [[ "$name" == "$until" ]]; then echo "== stopping after $name (--until)"; exit 0; fi
 }
 
 "$py" -c "import torch; print('torch', torch.__version__, '| cuda:', torch.cuda.is_available(), \

@@ -120,6 +120,19 @@ class _Board:
             self.writer.close()
 
 
+class AutocastForward:
+    """Calls the network under autocast and returns float32 outputs, so everything else in a
+    training step (warps, augmentation, losses, point geometry) runs in full precision."""
+
+    def __init__(self, model, device: torch.device, amp: str):
+        self.model, self.device, self.amp = model, device, amp
+
+    def __call__(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        with _autocast(self.device, self.amp):
+            out = self.model(images)
+        return {k: v.float() for k, v in out.items()}
+
+
 def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
@@ -128,7 +141,8 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
           resume: bool = True, progress: bool = True, worker_init_fn=None) -> dict:
     """Run (or resume) a training loop; returns a summary dict.
 
-    ``step_fn(model, batch, generator, conf) -> dict`` returns ``{"loss": scalar tensor, ...}``
+    ``step_fn(forward, batch, generator, conf) -> dict``, where ``forward(images)`` runs the network
+    under autocast and returns float32 outputs, returns ``{"loss": scalar tensor, ...}``
     (other entries are logged). Writes under ``out_dir``: ``config.yaml``, ``tensorboard/``,
     ``state.pt`` (resumable training state), ``model.pt`` (a superpoint_ros checkpoint).
     """
@@ -139,7 +153,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        # (TF32 matmuls stay off: point geometry in the losses needs full float32)
     torch.manual_seed(conf["seed"])
     model = build_model(conf["model"])
     copied = init_from(model, conf["init_weights"])
@@ -171,6 +185,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
         save_training_state(state_path, model=model, optimizer=optimizer, scaler=scaler, step=step, conf=conf,
                             wall_seconds=wall_before + time.monotonic() - t0)
 
+    forward = AutocastForward(model, device, conf["amp"])
     bar = None
     if progress:
         from tqdm import tqdm
@@ -180,8 +195,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
     for batch in loader:
         batch = to_device(batch, device)
         generator = torch.Generator(device=device).manual_seed(step_seed(conf["seed"], step))
-        with _autocast(device, conf["amp"]):
-            logs = step_fn(model, batch, generator, conf)
+        logs = step_fn(forward, batch, generator, conf)
         loss = logs["loss"]
         if not torch.isfinite(loss):
             raise FloatingPointError(f"[{tool}] non-finite loss {loss.item()} at step {step}")

@@ -52,7 +52,12 @@ def correspondence_matrix(homography: torch.Tensor, hc: int, wc: int, radius: fl
     lands within ``radius`` px of cell j's centre in image 1."""
     centres = cell_centres(hc, wc, homography.device)
     warped = warp_points(homography, centres[None].expand(homography.shape[0], -1, -1))
-    return torch.cdist(warped.float(), centres[None].float()) <= radius
+    return _distances(warped, centres[None]) <= radius
+
+
+def _distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Exact pairwise Euclidean distances (cdist's matmul shortcut loses pixels at these magnitudes)."""
+    return torch.cdist(a.float(), b.float(), compute_mode="donot_use_mm_for_euclid_dist")
 
 
 def descriptor_loss(desc0: torch.Tensor, desc1: torch.Tensor, homography: torch.Tensor,
@@ -91,7 +96,7 @@ def sparse_descriptor_loss(desc0: torch.Tensor, desc1: torch.Tensor, homography:
     idx = torch.rand(b, n, generator=generator, device=desc0.device).argsort(dim=1)[:, :num_samples]
     centres = cell_centres(hc, wc, desc0.device)
     warped = warp_points(homography, centres[idx])  # (B, S, 2)
-    positive = (torch.cdist(warped.float(), centres[None].float()) <= CELL - 0.5).float()
+    positive = (_distances(warped, centres[None]) <= CELL - 0.5).float()
     d0 = torch.gather(desc0.float().reshape(b, d, n), 2, idx[:, None].expand(-1, d, -1))
     dot = torch.einsum("bds,bdm->bsm", d0, desc1.float().reshape(b, d, n))
     pos_loss = (F.relu(positive_margin - dot) * positive).sum() / positive.sum().clamp(min=1)

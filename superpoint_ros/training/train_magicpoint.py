@@ -37,7 +37,7 @@ default_conf = {
 }
 
 
-def magicpoint_step(model, batch, generator, conf):
+def magicpoint_step(forward, batch, generator, conf):
     images, points, valid = batch["image"], batch["points"], batch["valid"]
     shape = tuple(images.shape[-2:])
     if conf["augment"]:
@@ -48,7 +48,7 @@ def magicpoint_step(model, batch, generator, conf):
     else:
         keypoint_map = warp_keypoint_maps(points, valid, torch.eye(3, device=images.device).expand(len(images), 3, 3),
                                           shape)
-    logits = model(images)["logits"]
+    logits = forward(images)["logits"]
     return {"loss": detector_loss(logits, keypoint_map, generator=generator)}
 
 

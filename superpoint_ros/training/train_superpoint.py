@@ -36,7 +36,7 @@ default_conf = {
 }
 
 
-def superpoint_step(model, batch, generator, conf):
+def superpoint_step(forward, batch, generator, conf):
     images, points, valid, hom = batch["image"], batch["points"], batch["valid"], batch["homography"]
     shape = tuple(images.shape[-2:])
     b = images.shape[0]
@@ -46,7 +46,7 @@ def superpoint_step(model, batch, generator, conf):
     view1 = photometric_augment(warp_images(images, h1, padding_mode="border"), generator, photometric)
     map0 = warp_keypoint_maps(points, valid, h0, shape)
     map1 = warp_keypoint_maps(points, valid, h1, shape)
-    out = model(torch.cat([view0, view1]))
+    out = forward(torch.cat([view0, view1]))
     logits0, logits1 = out["logits"][:b], out["logits"][b:]
     desc0, desc1 = out["descriptors"][:b], out["descriptors"][b:]
     det = detector_loss(logits0, map0, generator=generator) + detector_loss(logits1, map1, generator=generator)
