@@ -1,0 +1,632 @@
+"""``superpoint-eval-bag BAG``: replay a ROS 2 bag through the node's front-end code, offline.
+
+Reads sqlite3 or mcap bags with ``rosbags`` (no ROS install needed), one image topic (mono) or a
+rectified stereo pair (+ ``camera_info`` for the intrinsics), and runs
+:class:`superpoint_ros.frontend.Frontend` -- the code the node runs -- configured by the node's own
+parameter file (``--params``, default ``config/superpoint_{mono,stereo}.yaml``).
+
+Reports per frame and in summary: keypoints, temporal matches, RANSAC inlier ratio, track lengths,
+stereo matches and their epipolar error (``|y_left - y_right|``, rectified), processing time.
+With a TUM ground-truth trajectory (``--groundtruth``) and intrinsics: the rotation error and the
+translation-direction error (degrees) of the relative pose from the essential matrix of each
+frame pair's inlier matches, and the ground-truth epipolar error of those matches.
+
+Writes ``summary.json`` (+ per-frame values), ``per_frame.png``, ``tracks.png`` into
+``--output``; ``--output-bag`` also writes the node's output topics (same names and message
+layout as the node, via its codec) plus the input images, to replay in rviz/Foxglove.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from . import bags
+
+NS = 1_000_000_000
+
+
+# --- ground truth -------------------------------------------------------------------------------
+@dataclass
+class Trajectory:
+    """Poses of a camera: ``stamps_ns`` ``(P,)`` int64 sorted, ``rotations`` ``(P, 3, 3)`` and
+    ``positions`` ``(P, 3)``: camera (optical frame) -> world."""
+
+    stamps_ns: np.ndarray
+    rotations: np.ndarray
+    positions: np.ndarray
+
+    def lookup(self, stamp_ns: int, max_dt_ns: int) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+        """The pose nearest in time, or None when none is within ``max_dt_ns``."""
+        if len(self.stamps_ns) == 0:
+            return None
+        i = int(np.searchsorted(self.stamps_ns, stamp_ns))
+        best = min((j for j in (i - 1, i) if 0 <= j < len(self.stamps_ns)),
+                   key=lambda j: abs(int(self.stamps_ns[j]) - stamp_ns))
+        if abs(int(self.stamps_ns[best]) - stamp_ns) > max_dt_ns:
+            return None
+        return self.rotations[best], self.positions[best]
+
+
+def _seconds_to_ns(text: str) -> int:
+    """Exact decimal seconds -> integer ns (float parsing would lose the nanoseconds)."""
+    whole, _, frac = text.partition(".")
+    return int(whole) * NS + int((frac + "000000000")[:9]) * (-1 if text.startswith("-") else 1)
+
+
+def read_tum(path: Path) -> Trajectory:
+    """TUM RGB-D format: ``timestamp tx ty tz qx qy qz qw`` per line, ``#`` comments."""
+    from scipy.spatial.transform import Rotation
+
+    stamps, positions, quats = [], [], []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.replace(",", " ").split()
+        if len(parts) != 8:
+            raise ValueError(f"{path}:{number}: expected 8 values (t tx ty tz qx qy qz qw), got {len(parts)}")
+        try:
+            values = [float(v) for v in parts[1:]]
+            stamps.append(_seconds_to_ns(parts[0]))
+        except ValueError:
+            raise ValueError(f"{path}:{number}: not a number in {line!r}") from None
+        positions.append(values[:3])
+        quats.append(values[3:])
+    if not stamps:
+        raise ValueError(f"{path}: no poses")
+    order = np.argsort(stamps, kind="stable")
+    quats = np.asarray(quats)[order]
+    if np.any(np.abs(np.linalg.norm(quats, axis=1) - 1) > 1e-3):
+        raise ValueError(f"{path}: quaternions must have unit norm")
+    return Trajectory(np.asarray(stamps, np.int64)[order], Rotation.from_quat(quats).as_matrix(),
+                      np.asarray(positions, np.float64)[order])
+
+
+def relative_pose(pose0, pose1) -> Tuple[np.ndarray, np.ndarray]:
+    """``(R, t)`` with ``x1 = R x0 + t`` (camera-0 -> camera-1 coordinates) from two
+    camera->world poses ``(R_wc, C_w)``."""
+    (r0, c0), (r1, c1) = pose0, pose1
+    return r1.T @ r0, r1.T @ (c0 - c1)
+
+
+def rotation_angle_deg(rotation: np.ndarray) -> float:
+    cos = (np.trace(rotation) - 1.0) / 2.0
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def direction_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    cos = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-300))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
+
+
+def essential_pose(points0: np.ndarray, points1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0,
+                   seed: int = 0) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+    """``(R, t unit)`` of camera 1 w.r.t. camera 0 (``x1 = R x0 + t``) from pixel
+    correspondences via the essential matrix (OpenCV 5-point RANSAC + cheirality), or None."""
+    if len(points0) < 5:
+        return None
+    p0, p1 = np.asarray(points0, np.float64), np.asarray(points1, np.float64)
+    cv2.setRNGSeed(seed)
+    try:
+        E, mask = cv2.findEssentialMat(p0, p1, K, cv2.RANSAC, 0.999, threshold_px)
+        if E is None or E.shape != (3, 3):
+            return None
+        _, R, t, _ = cv2.recoverPose(E, p0, p1, K, mask=mask)
+    except cv2.error:
+        return None
+    return R, t.reshape(3)
+
+
+def pose_errors(points0, points1, K, gt_rotation, gt_translation, threshold_px=1.0) -> Optional[Dict[str, float]]:
+    """Rotation error and translation-direction error (degrees) of the essential-matrix pose."""
+    estimate = essential_pose(points0, points1, K, threshold_px)
+    if estimate is None:
+        return None
+    R, t = estimate
+    return {"rotation_error_deg": rotation_angle_deg(R.T @ gt_rotation),
+            "translation_direction_error_deg": direction_angle_deg(t, gt_translation)}
+
+
+def skew(v: np.ndarray) -> np.ndarray:
+    return np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]], np.float64)
+
+
+def epipolar_distances(points0: np.ndarray, points1: np.ndarray, K: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """``(M,)`` symmetric point-to-epipolar-line distance (px) under the true relative pose."""
+    K_inv = np.linalg.inv(K)
+    F = K_inv.T @ skew(t) @ R @ K_inv
+    h0 = np.hstack([points0, np.ones((len(points0), 1))])
+    h1 = np.hstack([points1, np.ones((len(points1), 1))])
+    lines1, lines0 = h0 @ F.T, h1 @ F  # epipolar lines in image 1 and image 0
+    algebraic = np.abs(np.sum(h1 * lines1, axis=1))
+    d1 = algebraic / (np.linalg.norm(lines1[:, :2], axis=1) + 1e-300)
+    d0 = algebraic / (np.linalg.norm(lines0[:, :2], axis=1) + 1e-300)
+    return 0.5 * (d0 + d1)
+
+
+# --- per-frame statistics (shared with the demo, which fills records from the node's messages) ---
+@dataclass
+class FrameRecord:
+    """What one frame of the front-end produced, independent of where it came from.
+
+    ``keypoints`` ``(N, 2)`` xy px; ``track_ids`` / ``track_lengths`` ``(N,)``; ``temporal_indices``
+    ``(M, 2)`` (previous idx, current idx) into the frame stamped ``previous_stamp_ns`` (None on
+    the first frame after a reset); ``temporal_inliers`` ``(M,)`` bool; ``stereo_left`` /
+    ``stereo_right`` ``(K, 2)`` matched xy px (None for mono); ``time_ms``: per stage.
+    """
+
+    stamp_ns: int
+    keypoints: np.ndarray
+    track_ids: np.ndarray
+    track_lengths: np.ndarray
+    temporal_indices: Optional[np.ndarray] = None
+    temporal_inliers: Optional[np.ndarray] = None
+    temporal_verified: bool = True
+    previous_stamp_ns: Optional[int] = None
+    stereo_left: Optional[np.ndarray] = None
+    stereo_right: Optional[np.ndarray] = None
+    time_ms: Dict[str, float] = field(default_factory=dict)
+
+
+def record_from_result(result, stamp_ns: int, previous_stamp_ns: Optional[int]) -> FrameRecord:
+    """A :class:`superpoint_ros.frontend.FrameResult` -> :class:`FrameRecord`."""
+    temporal = result.temporal
+    stereo_left = stereo_right = None
+    if result.stereo is not None:
+        idx = result.stereo.indices
+        stereo_left = result.features.keypoints[idx[:, 0]]
+        stereo_right = result.right_features.keypoints[idx[:, 1]]
+    return FrameRecord(
+        stamp_ns, result.features.keypoints, result.track_ids, result.track_lengths,
+        None if temporal is None else temporal.indices, None if temporal is None else temporal.inliers,
+        True if temporal is None else bool(temporal.verified), None if temporal is None else previous_stamp_ns,
+        stereo_left, stereo_right, dict(result.timings))
+
+
+def _stats(values) -> Dict[str, float]:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], np.float64)
+    if v.size == 0:
+        return {"count": 0}
+    return {"count": int(v.size), "mean": float(v.mean()), "median": float(np.median(v)), "min": float(v.min()),
+            "max": float(v.max()), "p90": float(np.percentile(v, 90))}
+
+
+class BagStats:
+    """Accumulates :class:`FrameRecord` s into the per-frame table and the summary.
+
+    ``K``: 3x3 intrinsics and ``trajectory``: ground truth, both optional (pose metrics need both).
+    Keeps the last ``trail_length`` positions of every live track for the tracks picture.
+    """
+
+    def __init__(self, K: Optional[np.ndarray] = None, trajectory: Optional[Trajectory] = None,
+                 gt_max_dt_ns: int = 10_000_000, trail_length: int = 30, min_gt_translation_m: float = 1e-3):
+        self.K, self.trajectory, self.gt_max_dt_ns = K, trajectory, gt_max_dt_ns
+        self.trail_length, self.min_gt_translation_m = trail_length, min_gt_translation_m
+        self.frames: List[dict] = []
+        self.track_length: Dict[int, int] = {}
+        self.trails: "OrderedDict[int, List[Tuple[float, float]]]" = OrderedDict()
+        self._previous: Optional[FrameRecord] = None
+
+    def add(self, record: FrameRecord) -> dict:
+        """Add one frame; returns its row of per-frame values."""
+        row = {"stamp_ns": int(record.stamp_ns), "keypoints": int(len(record.keypoints)),
+               "temporal_matches": None, "inliers": None, "inlier_ratio": None, "stereo_matches": None,
+               "epipolar_error_px": None, "time_ms": float(record.time_ms.get("total", np.nan)),
+               "extract_ms": float(record.time_ms.get("extract", np.nan)), "rotation_error_deg": None,
+               "translation_direction_error_deg": None, "gt_epipolar_error_px": None,
+               "tracks_continued": int(np.sum(np.asarray(record.track_lengths) > 1))}
+        previous = self._previous
+        if record.temporal_indices is not None:
+            row["temporal_matches"] = int(len(record.temporal_indices))
+            inliers = np.asarray(record.temporal_inliers, bool)
+            row["inliers"] = int(inliers.sum())
+            if record.temporal_verified and len(inliers):
+                row["inlier_ratio"] = float(inliers.mean())
+            if previous is not None and previous.stamp_ns == record.previous_stamp_ns:
+                self._pose_metrics(row, previous, record, inliers)
+        if record.stereo_left is not None:
+            row["stereo_matches"] = int(len(record.stereo_left))
+            if len(record.stereo_left):
+                row["epipolar_error_px"] = float(np.mean(np.abs(record.stereo_left[:, 1] - record.stereo_right[:, 1])))
+                row["disparity_px"] = float(np.median(record.stereo_left[:, 0] - record.stereo_right[:, 0]))
+        for track_id, length, xy in zip(np.asarray(record.track_ids).tolist(),
+                                        np.asarray(record.track_lengths).tolist(), np.asarray(record.keypoints)):
+            self.track_length[track_id] = max(length, self.track_length.get(track_id, 0))
+            trail = self.trails.setdefault(track_id, [])
+            trail.append((float(xy[0]), float(xy[1])))
+            del trail[: -self.trail_length]
+        live = set(np.asarray(record.track_ids).tolist())
+        for dead in [t for t in self.trails if t not in live]:
+            del self.trails[dead]  # only tracks still alive are drawn
+        self.frames.append(row)
+        self._previous = record
+        return row
+
+    def _pose_metrics(self, row: dict, previous: FrameRecord, record: FrameRecord, inliers: np.ndarray) -> None:
+        if self.K is None or self.trajectory is None:
+            return
+        pose0 = self.trajectory.lookup(previous.stamp_ns, self.gt_max_dt_ns)
+        pose1 = self.trajectory.lookup(record.stamp_ns, self.gt_max_dt_ns)
+        if pose0 is None or pose1 is None:
+            return
+        R, t = relative_pose(pose0, pose1)
+        idx = np.asarray(record.temporal_indices)[inliers]
+        if len(idx) == 0:
+            return
+        p0, p1 = previous.keypoints[idx[:, 0]], record.keypoints[idx[:, 1]]
+        row["gt_epipolar_error_px"] = float(np.median(epipolar_distances(p0, p1, self.K, R, t)))
+        if np.linalg.norm(t) < self.min_gt_translation_m:
+            return  # direction undefined for (almost) pure rotation
+        errors = pose_errors(p0, p1, self.K, R, t)
+        if errors is not None:
+            row.update(errors)
+
+    def summary(self) -> dict:
+        column = lambda key: [f.get(key) for f in self.frames]  # noqa: E731
+        lengths = np.array(list(self.track_length.values()), np.int64)
+        histogram = {int(k): int(v) for k, v in zip(*np.unique(lengths, return_counts=True))} if len(lengths) else {}
+        times = [t for t in column("time_ms") if t is not None and np.isfinite(t)]
+        out = {
+            "frames": len(self.frames),
+            "keypoints_per_frame": _stats(column("keypoints")),
+            "temporal_matches_per_frame": _stats(column("temporal_matches")),
+            "inliers_per_frame": _stats(column("inliers")),
+            "inlier_ratio": _stats(column("inlier_ratio")),
+            "tracks": {"count": int(len(lengths)), **{k: v for k, v in _stats(lengths).items() if k != "count"},
+                       "histogram": histogram,
+                       "continued_per_frame": _stats(column("tracks_continued"))},
+            "time_ms": _stats(column("time_ms")),
+            "extract_ms": _stats(column("extract_ms")),
+            "fps": float(1000.0 / np.mean(times)) if times else None,
+        }
+        if any(f["stereo_matches"] is not None for f in self.frames):
+            out["stereo_matches_per_frame"] = _stats(column("stereo_matches"))
+            out["stereo_epipolar_error_px"] = _stats(column("epipolar_error_px"))
+            out["stereo_disparity_px"] = _stats(column("disparity_px"))
+        if self.trajectory is not None:
+            rotation = _stats(column("rotation_error_deg"))
+            out["pose"] = {"pairs": rotation["count"], "rotation_error_deg": rotation,
+                           "translation_direction_error_deg": _stats(column("translation_direction_error_deg")),
+                           "gt_epipolar_error_px": _stats(column("gt_epipolar_error_px")),
+                           "note": "relative pose of consecutive frames from the essential matrix of the inlier "
+                                   "temporal matches (OpenCV 5-point RANSAC, 1 px) vs. ground truth"}
+            if self.K is None:
+                out["pose"]["note"] = "no intrinsics (camera_info) in the bag: pose metrics skipped"
+        return out
+
+    def series(self) -> Dict[str, np.ndarray]:
+        """Per-frame arrays for plotting (NaN where a value does not exist)."""
+        names = ["keypoints", "temporal_matches", "inlier_ratio", "tracks_continued", "stereo_matches",
+                 "epipolar_error_px", "time_ms", "rotation_error_deg", "translation_direction_error_deg"]
+        return {n: np.array([np.nan if f.get(n) is None else f[n] for f in self.frames], float) for n in names}
+
+
+def format_summary(summary: dict) -> str:
+    """A markdown table of the summary (mean / median / p90 / max)."""
+    rows = [("keypoints / frame", summary["keypoints_per_frame"]),
+            ("temporal matches / frame", summary["temporal_matches_per_frame"]),
+            ("RANSAC inliers / frame", summary["inliers_per_frame"]),
+            ("inlier ratio", summary["inlier_ratio"]),
+            ("track length [frames]", summary["tracks"]),
+            ("tracks continued / frame", summary["tracks"]["continued_per_frame"])]
+    if "stereo_matches_per_frame" in summary:
+        rows += [("stereo matches / frame", summary["stereo_matches_per_frame"]),
+                 ("stereo epipolar error [px]", summary["stereo_epipolar_error_px"]),
+                 ("stereo disparity [px]", summary["stereo_disparity_px"])]
+    if "pose" in summary:
+        rows += [("rotation error [deg]", summary["pose"]["rotation_error_deg"]),
+                 ("translation dir. error [deg]", summary["pose"]["translation_direction_error_deg"]),
+                 ("GT epipolar error [px]", summary["pose"]["gt_epipolar_error_px"])]
+    rows += [("processing time [ms]", summary["time_ms"]), ("  of which extraction [ms]", summary["extract_ms"])]
+    lines = ["| metric | mean | median | p90 | max |", "|---|---|---|---|---|"]
+    for name, s in rows:
+        if "mean" not in s:
+            lines.append(f"| {name} | - | - | - | - |")
+        else:
+            lines.append(f"| {name} | {s['mean']:.3g} | {s['median']:.3g} | {s['p90']:.3g} | {s['max']:.3g} |")
+    lines.append(f"\n{summary['frames']} frames, {summary['tracks']['count']} tracks"
+                 + (f", {summary['fps']:.1f} frames/s" if summary.get("fps") else ""))
+    return "\n".join(lines)
+
+
+def tracks_picture(image: np.ndarray, trails: Dict[int, List[Tuple[float, float]]], max_width: int = 0) -> np.ndarray:
+    """The last frame with every live track's trail (green) and head (red dot), BGR uint8."""
+    from ..visualization import draw_tracks, to_bgr8
+
+    canvas = to_bgr8(image).copy()
+    draw_tracks(canvas, [np.asarray(t) for t in trails.values() if len(t) >= 2], color=(0, 255, 0))
+    for trail in trails.values():
+        x, y = trail[-1]
+        cv2.circle(canvas, (int(round(x)), int(round(y))), 2, (0, 0, 255), -1, cv2.LINE_AA)
+    if max_width and canvas.shape[1] > max_width:
+        scale = max_width / canvas.shape[1]
+        canvas = cv2.resize(canvas, (max_width, int(round(canvas.shape[0] * scale))), interpolation=cv2.INTER_AREA)
+    return canvas
+
+
+# --- reading the bag ------------------------------------------------------------------------------
+def camera_matrix(info) -> np.ndarray:
+    """K of a rectified camera from sensor_msgs/CameraInfo (P[:3, :3], falling back to K)."""
+    p = np.asarray(info.p, np.float64).reshape(3, 4)
+    K = p[:, :3] if p[0, 0] > 0 else np.asarray(info.k, np.float64).reshape(3, 3)
+    if K[0, 0] <= 0 or K[1, 1] <= 0:
+        raise bags.BagError("camera_info has no valid intrinsics (fx, fy <= 0)")
+    return K
+
+
+def find_camera_info(bag: Path, image_topic: str, available: Dict[str, Tuple[str, int]]) -> Optional[str]:
+    """The camera_info topic next to an image topic (``.../image_rect`` -> ``.../camera_info``)."""
+    base = image_topic.rsplit("/", 1)[0]
+    candidate = f"{base}/camera_info"
+    if available.get(candidate, ("",))[0] == bags.CAMERA_INFO_TYPE:
+        return candidate
+    return None
+
+
+def first_camera_info(bag: Path, topic: str):
+    for item in bags.read_messages(bag, [topic]):
+        return item.message
+    return None
+
+
+@dataclass
+class Frame:
+    """A frame to process: stamp, frame_id, images, and the input messages' raw data for copying."""
+
+    stamp_ns: int
+    log_time_ns: int
+    frame_id: str
+    left: np.ndarray
+    right: Optional[np.ndarray] = None
+    raw: List[Tuple[str, str, bytes, int]] = field(default_factory=list)  # (topic, msgtype, cdr, log time)
+
+
+def iterate_frames(bag: Path, left_topic: str, right_topic: Optional[str] = None, slop_ns: int = 0,
+                   queue_size: int = 10) -> Iterator[Frame]:
+    """Mono frames, or stereo pairs matched by header stamp (``|dt| <= slop_ns``) in bag order.
+    Unpaired images are dropped once ``queue_size`` newer ones are waiting."""
+    topic_list = [left_topic] + ([right_topic] if right_topic else [])
+    waiting: Dict[str, "OrderedDict[int, tuple]"] = {t: OrderedDict() for t in topic_list}
+    for item in bags.read_messages(bag, topic_list):
+        message = item.message
+        stamp = bags.stamp_ns(message)
+        image = bags.message_image(message)
+        entry = (stamp, item.log_time_ns, message.header.frame_id, image, (item.topic, item.msgtype, item.raw,
+                                                                            item.log_time_ns))
+        if right_topic is None:
+            yield Frame(stamp, item.log_time_ns, entry[2], image, None, [entry[4]])
+            continue
+        other = right_topic if item.topic == left_topic else left_topic
+        match = next((s for s in waiting[other] if abs(s - stamp) <= slop_ns), None)
+        if match is None:
+            waiting[item.topic][stamp] = entry
+            while len(waiting[item.topic]) > queue_size:
+                waiting[item.topic].popitem(last=False)
+            continue
+        partner = waiting[other].pop(match)
+        left, right = (entry, partner) if item.topic == left_topic else (partner, entry)
+        for older in [s for s in waiting[other] if s < match]:  # anything older can never pair now
+            del waiting[other][older]
+        yield Frame(left[0], max(left[1], right[1]), left[2], left[3], right[3], [left[4], right[4]])
+
+
+# --- the evaluation ------------------------------------------------------------------------------
+def default_params_file(stereo: bool) -> Path:
+    """The node's shipped parameter file (source tree or installed share directory)."""
+    name = "superpoint_stereo.yaml" if stereo else "superpoint_mono.yaml"
+    candidates = [Path(__file__).resolve().parents[2] / "config" / name,
+                  Path(sys.prefix) / "share" / "superpoint_ros" / "config" / name]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"parameter file {name} not found (looked in {', '.join(map(str, candidates))}); "
+                            "pass --params")
+
+
+def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, params: Optional[dict] = None,
+                 groundtruth: Optional[Path] = None, camera_info_topic: Optional[str] = None,
+                 output_bag: Optional[Path] = None, storage: str = "sqlite3", max_frames: Optional[int] = None,
+                 show_progress: bool = True, frontend=None) -> Tuple[dict, BagStats, Optional[np.ndarray]]:
+    """Run the front-end over the bag. Returns ``(summary, stats, last left image)``.
+
+    ``params``: a flat parameter dict as :func:`superpoint_ros.params.load_params` returns (the
+    node's defaults when None). ``frontend``: an already built Frontend (tests share one).
+    """
+    from ..frontend import Frontend
+
+    bag = Path(bag)
+    available = bags.check_image_topics(bag, [left_topic] + ([right_topic] if right_topic else []))
+    frontend = frontend if frontend is not None else Frontend(params or {})
+    conf = frontend.conf
+    info_topic = camera_info_topic or find_camera_info(bag, left_topic, available)
+    K = None
+    if info_topic is not None:
+        if info_topic not in available:
+            raise bags.BagError(f"{bag}: camera_info topic {info_topic} not in the bag")
+        info = first_camera_info(bag, info_topic)
+        K = camera_matrix(info) if info is not None else None
+    trajectory = read_tum(groundtruth) if groundtruth is not None else None
+    stats = BagStats(K, trajectory)
+    writer = bags.BagWriter(output_bag, storage=storage, overwrite=True) if output_bag is not None else None
+    output = OutputBag(writer, right_topic is not None, frontend.extractor.descriptor_dim) if writer else None
+    total = available[left_topic][1] if max_frames is None else min(max_frames, available[left_topic][1])
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total, unit="frame", desc="superpoint-eval-bag", file=sys.stderr)
+    last_image, previous_stamp = None, None
+    try:
+        if writer:
+            writer.__enter__()
+        slop_ns = int(round(conf.get("sync.slop", 0.005) * NS)) if conf.get("sync.mode") != "exact" else 0
+        frames = iterate_frames(bag, left_topic, right_topic, slop_ns, int(conf.get("sync.queue_size", 10)))
+        for count, frame in enumerate(frames):
+            if max_frames is not None and count >= max_frames:
+                break
+            stamp_s = frame.stamp_ns / NS
+            start = time.perf_counter()
+            if frame.right is None:
+                result = frontend.process_mono(frame.left, stamp_s, frame.frame_id)
+            else:
+                result = frontend.process_stereo(frame.left, frame.right, stamp_s, frame.frame_id)
+            result.timings["wall"] = (time.perf_counter() - start) * 1e3
+            stats.add(record_from_result(result, frame.stamp_ns, previous_stamp))
+            previous_stamp = frame.stamp_ns
+            if output is not None:
+                output.write(frame, result)
+            last_image = frame.left
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(kp=len(result.features), tracks=int(np.sum(result.track_lengths > 1)))
+    finally:
+        if progress is not None:
+            progress.close()
+        if writer:
+            writer.__exit__(None, None, None)
+    summary = stats.summary()
+    summary["bag"] = str(bag)
+    summary["topics"] = {"left": left_topic, "right": right_topic, "camera_info": info_topic}
+    summary["weights"] = frontend.extractor.weights_path or "in-memory model"
+    summary["parameters"] = {k: v for k, v in conf.items()}
+    return summary, stats, last_image
+
+
+class OutputBag:
+    """Writes the node's output messages (its codec, its topic names) plus the input images."""
+
+    def __init__(self, writer: bags.BagWriter, stereo: bool, descriptor_dim: int):
+        from ..ros import messages
+
+        self.writer, self.stereo, self.messages = writer, stereo, messages
+        self.cloud = bags.msg_class("sensor_msgs/msg/PointCloud2")
+        self.point_field = bags.msg_class("sensor_msgs/msg/PointField")
+        self.topics = output_topics()
+
+    def _cloud(self, packed, stamp_ns: int, frame_id: str):
+        return self.messages.to_pointcloud2(bags.header(stamp_ns, frame_id), packed, self.cloud, self.point_field,
+                                            data_as_array=True)
+
+    def write(self, frame: Frame, result) -> None:
+        m, stamp, log = self.messages, frame.stamp_ns, frame.log_time_ns
+        for topic, msgtype, raw, log_time in frame.raw:
+            self.writer.write_raw(topic, msgtype, raw, log_time)
+        f = result.features
+        self.writer.write(self.topics["features"], self._cloud(
+            m.pack_features(f.keypoints, f.scores, f.descriptors, result.track_ids, result.track_lengths),
+            stamp, frame.frame_id), log)
+        if result.temporal is not None:
+            prev_ns = int(round(result.temporal.previous_stamp_s * NS))
+            t = result.temporal
+            self.writer.write(self.topics["temporal_matches"], self._cloud(
+                m.pack_temporal_matches(t.indices, t.distances, t.inliers, (prev_ns // NS, prev_ns % NS)),
+                stamp, frame.frame_id), log)
+        if result.stereo is not None:
+            r = result.right_features
+            self.writer.write(self.topics["features_right"], self._cloud(
+                m.pack_features(r.keypoints, r.scores, r.descriptors, np.zeros(len(r), np.int64)), stamp,
+                frame.frame_id), log)
+            self.writer.write(self.topics["stereo_matches"], self._cloud(
+                m.pack_stereo_matches(result.stereo.indices, result.stereo.distances, f.keypoints, r.keypoints),
+                stamp, frame.frame_id), log)
+
+
+def output_topics() -> Dict[str, str]:
+    """The node's output topic names, resolved for a node named ``superpoint_node`` in the root
+    namespace (what ``ros2 run superpoint_ros superpoint_node`` gives)."""
+    return {"features": "/superpoint_node/features", "features_right": "/superpoint_node/features_right",
+            "temporal_matches": "/superpoint_node/temporal_matches",
+            "stereo_matches": "/superpoint_node/stereo_matches"}
+
+
+# --- command line -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="superpoint-eval-bag", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("bag", type=Path, help="rosbag2 folder or file (sqlite3 or mcap); ROS 1 bags also read")
+    p.add_argument("--image-topic", help="mono: the image topic")
+    p.add_argument("--left-topic", help="stereo: left rectified image topic")
+    p.add_argument("--right-topic", help="stereo: right rectified image topic")
+    p.add_argument("--camera-info", default=None, help="camera_info topic (default: next to the image topic)")
+    p.add_argument("--params", type=Path, default=None,
+                   help="the node's parameter file (default: config/superpoint_{mono,stereo}.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                   help="override a parameter, e.g. --set extractor.max_keypoints=500 (YAML value)")
+    p.add_argument("--weights", default=None, help="shortcut for --set extractor.weights=PATH")
+    p.add_argument("--device", default=None, help="shortcut for --set extractor.device=...")
+    p.add_argument("--groundtruth", type=Path, default=None, help="TUM trajectory of the (left) camera")
+    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--output", "-o", type=Path, default=Path("out/eval_bag"), help="folder for JSON and plots")
+    p.add_argument("--output-bag", type=Path, default=None, help="also write the node's topics to this bag")
+    p.add_argument("--storage", choices=bags.STORAGE_FORMATS, default="sqlite3", help="output bag storage")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def parse_overrides(items: Sequence[str]) -> dict:
+    import yaml
+
+    overrides = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r} must look like NAME=VALUE")
+        name, value = item.split("=", 1)
+        overrides[name.strip()] = yaml.safe_load(value) if value.strip() else ""
+    return overrides
+
+
+def main(argv=None) -> int:
+    from ..params import ParamsError, load_params
+    from ..weights import WeightsError
+
+    args = build_parser().parse_args(argv)
+    stereo = bool(args.left_topic or args.right_topic)
+    if stereo and not (args.left_topic and args.right_topic):
+        print("superpoint-eval-bag: stereo needs both --left-topic and --right-topic", file=sys.stderr)
+        return 2
+    if stereo == bool(args.image_topic):
+        print("superpoint-eval-bag: give either --image-topic (mono) or --left-topic/--right-topic (stereo)",
+              file=sys.stderr)
+        return 2
+    try:
+        overrides = parse_overrides(args.set)
+        if args.weights:
+            overrides["extractor.weights"] = args.weights
+        if args.device:
+            overrides["extractor.device"] = args.device
+        params_file = args.params or default_params_file(stereo)
+        params = load_params(params_file, overrides=overrides)
+        summary, stats, last_image = evaluate_bag(
+            args.bag, args.left_topic or args.image_topic, args.right_topic, params, args.groundtruth,
+            args.camera_info, args.output_bag, args.storage, args.max_frames, not args.quiet)
+    except (bags.BagError, ParamsError, WeightsError, ValueError, FileNotFoundError, RuntimeError) as e:
+        print(f"superpoint-eval-bag: {e}", file=sys.stderr)
+        return 2
+    summary["params_file"] = str(params_file)
+    args.output.mkdir(parents=True, exist_ok=True)
+    (args.output / "summary.json").write_text(json.dumps({**summary, "per_frame": stats.frames}, indent=1,
+                                                         default=float) + "\n")
+    from .plots import plot_bag_summary
+
+    lengths = np.array(list(stats.track_length.values()), np.int64)
+    plot_bag_summary(stats.series(), lengths, args.output / "per_frame.png")
+    if last_image is not None:
+        cv2.imwrite(str(args.output / "tracks.png"), tracks_picture(last_image, stats.trails))
+    print(f"weights: {summary['weights']}\nparameters: {params_file}")
+    print(format_summary(summary))
+    print(f"\nwrote {args.output / 'summary.json'}, per_frame.png, tracks.png"
+          + (f"; output bag {args.output_bag}" if args.output_bag else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
