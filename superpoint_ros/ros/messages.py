@@ -206,7 +206,8 @@ def decode_features(msg) -> DecodedFeatures:
     """Inverse of :func:`pack_features` + :func:`to_pointcloud2` (bit-exact)."""
     cols = unpack(msg, required=("x", "y", "score", "track_id", "descriptor"))
     n = len(cols["x"])
-    descriptors = cols["descriptor"].reshape(n, -1).astype(np.float32)
+    dim = next(int(f.count) for f in msg.fields if f.name == "descriptor")
+    descriptors = cols["descriptor"].reshape(n, dim).astype(np.float32)
     lengths = cols.get("track_length", np.ones(n, np.uint32)).astype(np.uint32)
     return DecodedFeatures(np.stack([cols["x"], cols["y"]], axis=1).astype(np.float32), cols["score"].astype(np.float32),
                            descriptors, cols["track_id"].astype(np.int64), lengths)

@@ -74,7 +74,7 @@ class _Stats:
     """Counters for /diagnostics (written by the worker and the callbacks, read by the timer)."""
 
     def __init__(self):
-        self.received = self.processed = self.dropped = self.skipped = 0
+        self.received = self.processed = self.dropped = self.skipped = self.debug_images = 0
         self.latency_ms: deque = deque(maxlen=100)
         self.timings: deque = deque(maxlen=100)
         self.last: Optional[FrameResult] = None
@@ -291,6 +291,7 @@ class SuperPointNode(Node):
                     is_bigendian=0, step=canvas.shape[1] * 3)
         msg.data = canvas.tobytes()
         self.debug_pub.publish(msg)
+        self.stats.debug_images += 1
 
     # --- diagnostics -------------------------------------------------------------------------------
     def _diagnostics(self) -> DiagnosticArray:
@@ -311,7 +312,7 @@ class SuperPointNode(Node):
         status.message = "; ".join(problems) if problems else ("running" if s.processed else "waiting for images")
         values = {
             "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
-            "frames_skipped": s.skipped, "rate_hz": f"{s.window_processed / window:.2f}",
+            "frames_skipped": s.skipped, "debug_images": s.debug_images, "rate_hz": f"{s.window_processed / window:.2f}",
             "mean_latency_ms": f"{latency:.2f}", "last_error": s.last_error, "last_track_reset": s.last_reset,
             "weights": str(self.frontend.extractor.weights_path), "device": str(self.frontend.extractor.device),
         }
