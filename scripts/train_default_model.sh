@@ -40,7 +40,7 @@ if [[ $smoke -eq 1 ]]; then
 else
   cfg=default
   mp_min="${MAGICPOINT_MINUTES:-6}"; ad_min="${ADAPT_MINUTES:-2}"; sp_min="${SUPERPOINT_MINUTES:-5.5}"
-  crops=(--height 240 --width 320 --crops-per-image 80)
+  crops=(--height 240 --width 320 --crops-per-image "${CROPS_PER_IMAGE:-50}" --opencv-doc)
 fi
 
 stage() {  # stage NAME COMMAND...: run once (marker file), log to OUT/logs/NAME.log
