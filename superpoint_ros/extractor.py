@@ -27,7 +27,7 @@ default_conf = {
     "fp16": True,               # half-precision network on CUDA when precision="auto"
     "num_threads": None,        # CPU threads for torch; None = torch's default
     # --- speed options (docs/benchmarks.md has the measurements behind the defaults) ---
-    "backend": "torch",         # "torch" or "onnxruntime" (CPU, float32, needs onnxruntime)
+    "backend": "auto",          # "auto" (CPU fp32: onnxruntime if installed; else torch), "torch", "onnxruntime"
     "precision": "auto",        # "auto" (CUDA: fp16 if fp16 else fp32; CPU: fp32), "fp32", "fp16" (CUDA), "bf16"
     "channels_last": True,      # NHWC activations: oneDNN/cuDNN's fast convolution layout
     "cuda_graphs": True,        # replay the network as a CUDA graph per input shape (CUDA only)
@@ -97,7 +97,7 @@ class FeatureExtractor:
             self.provenance, self.weights_path = {"format": "in-memory"}, None
         self.runner = make_runner(model, self.device, merged)
         self.dtype = self.runner.dtype
-        self.model = model if merged["backend"] != "torch" else self.runner.model
+        self.model = getattr(self.runner, "model", model)
 
     @property
     def descriptor_dim(self) -> int:
@@ -130,12 +130,14 @@ class FeatureExtractor:
         """Network outputs -> per image keypoints, scores and descriptors (see extract_tensor)."""
         c = self.conf
         h, w = image_size
-        heatmap = logits_to_heatmap(outputs["logits"])[:, :h, :w]  # crop padding: coords stay unpadded
         max_kp = None if c["max_keypoints"] is None or c["max_keypoints"] < 0 else int(c["max_keypoints"])
         results = []
-        for i in range(heatmap.shape[0]):
+        for i in range(outputs["logits"].shape[0]):
+            # one image at a time: the softmax kernel's last bits depend on the batch size, and an
+            # image must give the same keypoints alone as in a stereo batch
+            heatmap = logits_to_heatmap(outputs["logits"][i:i + 1])[0, :h, :w]  # crop padding: unpadded coords
             keypoints, scores = decode_keypoints(
-                heatmap[i], c["nms_radius"], c["detection_threshold"], c["remove_borders"], max_kp,
+                heatmap, c["nms_radius"], c["detection_threshold"], c["remove_borders"], max_kp,
                 uniform_cell=c["uniform_cell"] or None, max_per_cell=c["max_per_cell"], subpixel=c["subpixel"])
             descriptors = sample_descriptors(outputs["descriptors"][i], keypoints)
             results.append({"keypoints": keypoints, "scores": scores, "descriptors": descriptors})

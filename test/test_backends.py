@@ -75,14 +75,14 @@ def outputs_of(extractor, image):
 
 @pytest.fixture(scope="module")
 def plain(random_weights):
-    return FeatureExtractor(weights=random_weights, device="cpu", channels_last=False, precision="fp32",
-                            max_keypoints=300, detection_threshold=0.0155)
+    return FeatureExtractor(weights=random_weights, device="cpu", backend="torch", channels_last=False,
+                            precision="fp32", max_keypoints=300, detection_threshold=0.0155)
 
 
 def test_channels_last_matches_nchw(random_weights, plain, camera_image):
     image = camera_image[:240, :320]
-    fast = FeatureExtractor(weights=random_weights, device="cpu", channels_last=True, max_keypoints=300,
-                            detection_threshold=0.0155)
+    fast = FeatureExtractor(weights=random_weights, device="cpu", backend="torch", channels_last=True,
+                            max_keypoints=300, detection_threshold=0.0155)
     assert "channels_last" in fast.backend_name and "nchw" in plain.backend_name
     a, b = outputs_of(plain, image), outputs_of(fast, image)
     assert torch.allclose(a["logits"], b["logits"], atol=1e-4)
@@ -122,6 +122,16 @@ def test_bf16_on_cpu_keeps_most_keypoints(random_weights, plain, astronaut_bgr):
     assert len(a & b) >= 0.5 * len(a)
     assert fb.descriptors.dtype == np.float32
     assert np.allclose(np.linalg.norm(fb.descriptors, axis=1), 1.0, atol=1e-5)
+
+
+def test_auto_backend_picks_onnxruntime_for_cpu_float32(random_weights):
+    pytest.importorskip("onnxruntime")
+    auto = FeatureExtractor(weights=random_weights, device="cpu")
+    assert auto.backend_name.startswith("onnxruntime") and auto.dtype == torch.float32
+    assert auto.descriptor_dim == 256
+    if cpu_has_native_bf16():
+        bf16 = FeatureExtractor(weights=random_weights, device="cpu", precision="bf16")
+        assert bf16.backend_name == "torch+bfloat16+channels_last"
 
 
 @pytest.mark.parametrize("conf, message", [

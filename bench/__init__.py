@@ -1,0 +1,1 @@
+"""superpoint_ros benchmark suite (issue 7): ``python -m bench.run``. See docs/benchmarks.md."""

@@ -1,0 +1,437 @@
+"""The benchmark suite (issue 7): ``python -m bench.run [--quick] [--device cpu|cuda] [--json OUT]``.
+
+Every section times its variants side by side, interleaved, in this one process, on real photos
+resized to 240x320, 480x640 and 720x1280, and prints absolute milliseconds (device named) and the
+ratio to the section's baseline:
+
+- ``forward``: the network alone (eager float32 NCHW baseline vs channels_last, bf16/fp16,
+  ONNX Runtime, CUDA graphs, torch.compile);
+- ``decode``: keypoint decoding from the same network outputs (greedy numpy NMS baseline vs the
+  dense max-pool NMS vs the sparse NMS the extractor uses), with keypoint agreement;
+- ``extractor``: image in, Features out (the plain reference extractor vs the optimised one and
+  its options), plus OpenCV ORB and SIFT on the same frames as classical anchors;
+- ``stereo``: a left/right pair batched through one forward pass vs two calls;
+- ``matching``: 1000x1000 real descriptors, mutual NN (torch) vs OpenCV BFMatcher cross-check;
+- ``node``: image published -> features received over loopback DDS (bench/node_e2e.py);
+- memory: peak RSS (and CUDA max allocated) per resolution, recorded in the extractor section.
+
+Results go to stdout and, with ``--json``, to a JSON file (bench/README in docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+import torch
+
+from superpoint_ros import FeatureExtractor, match_descriptors
+from superpoint_ros.backends import TorchRunner, cpu_has_native_bf16
+from superpoint_ros.extractor import pad_to_cell
+from superpoint_ros.image import to_grayscale_float
+from superpoint_ros.keypoints import detect_keypoints, logits_to_heatmap, nms, remove_border
+from superpoint_ros.model import SuperPointConfig, SuperPointNet
+from superpoint_ros.weights import load_model, save_checkpoint
+
+from .images import RESOLUTIONS, frames_at, load_photos, stereo_pair, to_gray_u8
+from .reference import ReferenceExtractor
+from .timing import device_description, peak_rss_mb, reset_peak_rss, summary, synchronize, time_variants
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINED = ROOT / "models" / "superpoint_ros_v1.pt"
+SECTIONS = ("forward", "decode", "extractor", "stereo", "matching", "node")
+#: detection threshold for random weights: their heatmap is ~1/65 everywhere, so the trained
+#: default (0.005) would make every pixel a candidate; this keeps the keypoint count realistic.
+RANDOM_WEIGHTS_THRESHOLD = 0.0155
+
+
+class Report:
+    """Collects result rows, prints them as aligned tables, writes JSON."""
+
+    def __init__(self, meta: dict):
+        self.meta, self.rows, self.notes = meta, [], []
+
+    def add(self, section: str, resolution: str, samples: Dict[str, List[float]], baseline: Optional[str],
+            extra: Optional[Dict[str, dict]] = None) -> None:
+        base = summary(samples[baseline])["ms_median"] if baseline else None
+        print(f"\n[{section}] {resolution}  ({self.meta['device']})")
+        print(f"  {'variant':<46} {'median ms':>10} {'p90 ms':>8} {'x base':>7}  notes")
+        for name, values in samples.items():
+            row = {"section": section, "resolution": resolution, "variant": name, **summary(values),
+                   "baseline": baseline, **((extra or {}).get(name, {}))}
+            row["ratio_to_baseline"] = row["ms_median"] / base if base else None
+            self.rows.append(row)
+            ratio = f"{row['ratio_to_baseline']:.2f}" if base else "-"
+            notes = ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                              for k, v in (extra or {}).get(name, {}).items())
+            print(f"  {name:<46} {row['ms_median']:>10.2f} {row['ms_p90']:>8.2f} {ratio:>7}  {notes}")
+        sys.stdout.flush()
+
+    def find(self, section: str, resolution: str, variant: str) -> Optional[dict]:
+        for row in self.rows:
+            if (row["section"], row["resolution"], row["variant"]) == (section, resolution, variant):
+                return row
+        return None
+
+    def note(self, text: str) -> None:
+        print(f"note: {text}")
+        self.notes.append(text)
+
+    def to_json(self) -> dict:
+        return {"meta": self.meta, "results": self.rows, "notes": self.notes}
+
+
+# ----------------------------------------------------------------------------------------------
+# set-up
+
+
+def load_weights_for_bench(path: Optional[str]):
+    """(model, weights description, detection threshold). Trained weights when available."""
+    if path or TRAINED.exists():
+        chosen = Path(path) if path else TRAINED
+        model, provenance = load_model(chosen)
+        return model, f"{chosen.name} ({provenance.get('training_data', 'trained')})", 0.005, str(chosen)
+    torch.manual_seed(0)
+    model = SuperPointNet(SuperPointConfig()).eval()
+    weights = Path(tempfile.mkdtemp(prefix="superpoint_bench_")) / "random.pt"
+    save_checkpoint(weights, model, {"training_data": "none (random init, benchmark only)"})
+    return model, "RANDOM weights (models/superpoint_ros_v1.pt not found)", RANDOM_WEIGHTS_THRESHOLD, str(weights)
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+
+
+def keypoint_agreement(reference: np.ndarray, other: np.ndarray, tolerance: float = 1.0) -> float:
+    """Fraction of reference keypoints with an ``other`` keypoint within ``tolerance`` px."""
+    if len(reference) == 0:
+        return 1.0 if len(other) == 0 else 0.0
+    if len(other) == 0:
+        return 0.0
+    d = np.abs(reference[:, None, :] - other[None, :, :]).max(axis=2)
+    return float((d.min(axis=1) <= tolerance).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# sections
+
+
+def bench_forward(report, model, device, frames, resolution, args):
+    batches = [torch.from_numpy(to_grayscale_float(f))[None, None].to(device) for f in frames]
+    batches = [pad_to_cell(b) for b in batches]
+    runners = {"eager fp32 NCHW (baseline)": TorchRunner(model, device, torch.float32, channels_last=False),
+               "fp32 channels_last": TorchRunner(model, device, torch.float32, channels_last=True)}
+    if device.type == "cpu":
+        if cpu_has_native_bf16():
+            runners["bf16 channels_last"] = TorchRunner(model, device, torch.bfloat16, channels_last=True)
+        try:
+            from superpoint_ros.backends import OnnxRuntimeRunner
+
+            runners["onnxruntime fp32"] = OnnxRuntimeRunner(model, torch.get_num_threads())
+        except Exception as e:  # noqa: BLE001 - optional backend
+            report.note(f"onnxruntime forward skipped: {e}")
+    else:
+        runners["fp16 NCHW"] = TorchRunner(model, device, torch.float16, channels_last=False)
+        runners["fp16 channels_last"] = TorchRunner(model, device, torch.float16, channels_last=True)
+        runners["fp16 channels_last + CUDA graphs"] = TorchRunner(model, device, torch.float16, channels_last=True,
+                                                                  cuda_graphs=True)
+    if args.compile:
+        dtype = torch.float16 if device.type == "cuda" else torch.float32
+        runners[f"{str(dtype)[6:]} channels_last + torch.compile"] = TorchRunner(
+            model, device, dtype, channels_last=True, compile=True)
+    variants = {}
+    for name, runner in runners.items():
+        def run(i, runner=runner):
+            with torch.inference_mode():
+                runner(batches[i % len(batches)])
+        variants[name] = run
+    samples = time_variants(variants, args.repeats, args.warmup, device, args.budget)
+    extra = {name: {"fallbacks": "; ".join(r.fallbacks)} for name, r in runners.items() if r.fallbacks}
+    report.add("forward", resolution, samples, "eager fp32 NCHW (baseline)", extra)
+
+
+def bench_decode(report, model, device, frames, resolution, threshold, args):
+    reference = ReferenceExtractor(model, str(device), detection_threshold=threshold, max_keypoints=1000)
+    extractor = FeatureExtractor(weights=args.weights_path, device=str(device), detection_threshold=threshold,
+                                 max_keypoints=1000, precision="fp32")
+    grays = [to_grayscale_float(f) for f in frames]
+    outputs = [reference.forward(g) for g in grays]
+    size = grays[0].shape
+
+    def dense(out):
+        heat = logits_to_heatmap(out["logits"])[:, :size[0], :size[1]]
+        sup = remove_border(nms(heat, 4), 4)
+        return detect_keypoints(heat[0], threshold, 1000, nms_heatmap=sup[0])
+
+    variants = {
+        "greedy NMS, numpy (baseline)": lambda i: reference.decode(outputs[i % len(outputs)], size),
+        "dense max-pool NMS (3 passes)": lambda i: dense(outputs[i % len(outputs)]),
+        "sparse NMS (extractor default)": lambda i: extractor.decode(outputs[i % len(outputs)], size),
+    }
+    with torch.inference_mode():
+        samples = time_variants(variants, args.repeats, args.warmup, device, args.budget)
+        agree_fast, agree_dense, counts = [], [], []
+        for out in outputs:
+            ref = reference.decode(out, size).keypoints
+            fast = extractor.decode(out, size)[0]["keypoints"].cpu().numpy()
+            agree_fast.append(keypoint_agreement(ref, fast))
+            agree_dense.append(keypoint_agreement(ref, dense(out)[0].cpu().numpy()))
+            counts.append(len(ref))
+    extra = {"sparse NMS (extractor default)": {"agreement_with_greedy": float(np.mean(agree_fast))},
+             "dense max-pool NMS (3 passes)": {"agreement_with_greedy": float(np.mean(agree_dense))},
+             "greedy NMS, numpy (baseline)": {"keypoints": float(np.mean(counts))}}
+    report.add("decode", resolution, samples, "greedy NMS, numpy (baseline)", extra)
+
+
+def extractor_variants(device: torch.device, args) -> Dict[str, dict]:
+    """Name -> FeatureExtractor options of the optimised variants compared in `extractor`."""
+    if device.type == "cuda":
+        variants = {"optimised default (fp16, channels_last, CUDA graphs)": {},
+                    "fp16 channels_last, no CUDA graphs": {"cuda_graphs": False},
+                    "fp32 NCHW, sparse NMS": {"precision": "fp32", "channels_last": False, "cuda_graphs": False}}
+    else:
+        variants = {"optimised default (fp32 channels_last, sparse NMS)": {}}
+        if cpu_has_native_bf16():
+            variants["bf16 channels_last (precision=bf16)"] = {"precision": "bf16"}
+        try:
+            import onnxruntime  # noqa: F401
+
+            variants["onnxruntime fp32 (backend=onnxruntime)"] = {"backend": "onnxruntime"}
+        except ImportError:
+            pass
+    if args.compile:
+        variants["torch.compile (compile=True)"] = {"compile": True}
+    return variants
+
+
+def bench_extractor(report, model, device, frames, resolution, threshold, args):
+    reference = ReferenceExtractor(model, str(device), detection_threshold=threshold, max_keypoints=1000)
+    extractors = {name: FeatureExtractor(weights=args.weights_path, device=str(device), detection_threshold=threshold,
+                                         max_keypoints=1000, **options)
+                  for name, options in extractor_variants(device, args).items()}
+    variants = {"reference: eager fp32 NCHW + greedy NMS (baseline)": lambda i: reference(frames[i % len(frames)])}
+    for name, ex in extractors.items():
+        variants[name] = lambda i, ex=ex: ex(frames[i % len(frames)])
+    if device.type == "cuda":  # network + decoding only: the image already on the GPU
+        ex = next(iter(extractors.values()))
+        tensors = [ex.to_tensor([f]) for f in frames]
+        variants["optimised, network + decoding only (tensor on GPU)"] = (
+            lambda i: ex.extract_tensor(tensors[i % len(tensors)]))
+    orb = cv2.ORB_create(nfeatures=1000)
+    sift = cv2.SIFT_create(nfeatures=1000)
+    grays = [to_gray_u8(f) for f in frames]
+    variants["OpenCV ORB (1000 features, classical anchor)"] = lambda i: orb.detectAndCompute(grays[i % len(grays)], None)
+    variants["OpenCV SIFT (1000 features, classical anchor)"] = lambda i: sift.detectAndCompute(grays[i % len(grays)], None)
+
+    # memory: peak while running each extractor variant at this resolution
+    extra: Dict[str, dict] = {}
+    for name, run in variants.items():
+        reset_ok = reset_peak_rss()
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        run(0)
+        run(1)
+        synchronize(device)
+        extra[name] = {"peak_rss_mb": peak_rss_mb() if reset_ok else float("nan")}
+        if device.type == "cuda":
+            extra[name]["cuda_max_allocated_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
+    samples = time_variants(variants, args.repeats, args.warmup, device, args.budget)
+    # quality: do the optimised variants find the reference's keypoints?
+    ref_features = [reference(f) for f in frames]
+    for name, ex in extractors.items():
+        agreement = [keypoint_agreement(r.keypoints, ex(f).keypoints) for r, f in zip(ref_features, frames)]
+        extra[name]["agreement_with_reference"] = float(np.mean(agreement))
+        if ex.runner.fallbacks:
+            extra[name]["fallbacks"] = "; ".join(ex.runner.fallbacks)
+    extra["reference: eager fp32 NCHW + greedy NMS (baseline)"]["keypoints"] = float(
+        np.mean([len(r) for r in ref_features]))
+    report.add("extractor", resolution, samples, "reference: eager fp32 NCHW + greedy NMS (baseline)", extra)
+
+
+def bench_stereo(report, device, photos, size, resolution, threshold, args):
+    left, right = stereo_pair(photos, size)
+    ex = FeatureExtractor(weights=args.weights_path, device=str(device), detection_threshold=threshold,
+                          max_keypoints=1000)
+    variants = {"two single-image calls (baseline)": lambda i: (ex(left), ex(right)),
+                "one batched call (extract_batch)": lambda i: ex.extract_batch([left, right])}
+    if device.type == "cuda":
+        pair = ex.to_tensor([left, right])
+        variants["batched, network + decoding only (tensor on GPU)"] = lambda i: ex.extract_tensor(pair)
+    samples = time_variants(variants, args.repeats, args.warmup, device, args.budget)
+    report.add("stereo", resolution, samples, "two single-image calls (baseline)")
+
+
+def bench_matching(report, device, photos, threshold, args):
+    """Mutual NN of 1000x1000 real SuperPoint descriptors (two different photos at 480x640)."""
+    ex = FeatureExtractor(weights=args.weights_path, device="cpu", detection_threshold=min(threshold, 0.001),
+                          max_keypoints=1000)
+    frames = frames_at(photos, RESOLUTIONS["480x640"])
+    d0, d1 = ex(frames[0]).descriptors, ex(frames[1]).descriptors
+    if len(d0) < 1000 or len(d1) < 1000:
+        report.note(f"matching: only {len(d0)}x{len(d1)} descriptors found (wanted 1000x1000)")
+    d0, d1 = np.ascontiguousarray(d0[:1000]), np.ascontiguousarray(d1[:1000])
+    matcher = cv2.BFMatcher(cv2.NORM_L2, crossCheck=True)
+    variants = {"OpenCV BFMatcher L2 crossCheck (baseline)": lambda i: matcher.match(d0, d1),
+                "match_descriptors (numpy in/out)": lambda i: match_descriptors(d0, d1),
+                "match_descriptors + ratio test 0.9": lambda i: match_descriptors(d0, d1, ratio_test=0.9)}
+    if device.type == "cuda":
+        t0, t1 = torch.from_numpy(d0).to(device), torch.from_numpy(d1).to(device)
+        variants["match_descriptors (CUDA tensors)"] = lambda i: match_descriptors(t0, t1)
+    samples = time_variants(variants, args.repeats * 3, args.warmup, device, args.budget)
+    ours = {(int(a), int(b)) for a, b in match_descriptors(d0, d1).indices}
+    theirs = {(m.queryIdx, m.trainIdx) for m in matcher.match(d0, d1)}
+    same = len(ours & theirs) / max(len(theirs), 1)
+    report.add("matching", f"{len(d0)}x{len(d1)} descriptors", samples,
+               "OpenCV BFMatcher L2 crossCheck (baseline)",
+               {"match_descriptors (numpy in/out)": {"same_matches_as_opencv": same, "matches": len(ours)}})
+
+
+# ----------------------------------------------------------------------------------------------
+# targets
+
+
+def summarize_targets(report: Report, device: torch.device) -> List[dict]:
+    """The issue-7 targets that this run measured, with the measured value and verdict."""
+    targets = []
+
+    def target(name, value, goal, met, detail=""):
+        targets.append({"target": name, "value": value, "goal": goal, "met": bool(met), "detail": detail})
+
+    if device.type == "cpu":
+        rows = [r for r in report.rows if r["section"] == "extractor" and r["resolution"] == "480x640"
+                and r["ratio_to_baseline"] is not None and not r["variant"].startswith(("reference", "OpenCV"))]
+        if rows:
+            best = min(rows, key=lambda r: r["ratio_to_baseline"])
+            default = next((r for r in rows if r["variant"].startswith("optimised default")), best)
+            target("CPU 480x640 extractor vs plain baseline (best variant)", round(best["ratio_to_baseline"], 3),
+                   "<= 0.5", best["ratio_to_baseline"] <= 0.5, best["variant"])
+            target("CPU 480x640 extractor vs plain baseline (default options)", round(default["ratio_to_baseline"], 3),
+                   "<= 0.5", default["ratio_to_baseline"] <= 0.5, default["variant"])
+        for resolution in RESOLUTIONS:
+            rows = [r for r in report.rows if r["section"] == "extractor" and r["resolution"] == resolution
+                    and not r["variant"].startswith(("reference", "OpenCV"))]
+            if rows:
+                best = min(rows, key=lambda r: r["ms_median"])
+                fps = 1000.0 / best["ms_median"]
+                target(f"CPU real-time at {resolution}", round(fps, 1), ">= 20 frames/s", fps >= 20, best["variant"])
+    else:
+        row = report.find("extractor", "480x640", "optimised, network + decoding only (tensor on GPU)")
+        if row:
+            target("GPU 480x640 network + decoding", round(row["ms_median"], 3), "<= 2 ms", row["ms_median"] <= 2.0,
+                   report.meta["device"])
+        row = report.find("stereo", "480x640", "batched, network + decoding only (tensor on GPU)")
+        if row:
+            target("GPU 480x640 stereo pair network + decoding", round(row["ms_median"], 3), "<= 3 ms",
+                   row["ms_median"] <= 3.0, report.meta["device"])
+    rows = [r for r in report.rows if r["section"] == "matching"]
+    base = next((r for r in rows if "baseline" in r["variant"]), None)
+    ours = next((r for r in rows if r["variant"] == "match_descriptors (numpy in/out)"), None)
+    if base and ours:
+        target("matching 1000x1000 vs OpenCV BF cross-check", round(ours["ratio_to_baseline"], 3), "< 1.0",
+               ours["ratio_to_baseline"] < 1.0, f"{ours['ms_median']:.2f} ms vs {base['ms_median']:.2f} ms")
+    node = [r for r in report.rows if r["section"] == "node" and r.get("overhead_ratio") is not None]
+    for r in node:
+        if r["resolution"] == "480x640":
+            target("node end-to-end vs extractor at 480x640", round(r["overhead_ratio"], 3), "<= 1.15",
+                   r["overhead_ratio"] <= 1.15, r["variant"])
+    print("\nTargets (issue 7):")
+    for t in targets:
+        print(f"  [{'MET ' if t['met'] else 'MISS'}] {t['target']}: {t['value']} (goal {t['goal']}) {t['detail']}")
+    return targets
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="few repeats (a smoke run, ~1-2 min on 2 CPU cores)")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
+    p.add_argument("--json", metavar="OUT", help="write all results to this JSON file")
+    p.add_argument("--weights", help="weights to benchmark (default: models/superpoint_ros_v1.pt, "
+                                     "else random weights with a note)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    p.add_argument("--resolutions", default=",".join(RESOLUTIONS), help="comma-separated subset of "
+                                                                         f"{','.join(RESOLUTIONS)}")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeats", type=int, help="timed calls per variant (default 15, --quick 4)")
+    p.add_argument("--compile", action="store_true", help="also time torch.compile variants (slow to build)")
+    p.add_argument("--budget", type=float, help="max seconds of timing per table (default: none, --quick 20)")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but CUDA is not available", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    args.repeats = args.repeats or (4 if args.quick else 15)
+    args.warmup = 1 if args.quick else 2
+    args.budget = args.budget or (20.0 if args.quick else None)
+    sections = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(sections) - set(SECTIONS)
+    resolutions = [r.strip() for r in args.resolutions.split(",") if r.strip()]
+    unknown |= set(resolutions) - set(RESOLUTIONS)
+    if unknown:
+        print(f"error: unknown sections/resolutions {sorted(unknown)}", file=sys.stderr)
+        return 2
+    model, weights_note, threshold, args.weights_path = load_weights_for_bench(args.weights)
+    report = Report({
+        "device": device_description(device), "device_type": device.type, "torch": torch.__version__,
+        "opencv": cv2.__version__, "weights": weights_note, "detection_threshold": threshold,
+        "max_keypoints": 1000, "quick": args.quick, "repeats": args.repeats, "git_commit": git_commit(),
+        "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cpu_native_bf16": cpu_has_native_bf16(), "sections": sections, "resolutions": resolutions,
+    })
+    print(f"superpoint_ros benchmark on {report.meta['device']}; torch {torch.__version__}; "
+          f"weights: {weights_note}; detection_threshold {threshold}; max_keypoints 1000")
+    if "RANDOM" in weights_note:
+        report.note("random weights: keypoint counts and decode times differ from a trained model")
+    photos = load_photos()
+    started = time.perf_counter()
+    for resolution in resolutions:
+        size = RESOLUTIONS[resolution]
+        frames = frames_at(photos, size)
+        if "forward" in sections:
+            bench_forward(report, model, device, frames, resolution, args)
+        if "decode" in sections:
+            bench_decode(report, model, device, frames, resolution, threshold, args)
+        if "extractor" in sections:
+            bench_extractor(report, model, device, frames, resolution, threshold, args)
+        if "stereo" in sections:
+            bench_stereo(report, device, photos, size, resolution, threshold, args)
+    if "matching" in sections:
+        bench_matching(report, device, photos, threshold, args)
+    if "node" in sections:
+        from .node_e2e import bench_node
+
+        bench_node(report, device, photos, [r for r in resolutions], threshold, args)
+    report.meta["elapsed_s"] = round(time.perf_counter() - started, 1)
+    result = report.to_json()
+    result["targets"] = summarize_targets(report, device)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1, default=float) + "\n")
+        print(f"\nwrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
