@@ -25,7 +25,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..data_splits import split_of
+from ..data_splits import scene_group, split_of
 
 #: scikit-image photos reserved for evaluation (superpoint_ros.data_splits.SKIMAGE_EVAL: never
 #: trained on), by their skimage.data function names.
@@ -33,6 +33,8 @@ SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "stereo_motorcycle
 #: Where Debian/Ubuntu's opencv-doc package puts OpenCV's sample images.
 OPENCV_DOC_DIRS = ("/usr/share/doc/opencv-doc/examples/data",)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
+#: opencv-doc sample images that are not photographs (disparity maps, drawings, patterns).
+NOT_PHOTOS = ("aloegt", "gradient", "chessboard", "pca_test1", "pic1", "pic2", "pic3", "pic4", "pic5", "pic6")
 NUM_IMAGES = 6
 
 default_conf = {
@@ -44,6 +46,7 @@ default_conf = {
     "max_translation": 0.08,    # fraction of the image size
     "noise_sigma": 2.0,         # grey levels of Gaussian noise added to images 2..6
     "min_source_size": 256,     # skip smaller source photos (px, shorter side)
+    "variants": 3,              # sequences per photo and kind (different crop and draws)
 }
 
 
@@ -82,13 +85,25 @@ def folder_photos(folder: Path) -> Iterator[Tuple[str, np.ndarray]]:
                 yield path.stem, image
 
 
+def one_per_scene(photos: Iterator[Tuple[str, np.ndarray]]) -> Iterator[Tuple[str, np.ndarray]]:
+    """The first photo of each scene group (``superpoint_ros.data_splits.scene_group``)."""
+    seen = set()
+    for name, image in photos:
+        group = scene_group(name)
+        if group not in seen:
+            seen.add(group)
+            yield name, image
+
+
 def collect_sources(extra_dirs: List[Path], use_skimage: bool = True, use_opencv_doc: bool = True,
                     min_size: int = 256) -> List[Tuple[str, np.ndarray]]:
     """All usable source photos, named uniquely (lower-case, ``[a-z0-9_]``)."""
     iterators = [skimage_photos()] if use_skimage else []
     if use_opencv_doc:
-        # only the evaluation split: the rest of these photos are training data
-        iterators += [((n, im) for n, im in folder_photos(Path(d)) if split_of(n) == "eval")
+        # only the evaluation split (the rest are training data), only photographs, and one photo
+        # per scene (28 near-identical calibration checkerboards would swamp the averages)
+        iterators += [one_per_scene((n, im) for n, im in folder_photos(Path(d))
+                                    if split_of(n) == "eval" and n.lower() not in NOT_PHOTOS)
                       for d in OPENCV_DOC_DIRS if Path(d).is_dir()]
     iterators += [folder_photos(d) for d in extra_dirs]
     sources, seen = [], set()
@@ -151,16 +166,18 @@ def add_noise(image: np.ndarray, rng: np.random.Generator, sigma: float) -> np.n
     return np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
 
 
-def prepare_source(image: np.ndarray, size: Tuple[int, int], margin: float = 1.5) -> Tuple[np.ndarray, np.ndarray]:
+def prepare_source(image: np.ndarray, size: Tuple[int, int], margin: float = 1.5,
+                   shift: Tuple[float, float] = (0.0, 0.0)) -> Tuple[np.ndarray, np.ndarray]:
     """Resize the photo to cover ``margin`` times the output size; returns ``(resized, T)`` where
-    ``T`` maps reference-image pixels to resized-photo pixels (a centred crop)."""
+    ``T`` maps reference-image pixels to resized-photo pixels (a crop, centred when ``shift`` is 0;
+    ``shift`` in [-1, 1] moves it towards the photo's edges)."""
     height, width = size
     h, w = image.shape[:2]
     scale = max(margin * height / h, margin * width / w)
     new_w, new_h = int(round(w * scale)), int(round(h * scale))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
     resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
-    offset = np.array([(new_w - width) / 2.0, (new_h - height) / 2.0])
+    offset = np.array([(new_w - width) / 2.0 * (1 + 0.8 * shift[0]), (new_h - height) / 2.0 * (1 + 0.8 * shift[1])])
     to_source = np.array([[1, 0, np.floor(offset[0])], [0, 1, np.floor(offset[1])], [0, 0, 1]], np.float64)
     return resized, to_source
 
@@ -168,7 +185,7 @@ def prepare_source(image: np.ndarray, size: Tuple[int, int], margin: float = 1.5
 def viewpoint_sequence(image: np.ndarray, rng: np.random.Generator, conf: dict) -> Tuple[List[np.ndarray], List[np.ndarray]]:
     """Six views and the five homographies H_1_k of a viewpoint sequence."""
     size = tuple(conf["size"])
-    source, to_source = prepare_source(image, size)
+    source, to_source = prepare_source(image, size, shift=tuple(conf["_shift"]))
     dsize = (size[1], size[0])
     # warpPerspective samples dst(y) = src(M^-1 y); image k at y shows reference pixel H^-1 y,
     # i.e. source pixel T H^-1 y, so M = H T^-1.
@@ -187,7 +204,7 @@ def viewpoint_sequence(image: np.ndarray, rng: np.random.Generator, conf: dict) 
 def illumination_sequence(image: np.ndarray, rng: np.random.Generator, conf: dict) -> Tuple[List[np.ndarray], List[np.ndarray]]:
     """Six images with identity geometry and increasing photometric change."""
     size = tuple(conf["size"])
-    source, to_source = prepare_source(image, size)
+    source, to_source = prepare_source(image, size, shift=tuple(conf["_shift"]))
     reference = cv2.warpPerspective(source, np.linalg.inv(to_source), (size[1], size[0]), flags=cv2.INTER_LINEAR)
     images = [reference]
     for k in range(2, NUM_IMAGES + 1):
@@ -216,6 +233,8 @@ def make_dataset(output: Path, conf: Optional[dict] = None, sources: Optional[Li
         sources = collect_sources([], min_size=conf["min_source_size"])
     if max_sources:
         sources = sources[:max_sources]
+    if conf["variants"] < 1:
+        raise ValueError(f"variants must be >= 1, got {conf['variants']}")
     if not sources:
         raise ValueError("no source photos found (scikit-image missing? pass --images DIR)")
     output = Path(output)
@@ -223,10 +242,14 @@ def make_dataset(output: Path, conf: Optional[dict] = None, sources: Optional[Li
     for index, (name, image) in enumerate(sources):
         for kind in kinds:
             builder = viewpoint_sequence if kind == "v" else illumination_sequence
-            rng = np.random.default_rng([conf["seed"], index, ord(kind)])
-            images, homographies = builder(image, rng, conf)
-            write_sequence(output / f"{kind}_{name}", images, homographies)
-            sequences.append(f"{kind}_{name}")
+            for variant in range(conf["variants"]):
+                rng = np.random.default_rng([conf["seed"], index, ord(kind), variant])
+                # variant 0 is the centred crop; the others look at other parts of the photo
+                shift = (0.0, 0.0) if variant == 0 else tuple(rng.uniform(-1, 1, 2))
+                images, homographies = builder(image, rng, {**conf, "_shift": shift})
+                sequence = f"{kind}_{name}" + (f"_{variant + 1}" if variant else "")
+                write_sequence(output / sequence, images, homographies)
+                sequences.append(sequence)
     manifest = {"layout": "hpatches", "sequences": sequences, "sources": [n for n, _ in sources],
                 "conf": {k: list(v) if isinstance(v, tuple) else v for k, v in conf.items()},
                 "homography_convention": "H_1_k maps image-1 pixels to image-k pixels; integer coordinates "
@@ -252,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", type=Path, help="output folder (HPatches layout)")
     p.add_argument("--size", type=parse_size, default=default_conf["size"], help="HEIGHTxWIDTH (default 480x640)")
     p.add_argument("--seed", type=int, default=default_conf["seed"])
+    p.add_argument("--variants", type=int, default=default_conf["variants"],
+                   help="sequences per photo and kind (default 3)")
     p.add_argument("--images", type=Path, action="append", default=[], help="extra folder of photos (repeatable)")
     p.add_argument("--no-skimage", action="store_true", help="don't use scikit-image's photos")
     p.add_argument("--max-sources", type=int, default=None, help="use at most this many photos")
@@ -267,7 +292,7 @@ def main(argv=None) -> int:
             return 2
     sources = collect_sources(args.images, use_skimage=not args.no_skimage, min_size=default_conf["min_source_size"])
     try:
-        manifest = make_dataset(args.output, {"size": args.size, "seed": args.seed}, sources, args.kinds,
+        manifest = make_dataset(args.output, {"size": args.size, "seed": args.seed, "variants": args.variants}, sources, args.kinds,
                                 args.max_sources)
     except (ValueError, OSError) as e:
         print(f"superpoint-make-dataset: {e}", file=sys.stderr)

@@ -70,18 +70,21 @@ class SampleBag:
 # Each face: point on the plane, unit normal (pointing into the room), texture axes u, v (world),
 # metres per texture pixel, texture name, brightness (a little shading so faces read as faces).
 _FACES = [
-    ((0, 0, 5.0), (0, 0, -1), (1, 0, 0), (0, 1, 0), 0.009, "astronaut", 1.0),   # back wall
-    ((0, 1.3, 0), (0, -1, 0), (1, 0, 0), (0, 0, 1), 0.006, "gravel", 0.85),     # floor (y down)
-    ((0, -2.2, 0), (0, 1, 0), (1, 0, 0), (0, 0, 1), 0.012, "moon", 0.9),        # ceiling
-    ((-2.6, 0, 0), (1, 0, 0), (0, 0, 1), (0, 1, 0), 0.010, "coffee", 0.95),     # left wall
-    ((2.6, 0, 0), (-1, 0, 0), (0, 0, 1), (0, 1, 0), 0.010, "chelsea", 0.95),    # right wall
+    ((0, 0, 5.0), (0, 0, -1), (1, 0, 0), (0, 1, 0), 0.009, "astronaut", 1.0),          # back wall
+    ((0, 1.3, 0), (0, -1, 0), (1, 0, 0), (0, 0, 1), 0.006, "coffee", 0.85),            # floor (y down)
+    ((0, -2.2, 0), (0, 1, 0), (1, 0, 0), (0, 0, 1), 0.010, "rocket", 0.9),             # ceiling
+    ((-2.6, 0, 0), (1, 0, 0), (0, 0, 1), (0, 1, 0), 0.008, "stereo_motorcycle", 0.95),  # left wall
+    ((2.6, 0, 0), (-1, 0, 0), (0, 0, 1), (0, 1, 0), 0.010, "chelsea", 0.95),           # right wall
 ]
+# Only photos of the evaluation split (superpoint_ros.data_splits): the model never trained on them.
 
 
 def _texture(name: str) -> np.ndarray:
     from skimage import data
 
     image = getattr(data, name)()
+    if isinstance(image, tuple):  # stereo_motorcycle -> (left, right, disparity)
+        image = image[0]
     if image.ndim == 3:
         image = cv2.cvtColor(np.ascontiguousarray(image[..., :3]), cv2.COLOR_RGB2GRAY)
     return np.ascontiguousarray(image.astype(np.float32))
