@@ -33,6 +33,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -136,12 +137,27 @@ class SuperPointNode(Node):
 
     # --- start-up ------------------------------------------------------------------------------
     def _declare_parameters(self) -> Dict[str, Any]:
+        # Check the start-up values (params file, -p, launch) against the table first: every
+        # problem is reported at once, with the table's reasons, and an integer written for a
+        # float (``threshold: 2``) is accepted as load_params accepts it, so the node and the
+        # ROS-free Frontend read the same file the same way.
+        overrides = getattr(self, "_parameter_overrides", {})
+        problems = []
+        for name, override in list(overrides.items()):
+            if name not in PARAMETERS:
+                if not name.startswith(("use_sim_time", "qos_overrides.")):
+                    problems.append(f"unknown parameter {name!r}")
+                continue
+            value = coerce(name, override.value)
+            reason = check_value(name, value)
+            if reason:
+                problems.append(reason)
+            elif value is not override.value:
+                overrides[name] = Parameter(name, value=value)
+        if problems:
+            raise ParamsError("invalid parameters: " + "; ".join(problems) + " (see docs/node.md)")
         for name, param in PARAMETERS.items():
             self.declare_parameter(name, param.default, descriptor_for(name))
-        overrides = getattr(self, "_parameter_overrides", {})
-        unknown = sorted(n for n in overrides if not self.has_parameter(n))
-        if unknown:
-            raise ParamsError(f"unknown parameters: {', '.join(unknown)} (see docs/node.md for the list)")
         return validate({name: self.get_parameter(name).value for name in PARAMETERS})
 
     def _make_synchronizer(self, image_type, suffix: str, qos: QoSProfile):
@@ -338,32 +354,35 @@ class SuperPointNode(Node):
         return array
 
     def destroy_node(self) -> None:
-        with self._wakeup:
-            self._running = False
-            self._wakeup.notify_all()
-        if self._worker.is_alive() and self._worker is not threading.current_thread():
-            self._worker.join(timeout=5.0)
+        worker = getattr(self, "_worker", None)  # absent when construction failed
+        if worker is not None:
+            with self._wakeup:
+                self._running = False
+                self._wakeup.notify_all()
+            if worker.is_alive() and worker is not threading.current_thread():
+                worker.join(timeout=5.0)
         super().destroy_node()
 
 
 def main(args: Optional[List[str]] = None) -> int:
     """``ros2 run superpoint_ros superpoint_node --ros-args --params-file config/superpoint_mono.yaml``"""
     rclpy.init(args=args)
+    node = None
     try:
-        node = SuperPointNode()
-    except (WeightsError, ParamsError, ParameterException, RuntimeError, ValueError) as e:
-        # a start-up fault: one clear line, no traceback, non-zero exit
-        print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 2
-    executor = SingleThreadedExecutor()
-    executor.add_node(node)
-    try:
+        try:
+            node = SuperPointNode()
+        except (WeightsError, ParamsError, ParameterException, RuntimeError, ValueError) as e:
+            # a start-up fault: one clear line, no traceback, non-zero exit
+            print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
+            return 2
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
         executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C at any point: a clean exit
         pass
     finally:
-        node.destroy_node()
+        if node is not None:
+            node.destroy_node()
         rclpy.try_shutdown()
     return 0
 
