@@ -55,10 +55,20 @@ def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(field, 0, 255)
 
 
-def _contrasting(rng: np.random.Generator, reference: float, min_diff: float = 50.0) -> float:
-    """A grey level at least ``min_diff`` away from ``reference``."""
-    choices = [v for v in range(256) if abs(v - reference) >= min_diff]
-    return float(rng.choice(choices))
+def _contrasting(rng: np.random.Generator, reference, min_diff: float = 50.0) -> float:
+    """A grey level at least ``min_diff`` away from every value in ``reference`` (a number or an
+    array of the background under the shape's corners); the farthest level if none is."""
+    reference = np.atleast_1d(np.asarray(reference, dtype=np.float64)).ravel()
+    levels = np.arange(256)
+    gap = np.abs(levels[:, None] - reference[None]).min(axis=1)
+    choices = levels[gap >= min_diff]
+    return float(rng.choice(choices)) if len(choices) else float(levels[np.argmax(gap)])
+
+
+def _under(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Image values at (clipped) integer xy points."""
+    points = np.asarray(points, dtype=np.int64).reshape(-1, 2)
+    return image[points[:, 1].clip(0, image.shape[0] - 1), points[:, 0].clip(0, image.shape[1] - 1)]
 
 
 def _random_point(rng, h, w, margin=0) -> np.ndarray:
@@ -109,15 +119,23 @@ class _Canvas:
         mask = np.zeros(self.image.shape, np.uint8)
         mask_draw(mask)
         mask = cv2.dilate(mask, np.ones((3, 3), np.uint8))
-        self.points = [p for p in self.points if not mask[p[1], p[0]]]
+        h, w = mask.shape
+        self.points = [p for p in self.points if not (0 <= p[0] < w and 0 <= p[1] < h) or not mask[p[1], p[0]]]
         image_draw(self.image)
         self.points.extend(np.asarray(points, dtype=np.int64).reshape(-1, 2))
 
-    def result(self) -> Tuple[np.ndarray, Points]:
+    def result(self, min_contrast: float = 25.0) -> Tuple[np.ndarray, Points]:
+        """The image and its visible points: inside the image and not in a flat region (a 5x5
+        window spanning less than ``min_contrast`` grey levels, e.g. the filled-in hub of a star
+        with thick rays, is no corner)."""
         h, w = self.image.shape
-        pts = np.array(self.points, dtype=np.float32).reshape(-1, 2)
+        pts = np.array(self.points, dtype=np.int64).reshape(-1, 2)
         inside = (pts[:, 0] >= 0) & (pts[:, 0] < w) & (pts[:, 1] >= 0) & (pts[:, 1] < h)
-        return self.image, np.unique(pts[inside], axis=0)
+        pts = pts[inside]
+        kernel = np.ones((5, 5), np.uint8)
+        spread = cv2.dilate(self.image, kernel) - cv2.erode(self.image, kernel)
+        visible = spread[pts[:, 1], pts[:, 0]] >= min_contrast
+        return self.image, np.unique(pts[visible], axis=0).astype(np.float32)
 
 
 # ---------------------------------------------------------------------------------- primitives
@@ -132,7 +150,7 @@ def draw_lines(rng, canvas: _Canvas) -> None:
             if any(_segments_intersect(p1, p2, a, b) for a, b in segments):
                 continue
             segments.append((p1, p2))
-            colour = _contrasting(rng, canvas.image[p1[1], p1[0]])
+            colour = _contrasting(rng, _under(canvas.image, np.stack([p1, p2])))
             thickness = int(rng.integers(1, 4))
 
             def draw(img, c=colour, a=p1, b=p2, t=thickness):
@@ -143,8 +161,7 @@ def draw_lines(rng, canvas: _Canvas) -> None:
 
 
 def _draw_polygon(rng, canvas: _Canvas, poly: np.ndarray) -> None:
-    colour = _contrasting(rng, float(canvas.image[poly[:, 1].clip(0, canvas.image.shape[0] - 1),
-                                                  poly[:, 0].clip(0, canvas.image.shape[1] - 1)].mean()))
+    colour = _contrasting(rng, _under(canvas.image, poly))
     canvas.add(lambda m: cv2.fillPoly(m, [poly.astype(np.int32)], 1),
                lambda img: cv2.fillPoly(img, [poly.astype(np.int32)], colour), poly)
 
@@ -191,10 +208,10 @@ def draw_cube(rng, canvas: _Canvas) -> None:
     v = [np.round(center + e).astype(np.int64) for e in ([0, 0], *edges, edges[0] + edges[1],
                                                          edges[1] + edges[2], edges[0] + edges[2])]
     faces = [(0, 1, 4, 2), (0, 2, 5, 3), (0, 3, 6, 1)]
-    background = float(canvas.image[int(center[1]), int(center[0])])
-    colours = [_contrasting(rng, background)]
-    for _ in range(2):  # each face distinct from the others too
-        colours.append(_contrasting(rng, colours[-1], 35))
+    under = _under(canvas.image, np.stack(v))
+    colours = [_contrasting(rng, under)]
+    for _ in range(2):  # each face distinct from the background and from the other faces
+        colours.append(_contrasting(rng, np.append(under, colours), 35))
     outline = np.stack([v[1], v[4], v[2], v[5], v[3], v[6]])
     if not _interior_angles_ok(outline.astype(np.float64), 20, 175):
         return
@@ -208,15 +225,18 @@ def draw_cube(rng, canvas: _Canvas) -> None:
 def draw_star(rng, canvas: _Canvas) -> None:
     """Rays from a centre: the centre and every ray end are corners."""
     h, w = canvas.image.shape
-    n = int(rng.integers(3, 7))
-    radius = rng.uniform(0.2, 0.4) * min(h, w)
-    center = np.round(rng.uniform([radius, radius], [w - 1 - radius, h - 1 - radius])).astype(np.int64)
-    angles = np.sort(rng.uniform(0, 2 * np.pi, n))
-    if n > 1 and np.min(np.diff(np.append(angles, angles[0] + 2 * np.pi))) < np.deg2rad(25):
+    for _ in range(20):
+        n = int(rng.integers(3, 7))
+        radius = rng.uniform(0.2, 0.4) * min(h, w)
+        center = np.round(rng.uniform([radius, radius], [w - 1 - radius, h - 1 - radius])).astype(np.int64)
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n))
+        if np.min(np.diff(np.append(angles, angles[0] + 2 * np.pi))) >= np.deg2rad(25):
+            break  # rays too close together merge into one blob near the centre
+    else:
         return
     lengths = radius * rng.uniform(0.5, 1.0, n)
     ends = np.round(center + lengths[:, None] * np.stack([np.cos(angles), np.sin(angles)], -1)).astype(np.int64)
-    colour = _contrasting(rng, float(canvas.image[center[1], center[0]]))
+    colour = _contrasting(rng, _under(canvas.image, np.concatenate([center[None], ends])))
     thickness = int(rng.integers(1, 4))
 
     def draw(img, value=colour):
@@ -228,20 +248,23 @@ def draw_star(rng, canvas: _Canvas) -> None:
 def _grid_scene(rng, canvas: _Canvas, rows: int, cols: int, stripes: bool) -> None:
     """A checkerboard (or stripes) on a randomly warped grid; points are the grid vertices."""
     h, w = canvas.image.shape
-    gw, gh = rng.uniform(0.4, 0.9) * w, rng.uniform(0.4, 0.9) * h
-    # unit grid -> a random quad inside the image
-    x0, y0 = rng.uniform(0, w - 1 - gw), rng.uniform(0, h - 1 - gh)
-    quad = np.array([[x0, y0], [x0 + gw, y0], [x0 + gw, y0 + gh], [x0, y0 + gh]])
-    quad += rng.uniform(-0.12, 0.12, (4, 2)) * [gw, gh]
-    quad = np.clip(quad, 0, [w - 1, h - 1])
+    for _ in range(20):  # a random quad strictly inside the image (a clipped vertex is no corner)
+        gw, gh = rng.uniform(0.4, 0.9) * w, rng.uniform(0.4, 0.9) * h
+        x0, y0 = rng.uniform(0, w - 1 - gw), rng.uniform(0, h - 1 - gh)
+        quad = np.array([[x0, y0], [x0 + gw, y0], [x0 + gw, y0 + gh], [x0, y0 + gh]])
+        quad += rng.uniform(-0.12, 0.12, (4, 2)) * [gw, gh]
+        if quad.min() >= 2 and np.all(quad.max(0) <= [w - 3, h - 3]):
+            break
+    else:
+        return
     unit = np.array([[0, 0], [cols, 0], [cols, rows], [0, rows]], np.float32)
     homography = cv2.getPerspectiveTransform(unit, quad.astype(np.float32))
     gx, gy = np.meshgrid(np.arange(cols + 1), np.arange(rows + 1))
     grid = np.stack([gx, gy], -1).reshape(-1, 1, 2).astype(np.float32)
     vertices = np.round(cv2.perspectiveTransform(grid, homography).reshape(rows + 1, cols + 1, 2)).astype(np.int64)
-    background = float(canvas.image[int(quad[:, 1].mean()), int(quad[:, 0].mean())])
-    c0 = _contrasting(rng, background)
-    c1 = _contrasting(rng, c0, 70)
+    under = _under(canvas.image, vertices.reshape(-1, 2))
+    c0 = _contrasting(rng, under)
+    c1 = _contrasting(rng, np.append(under, c0), 50)  # distinct from the background and from c0
     cells = []
     for r in range(rows):
         for c in range(cols):
