@@ -143,16 +143,18 @@ class TorchRunner:
         return dict(static_output)
 
 
-class OnnxRuntimeRunner:
-    """The network exported to ONNX (in memory) and run by ONNX Runtime's CPU provider.
+class OnnxRuntimeNet(nn.Module):
+    """The network exported to ONNX (in memory) and run by ONNX Runtime's CPU provider, behind the
+    same module interface as :class:`SuperPointNet` (``config``, dict outputs, forward hooks).
 
     Float32 throughout; it must agree with eager PyTorch to ~1e-4 (tested in test/test_backends.py).
     """
 
     def __init__(self, model: SuperPointNet, num_threads: Optional[int] = None):
+        super().__init__()
         import onnxruntime as ort  # optional dependency: pip install onnxruntime
 
-        self.device, self.dtype, self.fallbacks = torch.device("cpu"), torch.float32, []
+        self.config = model.config
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(num_threads or torch.get_num_threads())
         options.inter_op_num_threads = 1
@@ -162,15 +164,27 @@ class OnnxRuntimeRunner:
         self.session = ort.InferenceSession(export_onnx(model), options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
 
-    name = "onnxruntime+float32"
-
-    def __call__(self, batch: torch.Tensor) -> Outputs:
-        images = batch.detach().to("cpu", torch.float32).contiguous().numpy()
-        # one image per run: ORT picks kernels by batch size, so a batched run can differ in the last
-        # bits from a single one; on the CPU batching buys nothing, and results stay reproducible
+    def forward(self, image: torch.Tensor) -> Outputs:
+        images = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        # one image per run: ORT may pick kernels by batch size, so a batched run could differ in
+        # the last bits from a single one; on the CPU batching buys nothing, and results stay
+        # reproducible (an image gives the same keypoints alone and in a stereo batch)
         runs = [self.session.run(self.output_names, {"image": images[i:i + 1]}) for i in range(len(images))]
         return {name: torch.from_numpy(np.concatenate([r[k] for r in runs]) if len(runs) > 1 else runs[0][k])
                 for k, name in enumerate(self.output_names)}
+
+
+class OnnxRuntimeRunner:
+    """Runner around :class:`OnnxRuntimeNet` (CPU, float32)."""
+
+    name = "onnxruntime+float32"
+
+    def __init__(self, model: SuperPointNet, num_threads: Optional[int] = None):
+        self.device, self.dtype, self.fallbacks = torch.device("cpu"), torch.float32, []
+        self.model = OnnxRuntimeNet(model, num_threads)
+
+    def __call__(self, batch: torch.Tensor) -> Outputs:
+        return self.model(batch)
 
 
 class _TupleOutputs(nn.Module):
@@ -256,5 +270,5 @@ def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
                        cuda_graphs=conf["cuda_graphs"], compile=conf["compile"])
 
 
-__all__ = ["OnnxRuntimeRunner", "TorchRunner", "cpu_has_native_bf16", "export_onnx", "make_runner",
+__all__ = ["OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "cpu_has_native_bf16", "export_onnx", "make_runner",
            "resolve_precision"]
