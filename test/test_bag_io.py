@@ -1,0 +1,100 @@
+"""rosbags read/write round trips for both rosbag2 storage formats, and the sample bag."""
+import numpy as np
+import pytest
+
+from superpoint_ros.evaluation import bags
+from superpoint_ros.evaluation.bag_eval import iterate_frames, read_tum
+from superpoint_ros.evaluation.sample_data import SampleConf, TOPICS, ensure_sample_bag, intrinsics, trajectory
+
+STORAGES = ["sqlite3", "mcap"]
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_round_trip_images_camera_info_and_raw(tmp_path, storage):
+    rng = np.random.default_rng(1)
+    images = {
+        "mono8": rng.integers(0, 256, (7, 9), dtype=np.uint8),
+        "bgr8": rng.integers(0, 256, (7, 9, 3), dtype=np.uint8),
+        "mono16": rng.integers(0, 65536, (7, 9), dtype=np.uint16),
+        "32FC1": rng.normal(size=(7, 9)).astype(np.float32),
+    }
+    path = tmp_path / "bag"
+    K = np.array([[50.0, 0, 4], [0, 51.0, 3], [0, 0, 1]])
+    with bags.BagWriter(path, storage=storage) as bag:
+        for i, (encoding, image) in enumerate(images.items()):
+            bag.write(f"/img/{encoding}", bags.image_message(image, 1_000_000_000 * 7 + i, f"f{i}"), 100 + i)
+        bag.write("/info", bags.camera_info_message(K, (7, 9), 5, "cam"), 50)
+        raw = bags.typestore().serialize_cdr(bags.image_message(images["mono8"], 42, "raw"), "sensor_msgs/msg/Image")
+        bag.write_raw("/img/raw", "sensor_msgs/msg/Image", raw, 200)
+    found = bags.topics(path)
+    assert found["/info"] == ("sensor_msgs/msg/CameraInfo", 1)
+    assert all(found[f"/img/{e}"] == ("sensor_msgs/msg/Image", 1) for e in images)
+    messages = list(bags.read_messages(path))
+    assert [m.log_time_ns for m in messages] == [50, 100, 101, 102, 103, 200]  # log-time order
+    for i, (encoding, image) in enumerate(images.items()):
+        (item,) = [m for m in messages if m.topic == f"/img/{encoding}"]
+        assert item.message.encoding == encoding and item.message.header.frame_id == f"f{i}"
+        assert bags.stamp_ns(item.message) == 7_000_000_000 + i
+        decoded = bags.message_image(item.message)
+        assert decoded.dtype == image.dtype
+        np.testing.assert_array_equal(decoded.reshape(image.shape), image)
+    info = next(m.message for m in messages if m.topic == "/info")
+    np.testing.assert_array_equal(info.k.reshape(3, 3), K)
+    assert (info.height, info.width) == (7, 9)
+    raw_item = next(m for m in messages if m.topic == "/img/raw")
+    assert raw_item.raw == raw and bags.stamp_ns(raw_item.message) == 42
+
+
+def test_reader_and_writer_errors(tmp_path):
+    path = tmp_path / "bag"
+    with bags.BagWriter(path) as bag:
+        bag.write("/a", bags.image_message(np.zeros((2, 2), np.uint8), 1, "a"), 1)
+        with pytest.raises(bags.BagError, match="already has type"):
+            bag.write("/a", bags.camera_info_message(np.eye(3), (2, 2), 1, "a"), 2)
+    with pytest.raises(bags.BagError, match="already exists"):
+        bags.BagWriter(path)
+    with pytest.raises(bags.BagError, match="storage"):
+        bags.BagWriter(tmp_path / "x", storage="rosbag1")
+    with pytest.raises(bags.BagError, match=r"/nope.*available: /a"):
+        list(bags.read_messages(path, ["/nope"]))
+    with pytest.raises(bags.BagError, match="not found"):
+        bags.topics(tmp_path / "missing")
+    with pytest.raises(bags.BagError, match="no default encoding"):
+        bags.image_message(np.zeros((2, 2), np.int64), 0, "x")
+    with pytest.raises(bags.BagError, match="negative"):
+        bags.image_message(np.zeros((2, 2), np.uint8), -1, "x")
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory):
+    conf = SampleConf(size=(48, 64), num_frames=5, storage="mcap")
+    return ensure_sample_bag(tmp_path_factory.mktemp("sample"), conf)
+
+
+def test_sample_bag_contents_and_ground_truth(sample):
+    found = bags.topics(sample.bag)
+    for key in ("left_image", "right_image", "left_info", "right_info", "ground_truth"):
+        assert found[TOPICS[key]][1] == 5
+    frames = list(iterate_frames(sample.bag, TOPICS["left_image"], TOPICS["right_image"]))
+    assert len(frames) == 5
+    assert [f.stamp_ns for f in frames] == sorted(f.stamp_ns for f in frames)
+    assert all(f.left.shape == (48, 64) and f.right.shape == (48, 64) and f.left.dtype == np.uint8 for f in frames)
+    assert not np.array_equal(frames[0].left, frames[0].right)  # the right camera is elsewhere
+    gt = read_tum(sample.groundtruth)
+    np.testing.assert_array_equal(gt.stamps_ns, [f.stamp_ns for f in frames])  # exact ns, no float rounding
+    for (_, rotation, centre), r, c in zip(trajectory(sample.conf), gt.rotations, gt.positions):
+        np.testing.assert_allclose(r, rotation, atol=1e-7)
+        np.testing.assert_allclose(c, centre, atol=1e-8)
+    infos = {m.topic: m.message for m in bags.read_messages(sample.bag, [TOPICS["left_info"], TOPICS["right_info"]])}
+    p_right = infos[TOPICS["right_info"]].p.reshape(3, 4)
+    K = intrinsics(sample.conf)
+    assert p_right[0, 3] == pytest.approx(-K[0, 0] * sample.baseline_m)
+
+
+def test_sample_bag_is_cached_and_reproducible(sample, tmp_path):
+    again = ensure_sample_bag(sample.folder.parent, sample.conf)  # cache hit: same folder, not rewritten
+    assert again.folder == sample.folder
+    fresh = ensure_sample_bag(tmp_path, sample.conf)
+    first = [m.raw for m in bags.read_messages(sample.bag, [TOPICS["left_image"]])]
+    second = [m.raw for m in bags.read_messages(fresh.bag, [TOPICS["left_image"]])]
+    assert first == second
