@@ -47,6 +47,10 @@ from .messages import pack_features, pack_stereo_matches, pack_temporal_matches,
 from .sync import StereoSynchronizer
 
 NODE_NAME = "superpoint_node"
+MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC = "image", "left/image_rect", "right/image_rect"
+COMPRESSED_SUFFIX = "/compressed"
+#: every topic the node subscribes to (relative names; remap them)
+INPUT_TOPICS = tuple(t + s for t in (MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC) for s in ("", COMPRESSED_SUFFIX))
 LOG_THROTTLE_S = 5.0
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
@@ -120,11 +124,11 @@ class SuperPointNode(Node):
         self._trails: Dict[int, deque] = {}
 
         image_type = CompressedImage if p["input.compressed"] else Image
-        suffix = "/compressed" if p["input.compressed"] else ""
+        suffix = COMPRESSED_SUFFIX if p["input.compressed"] else ""
         if self.stereo:
             self.synchronizer = self._make_synchronizer(image_type, suffix, sensor_qos)
         else:
-            self.image_sub = self.create_subscription(image_type, "image" + suffix, self.on_image, sensor_qos)
+            self.image_sub = self.create_subscription(image_type, MONO_TOPIC + suffix, self.on_image, sensor_qos)
 
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.diagnostics_timer = self.create_timer(p["diagnostics.period"], self.on_diagnostics_timer)
@@ -162,7 +166,7 @@ class SuperPointNode(Node):
 
     def _make_synchronizer(self, image_type, suffix: str, qos: QoSProfile):
         p = self.params
-        left, right = "left/image_rect" + suffix, "right/image_rect" + suffix
+        left, right = LEFT_TOPIC + suffix, RIGHT_TOPIC + suffix
         try:  # the standard tool when the ROS install has it
             import message_filters
         except ImportError:
