@@ -195,16 +195,22 @@ def draw_multiple_polygons(rng, canvas: _Canvas) -> None:
 
 def draw_cube(rng, canvas: _Canvas) -> None:
     """Three visible faces of a box: 7 vertices (the hexagon outline and the near corner)."""
+    for _ in range(10):
+        if _try_cube(rng, canvas):
+            return
+
+
+def _try_cube(rng, canvas: _Canvas) -> bool:
     h, w = canvas.image.shape
-    size = rng.uniform(0.15, 0.3) * min(h, w)
+    size = rng.uniform(0.2, 0.35) * min(h, w)
     base = rng.uniform(0, 2 * np.pi)
-    angles = base + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.3, 0.3, 3)
+    angles = base + np.array([0, 2 * np.pi / 3, 4 * np.pi / 3]) + rng.uniform(-0.25, 0.25, 3)
     lengths = size * rng.uniform(0.6, 1.2, 3)
     edges = np.stack([np.cos(angles), np.sin(angles)], -1) * lengths[:, None]
     reach = np.abs(edges).sum(0)
     center = rng.uniform(reach, [w - 1 - reach[0], h - 1 - reach[1]]) if np.all(reach * 2 < [w - 1, h - 1]) else None
     if center is None:
-        return
+        return False
     v = [np.round(center + e).astype(np.int64) for e in ([0, 0], *edges, edges[0] + edges[1],
                                                          edges[1] + edges[2], edges[0] + edges[2])]
     faces = [(0, 1, 4, 2), (0, 2, 5, 3), (0, 3, 6, 1)]
@@ -213,13 +219,16 @@ def draw_cube(rng, canvas: _Canvas) -> None:
     for _ in range(2):  # each face distinct from the background and from the other faces
         colours.append(_contrasting(rng, np.append(under, colours), 35))
     outline = np.stack([v[1], v[4], v[2], v[5], v[3], v[6]])
-    if not _interior_angles_ok(outline.astype(np.float64), 20, 175):
-        return
+    edges_out = np.roll(outline, -1, 0) - outline
+    turn = edges_out[:, 0] * np.roll(edges_out, -1, 0)[:, 1] - edges_out[:, 1] * np.roll(edges_out, -1, 0)[:, 0]
+    if not (np.all(turn > 0) or np.all(turn < 0)) or not _interior_angles_ok(outline.astype(np.float64), 20, 170):
+        return False  # the three faces must tile a convex hexagon, or faces overlap and make spurious corners
 
     def draw(img):
         for face, colour in zip(faces, colours):
             cv2.fillPoly(img, [np.stack([v[i] for i in face]).astype(np.int32)], colour)
     canvas.add(lambda m: cv2.fillPoly(m, [outline.astype(np.int32)], 1), draw, np.stack(v))
+    return True
 
 
 def draw_star(rng, canvas: _Canvas) -> None:

@@ -1,0 +1,110 @@
+"""Homography sampling and warping (superpoint_ros.training.homographies)."""
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+from superpoint_ros.training.homographies import (
+    HomographyParams, homography_from_points, image_frame, points_to_map, sample_homography, warp_images,
+    warp_keypoint_maps, warp_points)
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 2 ** 32 - 1), height=st.integers(16, 300), width=st.integers(16, 300),
+       angle=st.floats(0, 60), perspective=st.floats(0, 0.3), scale_min=st.floats(0.3, 1.0))
+def test_sampled_homographies_are_valid_and_keep_content_in_view(seed, height, width, angle, perspective, scale_min):
+    params = HomographyParams(scale_min=scale_min, scale_max=1.0, max_angle_deg=angle, perspective=perspective)
+    h = sample_homography(np.random.default_rng(seed), (height, width), params)
+    assert h.shape == (3, 3) and np.isfinite(h).all()
+    assert abs(np.linalg.det(h)) > 1e-9
+    assert np.linalg.cond(h) < 1e8
+    # the warped frame shows a quad of the source that lies inside the source (no empty borders)
+    quad = warp_points(np.linalg.inv(h), image_frame(height, width))
+    assert quad[:, 0].min() >= -0.5 - 1e-6 and quad[:, 0].max() <= width - 0.5 + 1e-6
+    assert quad[:, 1].min() >= -0.5 - 1e-6 and quad[:, 1].max() <= height - 0.5 + 1e-6
+    # orientation-preserving and convex: the denominator of the projective map never changes sign
+    ys, xs = np.mgrid[0:height:7, 0:width:7]
+    grid = np.stack([xs.ravel(), ys.ravel()], -1).astype(np.float64)
+    denominator = grid @ h[2, :2] + h[2, 2]
+    assert np.all(denominator > 0) or np.all(denominator < 0)
+    edges = np.roll(quad, -1, 0) - quad
+    cross = edges[:, 0] * np.roll(edges, -1, 0)[:, 1] - edges[:, 1] * np.roll(edges, -1, 0)[:, 0]
+    assert np.all(cross > 0), "the source quad must be convex and keep its orientation"
+
+
+def test_sampling_is_reproducible_and_varied():
+    a = [sample_homography(np.random.default_rng(3), (60, 80)) for _ in range(2)]
+    np.testing.assert_array_equal(a[0], a[1])
+    b = sample_homography(np.random.default_rng(4), (60, 80))
+    assert not np.allclose(a[0], b)
+
+
+def test_homography_from_points_matches_opencv():
+    rng = np.random.default_rng(0)
+    src = image_frame(40, 50)
+    dst = src + rng.uniform(-5, 5, src.shape)
+    ours = homography_from_points(src, dst)
+    theirs = cv2.getPerspectiveTransform(src.astype(np.float32), dst.astype(np.float32))
+    np.testing.assert_allclose(ours / ours[2, 2], theirs / theirs[2, 2], rtol=1e-4, atol=1e-6)
+
+
+def test_warp_images_agrees_with_cv2_warp_perspective():
+    rng = np.random.default_rng(1)
+    image = cv2.GaussianBlur(rng.uniform(0, 1, (48, 64)).astype(np.float32), (0, 0), 1.0)
+    hs = np.stack([sample_homography(rng, image.shape) for _ in range(4)])
+    ours = warp_images(torch.from_numpy(image)[None, None].expand(4, -1, -1, -1).contiguous(),
+                       torch.from_numpy(hs)).numpy()
+    for h, out in zip(hs, ours):
+        ref = cv2.warpPerspective(image, h, (64, 48), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+        # cv2 interpolates with 5-bit fixed-point weights: agreement to ~1/32 of the local gradient
+        np.testing.assert_allclose(out[0], ref, atol=0.01)
+
+
+def test_warped_points_land_where_the_warped_image_puts_them():
+    rng = np.random.default_rng(2)
+    image = np.zeros((96, 128), np.float32)
+    points = np.array([[20, 30], [100, 70], [64, 48], [40, 80]], np.float64)
+    for x, y in points.astype(int):
+        image[y, x] = 1.0
+    image = cv2.GaussianBlur(image, (0, 0), 2.0)  # smooth blobs so the peak survives interpolation
+    for _ in range(5):
+        h = sample_homography(rng, image.shape, HomographyParams(scale_min=0.8))
+        warped = cv2.warpPerspective(image, h, (128, 96), flags=cv2.INTER_LINEAR)
+        expected = warp_points(h, points)
+        for (x, y) in expected:
+            if not (3 <= x < 125 and 3 <= y < 93):
+                continue
+            xi, yi = int(round(x)), int(round(y))
+            window = warped[yi - 3:yi + 4, xi - 3:xi + 4]
+            dy, dx = np.unravel_index(np.argmax(window), window.shape)
+            assert abs(dx - 3) <= 1 and abs(dy - 3) <= 1, "blob peak must be at the warped point (+-1 px)"
+
+
+def test_warp_points_numpy_and_torch_agree_and_invert():
+    rng = np.random.default_rng(5)
+    h = sample_homography(rng, (50, 70))
+    pts = rng.uniform(0, 50, (20, 2))
+    out_np = warp_points(h, pts)
+    out_t = warp_points(torch.from_numpy(h), torch.from_numpy(pts)).numpy()
+    np.testing.assert_allclose(out_np, out_t, atol=1e-9)
+    np.testing.assert_allclose(warp_points(np.linalg.inv(h), out_np), pts, atol=1e-8)
+    batched = warp_points(torch.from_numpy(np.stack([h, np.eye(3)])), torch.from_numpy(np.stack([pts, pts])))
+    np.testing.assert_allclose(batched[1].numpy(), pts)
+
+
+def test_keypoint_maps_drop_points_outside_and_padding():
+    points = torch.tensor([[[1.2, 2.6], [9.0, 3.0], [-1.0, 0.0], [4.0, 4.0]]])
+    valid = torch.tensor([[True, True, True, False]])
+    m = points_to_map(points, valid, (5, 8))
+    assert m.shape == (1, 5, 8) and m.sum() == 1 and m[0, 3, 1] == 1
+    shift = torch.tensor([[[1.0, 0, 2], [0, 1, 1], [0, 0, 1]]], dtype=torch.float64)
+    warped = warp_keypoint_maps(points, valid, shift, (5, 8))
+    # (1.2, 2.6) -> (3, 4); (9, 3) -> (11, 4) leaves the image; (-1, 0) -> (1, 1) enters it
+    assert warped.sum() == 2 and warped[0, 4, 3] == 1 and warped[0, 1, 1] == 1
+
+
+@pytest.mark.parametrize("bad", [{"unknown": 1}])
+def test_params_reject_unknown_keys(bad):
+    with pytest.raises(ValueError, match="unknown"):
+        HomographyParams.from_dict(bad)
