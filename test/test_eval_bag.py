@@ -133,6 +133,11 @@ def test_evaluate_stereo_bag_with_output_bag(tiny_bag, random_weights, tmp_path)
         assert sec * 10**9 + nsec == stats.frames[0]["stamp_ns"]
     for f in features:
         np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-4)
+    # as the node publishes them: right features carry the right frame_id and the left stamp
+    right = by_topic[names["features_right"]][0]
+    assert right.header.frame_id == tiny_bag.frame_ids["right"]
+    assert bags.stamp_ns(right) == stats.frames[0]["stamp_ns"]
+    assert names["features"] == "/features" and bag_eval.output_topics("/cam/")["stereo_matches"] == "/cam/stereo_matches"
 
 
 def test_cli_mono_writes_report_and_pictures(tiny_bag, random_weights, tmp_path, capsys):

@@ -388,6 +388,7 @@ class Frame:
     left: np.ndarray
     right: Optional[np.ndarray] = None
     raw: List[Tuple[str, str, bytes, int]] = field(default_factory=list)  # (topic, msgtype, cdr, log time)
+    right_frame_id: Optional[str] = None
 
 
 def iterate_frames(bag: Path, left_topic: str, right_topic: Optional[str] = None, slop_ns: int = 0,
@@ -416,7 +417,7 @@ def iterate_frames(bag: Path, left_topic: str, right_topic: Optional[str] = None
         left, right = (entry, partner) if item.topic == left_topic else (partner, entry)
         for older in [s for s in waiting[other] if s < match]:  # anything older can never pair now
             del waiting[other][older]
-        yield Frame(left[0], max(left[1], right[1]), left[2], left[3], right[3], [left[4], right[4]])
+        yield Frame(left[0], max(left[1], right[1]), left[2], left[3], right[3], [left[4], right[4]], right[2])
 
 
 # --- the evaluation ------------------------------------------------------------------------------
@@ -435,7 +436,7 @@ def default_params_file(stereo: bool) -> Path:
 def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, params: Optional[dict] = None,
                  groundtruth: Optional[Path] = None, camera_info_topic: Optional[str] = None,
                  output_bag: Optional[Path] = None, storage: str = "sqlite3", max_frames: Optional[int] = None,
-                 show_progress: bool = True, frontend=None) -> Tuple[dict, BagStats, Optional[np.ndarray]]:
+                 show_progress: bool = True, frontend=None, output_namespace: str = "/") -> Tuple[dict, BagStats, Optional[np.ndarray]]:
     """Run the front-end over the bag. Returns ``(summary, stats, last left image)``.
 
     ``params``: a flat parameter dict as :func:`superpoint_ros.params.load_params` returns (the
@@ -457,7 +458,7 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     trajectory = read_tum(groundtruth) if groundtruth is not None else None
     stats = BagStats(K, trajectory)
     writer = bags.BagWriter(output_bag, storage=storage, overwrite=True) if output_bag is not None else None
-    output = OutputBag(writer, right_topic is not None, frontend.extractor.descriptor_dim) if writer else None
+    output = OutputBag(writer, output_namespace) if writer else None
     total = available[left_topic][1] if max_frames is None else min(max_frames, available[left_topic][1])
     progress = None
     if show_progress:
@@ -504,13 +505,13 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
 class OutputBag:
     """Writes the node's output messages (its codec, its topic names) plus the input images."""
 
-    def __init__(self, writer: bags.BagWriter, stereo: bool, descriptor_dim: int):
+    def __init__(self, writer: bags.BagWriter, namespace: str = "/"):
         from ..ros import messages
 
-        self.writer, self.stereo, self.messages = writer, stereo, messages
+        self.writer, self.messages = writer, messages
         self.cloud = bags.msg_class("sensor_msgs/msg/PointCloud2")
         self.point_field = bags.msg_class("sensor_msgs/msg/PointField")
-        self.topics = output_topics()
+        self.topics = output_topics(namespace)
 
     def _cloud(self, packed, stamp_ns: int, frame_id: str):
         return self.messages.to_pointcloud2(bags.header(stamp_ns, frame_id), packed, self.cloud, self.point_field,
@@ -534,18 +535,21 @@ class OutputBag:
             r = result.right_features
             self.writer.write(self.topics["features_right"], self._cloud(
                 m.pack_features(r.keypoints, r.scores, r.descriptors, np.zeros(len(r), np.int64)), stamp,
-                frame.frame_id), log)
+                frame.right_frame_id or frame.frame_id), log)  # as the node: right frame_id, left stamp
             self.writer.write(self.topics["stereo_matches"], self._cloud(
                 m.pack_stereo_matches(result.stereo.indices, result.stereo.distances, f.keypoints, r.keypoints),
                 stamp, frame.frame_id), log)
 
 
-def output_topics() -> Dict[str, str]:
-    """The node's output topic names, resolved for a node named ``superpoint_node`` in the root
-    namespace (what ``ros2 run superpoint_ros superpoint_node`` gives)."""
-    return {"features": "/superpoint_node/features", "features_right": "/superpoint_node/features_right",
-            "temporal_matches": "/superpoint_node/temporal_matches",
-            "stereo_matches": "/superpoint_node/stereo_matches"}
+#: The node's output topics (relative names, resolved in the node's namespace).
+NODE_OUTPUTS = ("features", "features_right", "temporal_matches", "stereo_matches")
+
+
+def output_topics(namespace: str = "/") -> Dict[str, str]:
+    """The node's output topic names as a node in ``namespace`` publishes them (``/features``...
+    for ``ros2 run superpoint_ros superpoint_node``; ``/cam/features``... with ``__ns:=/cam``)."""
+    prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
+    return {name: f"{prefix}/{name}" for name in NODE_OUTPUTS}
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -568,6 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, default=Path("out/eval_bag"), help="folder for JSON and plots")
     p.add_argument("--output-bag", type=Path, default=None, help="also write the node's topics to this bag")
     p.add_argument("--storage", choices=bags.STORAGE_FORMATS, default="sqlite3", help="output bag storage")
+    p.add_argument("--output-namespace", default="/", help="namespace of the node's topics in the output bag")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -607,7 +612,8 @@ def main(argv=None) -> int:
         params = load_params(params_file, overrides=overrides)
         summary, stats, last_image = evaluate_bag(
             args.bag, args.left_topic or args.image_topic, args.right_topic, params, args.groundtruth,
-            args.camera_info, args.output_bag, args.storage, args.max_frames, not args.quiet)
+            args.camera_info, args.output_bag, args.storage, args.max_frames, not args.quiet,
+            output_namespace=args.output_namespace)
     except (bags.BagError, ParamsError, WeightsError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"superpoint-eval-bag: {e}", file=sys.stderr)
         return 2

@@ -57,15 +57,17 @@ class BagPlayer:
     """Publishes a bag through an existing rclpy node (so a demo can run it in-process).
 
     ``qos``: ``"reliable"`` (keep-last ``depth``) or ``"sensor_data"`` (best effort).
+    ``rate``: speed factor of the bag's timing; ``None`` publishes without pacing (lock-step
+    replays pace themselves through :meth:`play`'s ``after_publish``).
     """
 
     def __init__(self, node, bag: Path, topic_names: Optional[Sequence[str]] = None, rate: float = 1.0,
                  remaps: Optional[Dict[str, str]] = None, qos: str = "reliable", depth: int = 10):
         from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-        if rate <= 0:
+        if rate is not None and rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
-        self.node, self.bag, self.rate = node, Path(bag), float(rate)
+        self.node, self.bag, self.rate = node, Path(bag), None if rate is None else float(rate)
         self.remaps = dict(remaps or {})
         available = bag_topics(self.bag)
         names = list(topic_names) if topic_names else sorted(available)
@@ -106,9 +108,10 @@ class BagPlayer:
     def stop(self) -> None:
         self._stop.set()
 
-    def play(self, progress=None) -> PlayStats:
+    def play(self, progress=None, after_publish=None) -> PlayStats:
         """Publish every message once, paced by the bag's receive times / rate. ``progress``:
-        optional callable ``(topic, count_so_far)``."""
+        optional callable ``(topic, count_so_far)``; ``after_publish``: optional callable
+        ``(BagMessage)`` run after each message (e.g. to wait for a node's answer)."""
         first_log, start = None, None
         published = 0
         for item in read_messages(self.bag, list(self.publishers), deserialize=False):
@@ -116,16 +119,19 @@ class BagPlayer:
                 break
             if first_log is None:
                 first_log, start = item.log_time_ns, time.monotonic()
-            due = start + (item.log_time_ns - first_log) / 1e9 / self.rate
-            delay = due - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
-                break
+            if self.rate is not None:
+                due = start + (item.log_time_ns - first_log) / 1e9 / self.rate
+                delay = due - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    break
             self.publishers[item.topic].publish(item.raw)  # original CDR bytes: stamps untouched
             out = self.remaps.get(item.topic, item.topic)
             self.stats.counts[out] += 1
             published += 1
             if progress is not None:
                 progress(out, published)
+            if after_publish is not None:
+                after_publish(item)
         self.stats.duration_s = 0.0 if start is None else time.monotonic() - start
         return self.stats
 
