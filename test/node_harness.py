@@ -95,8 +95,8 @@ class Harness:
         return self.received[topic][-1]
 
     def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
+        self.executor.shutdown(timeout_sec=5.0)
+        self._spin.join(timeout=5.0)
         self.node.destroy_node()
         self.probe.destroy_node()
         rclpy.shutdown(context=self.context)
-        self._spin.join(timeout=5.0)

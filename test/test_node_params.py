@@ -73,3 +73,9 @@ def test_extractor_conf_maps_ros_sentinels_to_none():
     from superpoint_ros.extractor import default_conf
 
     assert set(conf) <= set(default_conf)
+
+
+def test_docs_list_every_parameter():
+    text = (ROOT / "docs" / "node.md").read_text()
+    missing = [name for name in PARAMETERS if f"`{name}`" not in text]
+    assert not missing, f"docs/node.md lacks {missing}"
