@@ -115,7 +115,7 @@ def test_evaluate_stereo_bag_with_output_bag(tiny_bag, random_weights, tmp_path)
     assert "pose" in summary and summary["time_ms"]["count"] == 6
     # the output bag: input images + the node's topics in the node's message layout
     topics = bags.topics(out_bag)
-    names = bag_eval.output_topics()
+    names = bag_eval.output_topics(bag_eval.DEFAULT_NAMESPACE)
     assert topics[names["features"]] == ("sensor_msgs/msg/PointCloud2", 6)
     assert topics[names["stereo_matches"]][1] == 6 and topics[names["temporal_matches"]][1] == 5
     assert topics[TOPICS["left_image"]][1] == 6
@@ -137,7 +137,8 @@ def test_evaluate_stereo_bag_with_output_bag(tiny_bag, random_weights, tmp_path)
     right = by_topic[names["features_right"]][0]
     assert right.header.frame_id == tiny_bag.frame_ids["right"]
     assert bags.stamp_ns(right) == stats.frames[0]["stamp_ns"]
-    assert names["features"] == "/features" and bag_eval.output_topics("/cam/")["stereo_matches"] == "/cam/stereo_matches"
+    assert names["features"] == "/superpoint/features" and bag_eval.output_topics()["features"] == "/features"
+    assert bag_eval.output_topics("/cam/")["stereo_matches"] == "/cam/stereo_matches"
 
 
 def test_cli_mono_writes_report_and_pictures(tiny_bag, random_weights, tmp_path, capsys):

@@ -32,6 +32,10 @@ import numpy as np
 from . import bags
 
 NS = 1_000_000_000
+#: The node's output topics (relative names, resolved in the node's namespace).
+NODE_OUTPUTS = ("features", "features_right", "temporal_matches", "stereo_matches")
+#: The namespace the launch files (launch/*.launch.py) give the node.
+DEFAULT_NAMESPACE = "/superpoint"
 
 
 # --- ground truth -------------------------------------------------------------------------------
@@ -436,7 +440,7 @@ def default_params_file(stereo: bool) -> Path:
 def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, params: Optional[dict] = None,
                  groundtruth: Optional[Path] = None, camera_info_topic: Optional[str] = None,
                  output_bag: Optional[Path] = None, storage: str = "sqlite3", max_frames: Optional[int] = None,
-                 show_progress: bool = True, frontend=None, output_namespace: str = "/") -> Tuple[dict, BagStats, Optional[np.ndarray]]:
+                 show_progress: bool = True, frontend=None, output_namespace: str = DEFAULT_NAMESPACE) -> Tuple[dict, BagStats, Optional[np.ndarray]]:
     """Run the front-end over the bag. Returns ``(summary, stats, last left image)``.
 
     ``params``: a flat parameter dict as :func:`superpoint_ros.params.load_params` returns (the
@@ -505,7 +509,7 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
 class OutputBag:
     """Writes the node's output messages (its codec, its topic names) plus the input images."""
 
-    def __init__(self, writer: bags.BagWriter, namespace: str = "/"):
+    def __init__(self, writer: bags.BagWriter, namespace: str = DEFAULT_NAMESPACE):
         from ..ros import messages
 
         self.writer, self.messages = writer, messages
@@ -541,8 +545,6 @@ class OutputBag:
                 stamp, frame.frame_id), log)
 
 
-#: The node's output topics (relative names, resolved in the node's namespace).
-NODE_OUTPUTS = ("features", "features_right", "temporal_matches", "stereo_matches")
 
 
 def output_topics(namespace: str = "/") -> Dict[str, str]:
@@ -572,7 +574,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", "-o", type=Path, default=Path("out/eval_bag"), help="folder for JSON and plots")
     p.add_argument("--output-bag", type=Path, default=None, help="also write the node's topics to this bag")
     p.add_argument("--storage", choices=bags.STORAGE_FORMATS, default="sqlite3", help="output bag storage")
-    p.add_argument("--output-namespace", default="/", help="namespace of the node's topics in the output bag")
+    p.add_argument("--output-namespace", default=DEFAULT_NAMESPACE,
+                   help="namespace of the node's topics in the output bag (default: the launch files')")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
