@@ -91,13 +91,14 @@ def sample_adaptation_homographies(conf: dict, index_seed: int, shape) -> torch.
 
 def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True) -> Dict[str, int]:
     """Label every image of ``image_dir`` lacking a label in ``out_dir``; returns counts."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    dump_config(conf, out / "adapt_config.yaml")
-    device = next(model.parameters()).device
     images = list_images(image_dir)
     if not images:
         raise FileNotFoundError(f"no images in {image_dir}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dump_config(conf, out / "adapt_config.yaml")
+    parameter = next(iter(model.parameters()), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
     todo = [(i, p) for i, p in enumerate(images) if not (out / f"{p.stem}.npy").is_file()]
     budget = None if conf["max_minutes"] is None else float(conf["max_minutes"]) * 60
     t0 = time.monotonic()
