@@ -197,15 +197,17 @@ def bench_decode(report, model, device, frames, resolution, threshold, args):
 
 
 def extractor_variants(device: torch.device, args) -> Dict[str, dict]:
-    """Name -> FeatureExtractor options of the optimised variants compared in `extractor`."""
+    """Label -> FeatureExtractor options of the optimised variants compared in `extractor`. The
+    first is the default options (label completed with what actually runs)."""
     if device.type == "cuda":
-        variants = {"optimised default (fp16, channels_last, CUDA graphs)": {},
+        variants = {"optimised default": {},
                     "fp16 channels_last, no CUDA graphs": {"cuda_graphs": False},
                     "fp32 NCHW, sparse NMS": {"precision": "fp32", "channels_last": False, "cuda_graphs": False}}
     else:
-        variants = {"optimised default (fp32 channels_last, sparse NMS)": {}}
+        variants = {"optimised default": {},
+                    "torch fp32 channels_last (backend=torch)": {"backend": "torch"}}
         if cpu_has_native_bf16():
-            variants["bf16 channels_last (precision=bf16)"] = {"precision": "bf16"}
+            variants["torch bf16 channels_last (precision=bf16)"] = {"precision": "bf16"}
         try:
             import onnxruntime  # noqa: F401
 
@@ -213,15 +215,26 @@ def extractor_variants(device: torch.device, args) -> Dict[str, dict]:
         except ImportError:
             pass
     if args.compile:
-        variants["torch.compile (compile=True)"] = {"compile": True}
+        variants["torch.compile (compile=True)"] = {"compile": True, "backend": "torch"}
     return variants
+
+
+def make_extractors(device, threshold, args) -> Dict[str, FeatureExtractor]:
+    extractors = {}
+    for label, options in extractor_variants(device, args).items():
+        ex = FeatureExtractor(weights=args.weights_path, device=str(device), detection_threshold=threshold,
+                              max_keypoints=1000, **options)
+        if label == "optimised default":
+            label = f"optimised default ({ex.backend_name})"
+        elif any(e.backend_name == ex.backend_name for e in extractors.values()):
+            continue  # the same thing as the default: don't time it twice
+        extractors[label] = ex
+    return extractors
 
 
 def bench_extractor(report, model, device, frames, resolution, threshold, args):
     reference = ReferenceExtractor(model, str(device), detection_threshold=threshold, max_keypoints=1000)
-    extractors = {name: FeatureExtractor(weights=args.weights_path, device=str(device), detection_threshold=threshold,
-                                         max_keypoints=1000, **options)
-                  for name, options in extractor_variants(device, args).items()}
+    extractors = make_extractors(device, threshold, args)
     variants = {"reference: eager fp32 NCHW + greedy NMS (baseline)": lambda i: reference(frames[i % len(frames)])}
     for name, ex in extractors.items():
         variants[name] = lambda i, ex=ex: ex(frames[i % len(frames)])

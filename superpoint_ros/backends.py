@@ -73,6 +73,9 @@ class TorchRunner:
         self.forward: Callable[[torch.Tensor], Outputs] = self.model
         self.fallbacks: List[str] = []
         self.use_cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
+        if device.type == "cuda":
+            # a camera's frame size is fixed: let cuDNN time its algorithms once per shape
+            torch.backends.cudnn.benchmark = True
         self.graphs: Dict[tuple, tuple] = {}
         self.compiled = False
         if compile:
