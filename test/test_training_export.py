@@ -1,0 +1,60 @@
+"""TorchScript and ONNX export checked against eager PyTorch (superpoint_ros.training.export)."""
+import numpy as np
+import pytest
+import torch
+
+from superpoint_ros.model import SuperPointConfig, SuperPointNet
+from superpoint_ros.training import export as ex
+from superpoint_ros.weights import load_model, save_checkpoint
+
+TINY = SuperPointConfig(encoder_channels=(8, 8, 16, 16), head_channels=32, descriptor_dim=16)
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(3)
+    path = tmp_path_factory.mktemp("w") / "tiny.pt"
+    save_checkpoint(path, SuperPointNet(TINY).eval(), {"training_data": "none (test)"})
+    return path
+
+
+def test_exports_match_eager_at_sizes_other_than_the_example(tmp_path, tiny_weights):
+    report = ex.export(str(tiny_weights), tmp_path)
+    assert set(report) == {"torchscript", "onnx"}
+    for fmt, r in report.items():
+        assert r["checked"], fmt
+        assert max(r["max_abs_diff"].values()) < 1e-4, (fmt, r)
+    model, _ = load_model(tiny_weights)
+    x = torch.rand(3, 1, 136, 72)  # batch, height and width none of the checks used
+    with torch.no_grad():
+        eager = ex.TupleOutputs(model)(x)
+        scripted = torch.jit.load(str(tmp_path / "tiny.torchscript.pt"))(x)
+    import onnxruntime as ort
+
+    onnx_out = ort.InferenceSession(str(tmp_path / "tiny.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()})
+    for got in (scripted, [torch.from_numpy(a) for a in onnx_out]):
+        assert got[0].shape == (3, 65, 17, 9) and got[1].shape == (3, 16, 17, 9)
+        torch.testing.assert_close(got[0], eager[0], atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(got[1], eager[1], atol=1e-4, rtol=1e-4)
+    assert (tmp_path / "tiny.export.json").is_file()
+
+
+def test_the_check_detects_a_wrong_export(tmp_path, tiny_weights):
+    ex.export(str(tiny_weights), tmp_path)
+    torch.manual_seed(99)
+    other = SuperPointNet(TINY).eval()  # different weights than the exported file
+    inputs = ex.check_inputs(((1, 32, 32),))
+    assert max(ex.check_onnx(other, tmp_path / "tiny.onnx", inputs).values()) > 1e-3
+    assert max(ex.check_torchscript(other, tmp_path / "tiny.torchscript.pt", inputs).values()) > 1e-3
+
+
+def test_cli_fails_when_the_tolerance_is_not_met(tmp_path, tiny_weights, capsys):
+    ex.main(["--weights", str(tiny_weights), "--out", str(tmp_path / "ok"), "--formats", "torchscript"])
+    assert "torchscript" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        # ONNX Runtime's kernels differ from PyTorch's in the last bits: a zero tolerance must fail
+        ex.main(["--weights", str(tiny_weights), "--out", str(tmp_path / "strict"), "--formats", "onnx",
+                 "--tolerance", "0"])
+    assert exit_info.value.code == 1
+    assert "differs from eager" in capsys.readouterr().err
