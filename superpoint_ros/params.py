@@ -62,6 +62,14 @@ PARAMETERS: Dict[str, Param] = {
                               "an explicit cuda without CUDA is a start-up error", read_only=True),
     "extractor.fp16": Param(True, "Half-precision network on CUDA (ignored on CPU)", read_only=True),
     "extractor.num_threads": Param(0, "CPU threads for torch; 0 = torch's default", (0, 256), read_only=True),
+    "extractor.backend": Param("auto", "Network runtime: auto (CPU fp32: ONNX Runtime if installed, else torch), "
+                               "torch or onnxruntime", choices=("auto", "torch", "onnxruntime"), read_only=True),
+    "extractor.precision": Param("auto", "auto (CUDA: fp16 if extractor.fp16, else fp32; CPU: fp32), fp32, fp16 "
+                                 "(CUDA) or bf16", choices=("auto", "fp32", "fp16", "bf16"), read_only=True),
+    "extractor.channels_last": Param(True, "NHWC activations (faster convolutions on oneDNN/cuDNN)", read_only=True),
+    "extractor.cuda_graphs": Param(True, "Replay the network as a CUDA graph per input size (CUDA only)",
+                                   read_only=True),
+    "extractor.compile": Param(False, "torch.compile the network (slow first frame)", read_only=True),
     "extractor.nms_radius": Param(4, "Non-maximum suppression radius in px; 0 disables NMS", (0, 32)),
     "extractor.detection_threshold": Param(0.005, "Minimum detector probability of a keypoint", (0.0, 1.0)),
     "extractor.max_keypoints": Param(1000, "Keypoints kept per image, best first; -1 = unlimited", (-1, 100000)),

@@ -373,13 +373,13 @@ def main(args: Optional[List[str]] = None) -> int:
     rclpy.init(args=args)
     node = None
     try:
+        executor = SingleThreadedExecutor()  # before the node: its "ready" line means spinning is next
         try:
             node = SuperPointNode()
         except (WeightsError, ParamsError, ParameterException, RuntimeError, ValueError) as e:
             # a start-up fault: one clear line, no traceback, non-zero exit
             print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
             return 2
-        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C at any point: a clean exit
