@@ -412,6 +412,8 @@ def main(argv=None) -> int:
         "max_keypoints": 1000, "quick": args.quick, "repeats": args.repeats, "git_commit": git_commit(),
         "date_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cpu_native_bf16": cpu_has_native_bf16(), "sections": sections, "resolutions": resolutions,
+        # other processes on the machine skew absolute times (ratios less: variants are interleaved)
+        "load_average_at_start": list(os.getloadavg()),
     })
     print(f"superpoint_ros benchmark on {report.meta['device']}; torch {torch.__version__}; "
           f"weights: {weights_note}; detection_threshold {threshold}; max_keypoints 1000")
@@ -419,31 +421,49 @@ def main(argv=None) -> int:
         report.note("random weights: keypoint counts and decode times differ from a trained model")
     photos = load_photos()
     started = time.perf_counter()
+
+    def section(name, resolution, run, *section_args):
+        """Run one table; a failure is recorded and the suite goes on (one GPU run must yield JSON)."""
+        try:
+            run(*section_args)
+        except Exception as e:  # noqa: BLE001
+            import traceback
+
+            traceback.print_exc()
+            report.note(f"{name} {resolution} failed: {type(e).__name__}: {e}")
+        if args.json:  # partial results survive a later crash or timeout
+            write_json(args.json, {**report.to_json(), "partial": True})
+
     for resolution in resolutions:
         size = RESOLUTIONS[resolution]
         frames = frames_at(photos, size)
         if "forward" in sections:
-            bench_forward(report, model, device, frames, resolution, args)
+            section("forward", resolution, bench_forward, report, model, device, frames, resolution, args)
         if "decode" in sections:
-            bench_decode(report, model, device, frames, resolution, threshold, args)
+            section("decode", resolution, bench_decode, report, model, device, frames, resolution, threshold, args)
         if "extractor" in sections:
-            bench_extractor(report, model, device, frames, resolution, threshold, args)
+            section("extractor", resolution, bench_extractor, report, model, device, frames, resolution, threshold, args)
         if "stereo" in sections:
-            bench_stereo(report, device, photos, size, resolution, threshold, args)
+            section("stereo", resolution, bench_stereo, report, device, photos, size, resolution, threshold, args)
     if "matching" in sections:
-        bench_matching(report, device, photos, threshold, args)
+        section("matching", "", bench_matching, report, device, photos, threshold, args)
     if "node" in sections:
         from .node_e2e import bench_node
 
-        bench_node(report, device, photos, [r for r in resolutions], threshold, args)
+        section("node", "", bench_node, report, device, photos, resolutions, threshold, args)
     report.meta["elapsed_s"] = round(time.perf_counter() - started, 1)
+    report.meta["load_average_at_end"] = list(os.getloadavg())
     result = report.to_json()
     result["targets"] = summarize_targets(report, device)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1, default=float) + "\n")
+        write_json(args.json, result)
         print(f"\nwrote {args.json}")
     return 0
+
+
+def write_json(path: str, data: dict) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(data, indent=1, default=float) + "\n")
 
 
 if __name__ == "__main__":

@@ -137,7 +137,9 @@ class TorchRunner:
                     self.forward(static_input)
             torch.cuda.current_stream(self.device).wait_stream(side)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # thread_local: CUDA work of other threads (a ROS executor, a second extractor) during
+            # the capture neither breaks it nor gets recorded into it
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 static_output = self.forward(static_input)
             entry = self.graphs[key] = (graph, static_input, static_output)
         graph, static_input, static_output = entry
