@@ -99,7 +99,9 @@ def load_weights_for_bench(path: Optional[str]):
     if path or TRAINED.exists():
         chosen = Path(path) if path else TRAINED
         model, provenance = load_model(chosen)
-        return model, f"{chosen.name} ({provenance.get('training_data', 'trained')})", 0.005, str(chosen)
+        origin = str(provenance.get("training_data", "trained"))
+        threshold = RANDOM_WEIGHTS_THRESHOLD if "random" in origin.lower() else 0.005
+        return model, f"{chosen.name} ({origin})", threshold, str(chosen)
     torch.manual_seed(0)
     model = SuperPointNet(SuperPointConfig()).eval()
     weights = Path(tempfile.mkdtemp(prefix="superpoint_bench_")) / "random.pt"
