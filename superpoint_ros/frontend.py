@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
 import numpy as np
+import torch
 
 from .extractor import FeatureExtractor, Features
 from .geometry import match_rectified_stereo, ransac_inliers
@@ -160,6 +161,9 @@ class Frontend:
         value = self.conf["matching.max_distance"]
         return None if value >= 2.0 else value
 
+    def _on_device(self, array: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(array, device=self.extractor.device)  # zero-copy on CPU
+
     def reset(self) -> None:
         """Forget the previous frame and all tracks (new track IDs continue from the counter)."""
         self._previous = None
@@ -213,8 +217,9 @@ class Frontend:
         accepted = np.zeros((0, 2), dtype=np.int64)
         if previous is not None:
             with clock("temporal_match"):
-                matches = match_descriptors(previous.features.descriptors, features.descriptors,
-                                            self.ratio_test, self.max_distance)
+                # on the extractor's device: on a GPU this keeps matching from dominating the frame
+                matches = match_descriptors(self._on_device(previous.features.descriptors),
+                                            self._on_device(features.descriptors), self.ratio_test, self.max_distance)
             with clock("ransac"):
                 if conf["ransac.enabled"]:
                     geometry = ransac_inliers(
@@ -236,7 +241,7 @@ class Frontend:
                 indices, distances, disparities = match_rectified_stereo(
                     features.keypoints, features.descriptors, right_features.keypoints, right_features.descriptors,
                     conf["stereo.epipolar_tolerance"], conf["stereo.min_disparity"], conf["stereo.max_disparity"],
-                    self.ratio_test, self.max_distance)
+                    self.ratio_test, self.max_distance, device=self.extractor.device)
             stereo = StereoMatches(indices, distances, disparities)
         clock.timings["total"] = sum(clock.timings.values())
         result = FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal,

@@ -112,17 +112,19 @@ def masked_mutual_nn(desc0: torch.Tensor, desc1: torch.Tensor, allowed: torch.Te
     return torch.stack([index0[keep], best0.indices[keep]], dim=1), distance[keep]
 
 
-def match_rectified_stereo(left_xy: np.ndarray, left_desc: np.ndarray, right_xy: np.ndarray,
-                           right_desc: np.ndarray, epipolar_tolerance: float, min_disparity: float,
-                           max_disparity: float, ratio_test: Optional[float] = None,
-                           max_distance: Optional[float] = None):
+def match_rectified_stereo(left_xy, left_desc, right_xy, right_desc, epipolar_tolerance: float,
+                           min_disparity: float, max_disparity: float, ratio_test: Optional[float] = None,
+                           max_distance: Optional[float] = None, device: Optional[torch.device] = None):
     """Stereo matches of a rectified pair: ``(indices (K, 2) int64 (left idx, right idx),
-    distances (K,) float32, disparities (K,) float32 px)``; every match obeys
-    :func:`stereo_candidates`."""
-    lxy, rxy = torch.as_tensor(left_xy, dtype=torch.float32), torch.as_tensor(right_xy, dtype=torch.float32)
+    distances (K,) float32, disparities (K,) float32 px)`` as numpy; every match obeys
+    :func:`stereo_candidates`. Inputs are numpy or torch; the work runs on ``device`` (default:
+    the descriptors' device, CPU for numpy)."""
+    if device is None:
+        device = left_desc.device if isinstance(left_desc, torch.Tensor) else torch.device("cpu")
+    lxy, rxy = (torch.as_tensor(xy, dtype=torch.float32, device=device) for xy in (left_xy, right_xy))
     allowed = stereo_candidates(lxy, rxy, epipolar_tolerance, min_disparity, max_disparity)
-    indices, distances = masked_mutual_nn(torch.as_tensor(left_desc), torch.as_tensor(right_desc), allowed,
-                                          ratio_test, max_distance)
-    indices = indices.cpu().numpy().astype(np.int64)
-    disparities = (lxy[indices[:, 0], 0] - rxy[indices[:, 1], 0]).numpy().astype(np.float32)
-    return indices, distances.float().cpu().numpy(), disparities
+    indices, distances = masked_mutual_nn(torch.as_tensor(left_desc, device=device),
+                                          torch.as_tensor(right_desc, device=device), allowed, ratio_test, max_distance)
+    disparities = lxy[indices[:, 0], 0] - rxy[indices[:, 1], 0]
+    return (indices.cpu().numpy().astype(np.int64), distances.float().cpu().numpy(),
+            disparities.cpu().numpy().astype(np.float32))

@@ -215,3 +215,28 @@ def test_declared_parameters_carry_ranges_and_descriptions(base, harness_factory
     assert d.read_only
     [d] = h.node.describe_parameters(["ransac.model"])
     assert "homography" in d.additional_constraints
+
+
+def test_stereo_matches_agree_with_ground_truth_disparity_with_the_trained_model(harness_factory):
+    from superpoint_ros.weights import WeightsError, default_weights_path
+
+    try:
+        weights = str(default_weights_path())
+    except WeightsError as e:
+        pytest.skip(f"needs the trained default model: {e}")
+    from skimage import data
+
+    left, right, disparity = data.stereo_motorcycle()
+    params = {"extractor.weights": weights, "extractor.device": "cpu", "stereo.enabled": True,
+              "stereo.max_disparity": 80.0, "stereo.epipolar_tolerance": 2.0}
+    h = harness_factory(params, topics=("features", "stereo_matches"))
+    pub_l, pub_r = h.publisher("left/image_rect"), h.publisher("right/image_rect")
+    pub_l.publish(image_msg(np.ascontiguousarray(left[..., ::-1]), 7, "left"))
+    pub_r.publish(image_msg(np.ascontiguousarray(right[..., ::-1]), 7, "right"))
+    h.wait_for(lambda: h.count("stereo_matches") >= 1, 30.0, "stereo matches")
+    s = decode_stereo_matches(h.received["stereo_matches"][0])
+    xy = np.round(s["left_keypoints"]).astype(int)
+    truth = disparity[xy[:, 1], xy[:, 0]]
+    known = np.isfinite(truth)
+    assert known.sum() >= 30
+    assert np.mean(np.abs(s["disparities"][known] - truth[known]) <= 3.0) >= 0.8

@@ -149,7 +149,8 @@ class SuperPointNode(Node):
         problems = []
         for name, override in list(overrides.items()):
             if name not in PARAMETERS:
-                if not name.startswith(("use_sim_time", "qos_overrides.")):
+                # rclpy's own (use_sim_time, start_type_description_service) are declared by now
+                if not self.has_parameter(name) and not name.startswith("qos_overrides."):
                     problems.append(f"unknown parameter {name!r}")
                 continue
             value = coerce(name, override.value)
