@@ -20,6 +20,7 @@ or a forward gap above ``tracking.max_time_gap`` resets them (``result.reset_rea
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
@@ -97,22 +98,18 @@ class FrameResult:
 
 
 class _Clock:
-    """Stage timer: ``with clock("extract"): ...`` records milliseconds."""
+    """Stage timer: ``with clock("extract"): ...`` adds the stage's milliseconds to ``timings``."""
 
     def __init__(self):
         self.timings: Dict[str, float] = {}
 
+    @contextmanager
     def __call__(self, stage: str):
-        clock = self
-
-        class _Stage:
-            def __enter__(self):
-                self.start = time.perf_counter()
-
-            def __exit__(self, *exc):
-                clock.timings[stage] = clock.timings.get(stage, 0.0) + (time.perf_counter() - self.start) * 1e3
-
-        return _Stage()
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
 
 
 class Frontend:

@@ -35,7 +35,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from ..frontend import FrameResult, Frontend
 from ..image import ImageError
@@ -79,6 +79,7 @@ class _Stats:
     """Counters for /diagnostics (written by the worker and the callbacks, read by the timer)."""
 
     def __init__(self):
+        self.lock = threading.Lock()
         self.received = self.processed = self.dropped = self.skipped = self.debug_images = 0
         self.latency_ms: deque = deque(maxlen=100)
         self.timings: deque = deque(maxlen=100)
@@ -106,8 +107,6 @@ class SuperPointNode(Node):
                                 reliability=ReliabilityPolicy.BEST_EFFORT if p["qos.reliability"] == "best_effort"
                                 else ReliabilityPolicy.RELIABLE)
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"], reliability=ReliabilityPolicy.RELIABLE)
-        from sensor_msgs.msg import PointCloud2
-
         self.features_pub = self.create_publisher(PointCloud2, "features", out_qos)
         self.temporal_pub = self.create_publisher(PointCloud2, "temporal_matches", out_qos)
         self.debug_pub = self.create_publisher(Image, "debug_image", out_qos)
@@ -193,7 +192,7 @@ class SuperPointNode(Node):
         self._enqueue((left, right))
 
     def _enqueue(self, item) -> None:
-        with self._wakeup:
+        with self._wakeup, self.stats.lock:
             self.stats.received += 1
             if len(self._queue) == self._queue.maxlen:
                 self.stats.dropped += 1  # the deque drops the oldest: the newest frame wins
@@ -222,7 +221,9 @@ class SuperPointNode(Node):
         return SetParametersResult(successful=True)
 
     def on_diagnostics_timer(self) -> None:
-        self.diagnostics_pub.publish(self._diagnostics())
+        with self.stats.lock:
+            diagnostics = self._diagnostics()
+        self.diagnostics_pub.publish(diagnostics)
 
     # --- worker ----------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -241,9 +242,10 @@ class SuperPointNode(Node):
                 self._skip(f"{type(e).__name__}: {e}")
 
     def _skip(self, reason: str) -> None:
-        self.stats.skipped += 1
-        self.stats.window_skipped += 1
-        self.stats.last_error = reason
+        with self.stats.lock:
+            self.stats.skipped += 1
+            self.stats.window_skipped += 1
+            self.stats.last_error = reason
         self.get_logger().warning(f"skipped a frame: {reason}", throttle_duration_sec=LOG_THROTTLE_S)
 
     def _decode(self, msg) -> np.ndarray:
@@ -267,13 +269,15 @@ class SuperPointNode(Node):
         else:
             self._trails.clear()
         stats = self.stats
-        stats.processed += 1
-        stats.window_processed += 1
-        stats.latency_ms.append((time.perf_counter() - received_at) * 1e3)
-        stats.timings.append(result.timings)
-        stats.last = result
+        with stats.lock:
+            stats.processed += 1
+            stats.window_processed += 1
+            stats.latency_ms.append((time.perf_counter() - received_at) * 1e3)
+            stats.timings.append(result.timings)
+            stats.last = result
+            if result.reset_reason:
+                stats.last_reset = result.reset_reason
         if result.reset_reason:
-            stats.last_reset = result.reset_reason
             self.get_logger().info(f"tracks reset: {result.reset_reason}", throttle_duration_sec=LOG_THROTTLE_S)
         self._previous_stamp = (header.stamp.sec, header.stamp.nanosec)
 
@@ -312,7 +316,8 @@ class SuperPointNode(Node):
                     is_bigendian=0, step=canvas.shape[1] * 3)
         msg.data = canvas.tobytes()
         self.debug_pub.publish(msg)
-        self.stats.debug_images += 1
+        with self.stats.lock:
+            self.stats.debug_images += 1
 
     # --- diagnostics -------------------------------------------------------------------------------
     def _diagnostics(self) -> DiagnosticArray:
