@@ -330,7 +330,9 @@ def format_summary(summary: dict) -> str:
         rows += [("rotation error [deg]", summary["pose"]["rotation_error_deg"]),
                  ("translation dir. error [deg]", summary["pose"]["translation_direction_error_deg"]),
                  ("GT epipolar error [px]", summary["pose"]["gt_epipolar_error_px"])]
-    rows += [("processing time [ms]", summary["time_ms"]), ("  of which extraction [ms]", summary["extract_ms"])]
+    rows += [("processing time [ms]", summary["time_ms"])]
+    if summary["extract_ms"].get("count"):
+        rows.append(("  of which extraction [ms]", summary["extract_ms"]))
     lines = ["| metric | mean | median | p90 | max |", "|---|---|---|---|---|"]
     for name, s in rows:
         if "mean" not in s:

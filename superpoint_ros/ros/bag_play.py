@@ -8,7 +8,8 @@ data arrive exactly as recorded. Timing follows the bag's receive times divided 
         --topics /stereo/left/image_rect /stereo/right/image_rect --wait-for-subscribers 1
 
 ``--remap FROM:=TO`` renames topics. ``--wait-for-subscribers N`` holds the first message until
-every played topic has N subscribers (so nothing is lost to discovery). Keep DDS local with
+every played image topic (every topic, if the bag has no images) has N subscribers, so nothing is
+lost to discovery. Keep DDS local with
 ``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` (``scripts/ros_env.sh`` does).
 """
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from ..evaluation.bags import BagError, read_messages, topics as bag_topics
+from ..evaluation.bags import IMAGE_TYPES, BagError, read_messages, topics as bag_topics
 
 
 def message_type(msgtype: str):
@@ -82,6 +83,8 @@ class BagPlayer:
             raise ValueError(f"qos must be 'reliable' or 'sensor_data', got {qos!r}")
         self.stats = PlayStats()
         self.publishers = {}
+        #: the image topics among those played (what a front-end subscribes to)
+        self.image_topics = [t for t in names if available[t][0] in IMAGE_TYPES]
         for topic in names:
             msgtype = available[topic][0]
             try:
@@ -96,14 +99,17 @@ class BagPlayer:
             raise BagError(f"{bag}: nothing to play ({'; '.join(f'{t}: {r}' for t, r in self.stats.skipped.items())})")
         self._stop = threading.Event()
 
-    def wait_for_subscribers(self, count: int, timeout_s: float) -> bool:
-        """Block until every publisher has ``count`` subscriptions (True) or ``timeout_s`` passes."""
+    def wait_for_subscribers(self, count: int, timeout_s: float, topics: Optional[Sequence[str]] = None) -> bool:
+        """Block until every publisher (of the bag ``topics``, default all) has ``count``
+        subscriptions (True) or ``timeout_s`` passes."""
         deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline and not self._stop.is_set():
-            if all(p.get_subscription_count() >= count for p in self.publishers.values()):
+        publishers = [self.publishers[t] for t in (topics or self.publishers)]
+        while True:
+            if all(p.get_subscription_count() >= count for p in publishers):
                 return True
+            if time.monotonic() >= deadline or self._stop.is_set():
+                return False
             time.sleep(0.05)
-        return False
 
     def stop(self) -> None:
         self._stop.set()
@@ -174,7 +180,9 @@ def main(argv=None) -> int:
         player = BagPlayer(node, args.bag, args.topics, args.rate, remaps, args.qos, args.depth)
         for topic, reason in player.stats.skipped.items():
             print(f"superpoint-bag-play: skipping {topic}: {reason}", file=sys.stderr)
-        if args.wait_for_subscribers and not player.wait_for_subscribers(args.wait_for_subscribers, args.wait_timeout):
+        waited = [t for t in player.image_topics if t in player.publishers] or None  # images, else every topic
+        if args.wait_for_subscribers and not player.wait_for_subscribers(args.wait_for_subscribers, args.wait_timeout,
+                                                                         waited):
             print(f"superpoint-bag-play: not every topic had {args.wait_for_subscribers} subscriber(s) after "
                   f"{args.wait_timeout:g} s; playing anyway", file=sys.stderr)
         if not args.quiet:
