@@ -177,3 +177,23 @@ def test_tracks_survive_a_missed_frame_only_with_max_age(extractor, camera_image
         before = first.features.keypoints[[index_in_first[t] for t in third.track_ids[refound]]]
         motion = third.features.keypoints[refound] - before
         assert np.median(np.abs(motion - [-2 * SHIFT, 0]).max(axis=1)) < 1.0
+
+
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs CUDA")
+def test_frontend_on_cuda_matches_on_the_device_and_agrees_with_cpu(random_weights, camera_image):
+    """On a GPU the temporal and stereo matching run on the extractor's device (fp32 network here,
+    so both devices see the same features up to float rounding)."""
+    conf = {**LENIENT, "extractor.weights": random_weights, "extractor.precision": "fp32",
+            "extractor.backend": "torch", "stereo.max_disparity": 64.0}
+    frames = crops(camera_image, 2)
+    results = {}
+    for device in ("cpu", "cuda"):
+        frontend = Frontend({**conf, "extractor.device": device})
+        frontend.process_stereo(frames[0], frames[0], 1.0, "cam")
+        results[device] = frontend.process_stereo(frames[1], frames[1], 1.1, "cam")
+    cpu, gpu = results["cpu"], results["cuda"]
+    assert gpu.temporal.verified and len(gpu.stereo) > 0
+    # identical left/right images: matches pair a point with itself (96% on CPU; the rest are
+    # exact descriptor ties of a random network in flat areas)
+    assert np.mean(gpu.stereo.indices[:, 0] == gpu.stereo.indices[:, 1]) > 0.9
+    assert abs(len(gpu.temporal) - len(cpu.temporal)) <= 0.1 * len(cpu.temporal)
