@@ -36,7 +36,7 @@ def _blob_image():
 
 def _conf(**extra):
     conf = dict(adapt.default_conf, num_homographies=12, batch_size=5, detection_threshold=0.2, nms_radius=3,
-                border=2, device="cpu", homography=HomographyParams(scale_min=0.75).to_dict())
+                border=2, device="cpu", num_workers=0, homography=HomographyParams(scale_min=0.75).to_dict())
     conf.update(extra)
     return conf
 
@@ -97,7 +97,7 @@ def test_adaptation_resumes_over_a_folder(tmp_path):
     for k in range(3):
         cv2.imwrite(str(folder / f"im{k}.png"), np.roll(image, 8 * k, axis=1))
     out = tmp_path / "labels"
-    first = adapt.adapt_folder(BlobDetector(), folder, out, _conf(max_minutes=0), progress=False)
+    first = adapt.adapt_folder(BlobDetector(), folder, out, _conf(max_minutes=0, num_workers=2), progress=False)
     assert first["labelled_now"] == 1 and first["remaining"] == 2  # the budget stops it after one image
     done = sorted(out.glob("*.npy"))
     assert len(done) == 1
@@ -114,7 +114,7 @@ def test_cli_with_a_real_checkpoint(tmp_path, random_weights, camera_image):
     folder.mkdir()
     cv2.imwrite(str(folder / "camera.png"), cv2.resize(camera_image, (84, 66)))  # not a multiple of 8
     adapt.main(["--weights", random_weights, "--images", str(folder), "--out", str(tmp_path / "labels"),
-                "--set", "num_homographies=3", "batch_size=3", "detection_threshold=0.0", "max_points=50",
+                "--set", "num_homographies=3", "batch_size=3", "detection_threshold=0.0", "max_points=50", "num_workers=0",
                 "device=cpu"])
     labels = np.load(tmp_path / "labels" / "camera.npy")
     assert labels.shape == (50, 2)

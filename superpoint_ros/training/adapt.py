@@ -39,6 +39,7 @@ default_conf = {
     "device": "auto",
     "amp": "bf16",
     "max_minutes": None,
+    "num_workers": 4,                  # image reading + homography sampling in parallel processes
 }
 
 
@@ -89,6 +90,25 @@ def sample_adaptation_homographies(conf: dict, index_seed: int, shape) -> torch.
     return torch.from_numpy(np.stack(hom))
 
 
+class _AdaptationInputs(torch.utils.data.Dataset):
+    """Reads an image and samples its homographies (in DataLoader workers, overlapping the GPU)."""
+
+    def __init__(self, todo, conf):
+        self.todo, self.conf = todo, conf
+
+    def __len__(self) -> int:
+        return len(self.todo)
+
+    def __getitem__(self, k: int):
+        index, path = self.todo[k]
+        gray = read_gray(path)
+        h, w = gray.shape
+        if h % 8 or w % 8:  # the network needs multiples of 8: crop the remainder (labels stay valid)
+            gray = gray[:h - h % 8, :w - w % 8]
+        image = torch.from_numpy(gray.astype(np.float32) / 255)[None, None]
+        return str(path), image, sample_adaptation_homographies(self.conf, index, gray.shape)
+
+
 def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True) -> Dict[str, int]:
     """Label every image of ``image_dir`` lacking a label in ``out_dir``; returns counts."""
     images = list_images(image_dir)
@@ -103,19 +123,17 @@ def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True) -
     budget = None if conf["max_minutes"] is None else float(conf["max_minutes"]) * 60
     t0 = time.monotonic()
     done, points_total = 0, 0
-    iterator = todo
+    workers = int(conf["num_workers"])
+    loader = torch.utils.data.DataLoader(_AdaptationInputs(todo, conf), batch_size=None, shuffle=False,
+                                         num_workers=workers, prefetch_factor=4 if workers else None)
+    iterator = loader
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(todo, desc="superpoint-adapt", unit="img", initial=len(images) - len(todo),
+        iterator = tqdm(loader, desc="superpoint-adapt", unit="img", initial=len(images) - len(todo),
                         total=len(images), dynamic_ncols=True, mininterval=2.0)
-    for index, path in iterator:
-        gray = read_gray(path)
-        h, w = gray.shape
-        if h % 8 or w % 8:  # the network needs multiples of 8: crop the remainder (labels stay valid)
-            gray = gray[:h - h % 8, :w - w % 8]
-        image = torch.from_numpy(gray.astype(np.float32) / 255)[None, None].to(device)
-        hom = sample_adaptation_homographies(conf, index, gray.shape)
+    for path, image, hom in iterator:
+        path, image = Path(path), image.to(device)
         heat = aggregate_heatmap(model, image, hom, int(conf["batch_size"]), conf["amp"])
         points, _ = heatmap_to_points(heat, conf)
         tmp = out / f"{path.stem}.tmp.npy"
