@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import os
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
 
@@ -77,6 +79,29 @@ def pad_to_cell(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
+_threads_lock = threading.Lock()
+
+
+@contextmanager
+def single_threaded_torch(device: torch.device):
+    """Run the enclosed CPU torch ops on one thread.
+
+    Why: decoding is ~30 small ops; split over OpenMP threads each one waits at a barrier for a
+    core, and on a robot (or this 2-core machine) the other core is often busy, which measured up
+    to 100x slower than one thread (docs/benchmarks.md). No-op on CUDA or with one thread already.
+    """
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    with _threads_lock:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
 class FeatureExtractor:
     """SuperPoint keypoints and descriptors for single images or batches of equal size."""
 
@@ -128,6 +153,10 @@ class FeatureExtractor:
     @torch.inference_mode()
     def decode(self, outputs: dict, image_size: tuple) -> List[dict]:
         """Network outputs -> per image keypoints, scores and descriptors (see extract_tensor)."""
+        with single_threaded_torch(self.device):
+            return self._decode(outputs, image_size)
+
+    def _decode(self, outputs: dict, image_size: tuple) -> List[dict]:
         c = self.conf
         h, w = image_size
         max_kp = None if c["max_keypoints"] is None or c["max_keypoints"] < 0 else int(c["max_keypoints"])
