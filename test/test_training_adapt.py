@@ -124,3 +124,16 @@ def test_cli_with_a_real_checkpoint(tmp_path, random_weights, camera_image):
 def test_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="image folder not found"):
         adapt.adapt_folder(BlobDetector(), tmp_path / "nope", tmp_path / "out", _conf(), progress=False)
+
+
+def test_min_points_keeps_the_best_maxima_of_a_weak_heatmap():
+    heat = torch.zeros(40, 40)
+    for (x, y), v in zip([(10, 10), (30, 12), (20, 30)], [0.010, 0.008, 0.002]):
+        heat[y, x] = v
+    strict = dict(_conf(), detection_threshold=0.015, min_points=0, border=2, nms_radius=2)
+    assert len(adapt.heatmap_to_points(heat, strict)[0]) == 0
+    rescued = dict(strict, min_points=2, min_points_floor=0.003)
+    points, scores = adapt.heatmap_to_points(heat, rescued)
+    assert points.tolist() == [[10, 10], [30, 12]] and scores[0] > scores[1]
+    rescued_more = dict(rescued, min_points=5)  # the 0.002 peak stays below the floor
+    assert len(adapt.heatmap_to_points(heat, rescued_more)[0]) == 2

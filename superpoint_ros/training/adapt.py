@@ -35,6 +35,8 @@ default_conf = {
     "nms_radius": 4,
     "border": 4,
     "max_points": 600,                 # keep the best points of each image (0: all)
+    "min_points": 0,                   # if fewer pass the threshold, take up to this many maxima ...
+    "min_points_floor": 0.003,         # ... that score above this floor
     "seed": 0,
     "device": "auto",
     "amp": "bf16",
@@ -74,7 +76,13 @@ def aggregate_heatmap(model, image: torch.Tensor, homographies: torch.Tensor, ba
 def heatmap_to_points(heat: torch.Tensor, conf: dict):
     """Threshold + NMS + border removal + top-k of an ``(H, W)`` map -> ((N, 2) xy, (N,) scores) numpy."""
     suppressed = remove_border(nms(heat[None], int(conf["nms_radius"])), int(conf["border"]))[0]
-    ys, xs = torch.nonzero(suppressed > float(conf["detection_threshold"]), as_tuple=True)
+    threshold = float(conf["detection_threshold"])
+    if int(conf["min_points"]) > 0 and int((suppressed > threshold).sum()) < int(conf["min_points"]):
+        # a weak detector (or a bland image): keep the best maxima above a lower floor instead
+        threshold = min(threshold, float(conf["min_points_floor"]))
+        if int((suppressed > threshold).sum()) > int(conf["min_points"]):
+            threshold = float(torch.topk(suppressed.flatten(), int(conf["min_points"])).values[-1]) - 1e-12
+    ys, xs = torch.nonzero(suppressed > threshold, as_tuple=True)
     scores = suppressed[ys, xs]
     order = torch.argsort(scores, descending=True)
     if int(conf["max_points"]) > 0:
