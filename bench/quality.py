@@ -71,6 +71,7 @@ def main(argv=None) -> int:
     top_k = 1000
     conf_common = {"nms_radius": 4, "detection_threshold": threshold}
     methods = [SuperPointMethod(weights_path, top_k, name="default options", **conf_common)]
+    methods.append(SuperPointMethod(weights_path, top_k, name="input_scale=0.5", input_scale=0.5, **conf_common))
     if cpu_has_native_bf16():
         methods.append(SuperPointMethod(weights_path, top_k, name="precision=bf16", precision="bf16", **conf_common))
     methods += [ReferenceMethod(model, threshold, top_k), OpenCVMethod("orb", top_k), OpenCVMethod("sift", top_k)]

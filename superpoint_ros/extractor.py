@@ -42,6 +42,8 @@ default_conf = {
     "max_per_cell": 4,          # keypoints kept per uniform cell
     "subpixel": False,          # quadratic sub-pixel refinement of keypoint positions
     "channel_order": "bgr",     # colour order of 3/4-channel inputs
+    "input_scale": 1.0,         # (0, 1]: run the network on the image scaled by this (e.g. 0.5: 480x640
+                                # -> 240x320, ~4x faster); keypoints come back in input pixels
 }
 
 
@@ -111,6 +113,8 @@ class FeatureExtractor:
         if unknown:
             raise ValueError(f"unknown extractor options: {sorted(unknown)}")
         self.conf = merged
+        if not 0.0 < float(merged["input_scale"]) <= 1.0:
+            raise ValueError(f"input_scale must be in (0, 1], got {merged['input_scale']!r}")
         if merged["num_threads"]:
             torch.set_num_threads(int(merged["num_threads"]))
         self.device = resolve_device(merged["device"])
@@ -179,7 +183,18 @@ class FeatureExtractor:
         h, w = batch.shape[-2:]
         if h < 1 or w < 1:
             raise ImageError(f"empty image of size {h}x{w}")
-        return self.decode(self.forward(batch), (h, w))
+        scale = float(self.conf["input_scale"])
+        if scale == 1.0:
+            return self.decode(self.forward(batch), (h, w))
+        hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
+        small = F.interpolate(batch.to(self.device, torch.float32), size=(hs, ws), mode="bilinear",
+                              antialias=True, align_corners=False)
+        results = self.decode(self.forward(small), (hs, ws))
+        # pixel-centre convention: a point at x in the small image covers input x' = (x + 0.5) * w / ws - 0.5
+        stretch = torch.tensor([w / ws, h / hs], device=self.device)
+        for r in results:
+            r["keypoints"] = (r["keypoints"] + 0.5) * stretch - 0.5
+        return results
 
     def extract_batch(self, images: Sequence[np.ndarray]) -> List[Features]:
         """Features for equal-size images in one forward pass (e.g. a stereo pair)."""

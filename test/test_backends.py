@@ -172,3 +172,30 @@ def test_failed_compile_falls_back_to_eager(random_model, monkeypatch):
 def test_heatmap_of_channels_last_logits_is_unchanged():
     logits = torch.randn(2, 65, 6, 10)
     assert torch.equal(logits_to_heatmap(logits), logits_to_heatmap(logits.contiguous(memory_format=torch.channels_last)))
+
+
+def test_input_scale_runs_smaller_and_maps_keypoints_back(random_weights, astronaut_bgr):
+    image = astronaut_bgr[:480, :480]
+    full = FeatureExtractor(weights=random_weights, device="cpu", max_keypoints=200, detection_threshold=0.0155)
+    half = FeatureExtractor(weights=random_weights, device="cpu", max_keypoints=200, detection_threshold=0.0155,
+                            input_scale=0.5)
+    seen = []
+    hook = half.model.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
+    f = half(image)
+    hook.remove()
+    assert seen == [(240, 240)] and f.image_size == (480, 480)
+    # same as running the half-size image by hand, in input pixels
+    import cv2
+
+    small = cv2.resize(image, (240, 240), interpolation=cv2.INTER_AREA)
+    by_hand = full(small)
+    mapped = (by_hand.keypoints + 0.5) * 2 - 0.5
+    d = np.abs(f.keypoints[:, None] - mapped[None]).max(axis=2).min(axis=1)
+    assert (d <= 2.0).mean() > 0.8   # resampling filters differ (antialiased bilinear vs INTER_AREA)
+    assert f.keypoints.min() >= 0 and f.keypoints.max() <= 479
+
+
+def test_input_scale_out_of_range_is_refused(random_weights):
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(ValueError, match="input_scale"):
+            FeatureExtractor(weights=random_weights, device="cpu", input_scale=bad)
