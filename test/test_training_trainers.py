@@ -173,3 +173,19 @@ def test_default_configs_load():
                            ("default_adapt", adapt.default_conf), ("smoke_adapt", adapt.default_conf),
                            ("synthetic_shapes", synthetic_shapes.default_conf)]:
         load_config(defaults, str(root / f"{name}.yaml"))
+
+
+def test_labelled_images_of_another_size_are_a_clear_error(tmp_path, labelled_folder):
+    import shutil
+
+    images, labels = labelled_folder
+    folder = tmp_path / "images"
+    shutil.copytree(images, folder)
+    cv2.imwrite(str(folder / "crop9.png"), np.zeros((40, 40), np.uint8))
+    np.save(tmp_path / "crop9.npy", np.zeros((0, 2), np.float32))
+    shutil.copy(tmp_path / "crop9.npy", labels / "crop9.npy")
+    dataset = ts.build_dataset(_superpoint_conf(), folder, labels)
+    index = [i for i in range(7) if dataset.dataset.items[dataset.dataset.order(0)[i]][0].name == "crop9.png"][0]
+    with pytest.raises(ValueError, match="differs from"):
+        dataset[index]
+    (labels / "crop9.npy").unlink()

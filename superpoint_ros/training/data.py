@@ -155,6 +155,7 @@ class LabelledImages(torch.utils.data.Dataset):
             raise FileNotFoundError(f"no image in {image_dir} has a label in {label_dir}")
         self.max_points, self.seed, self.epoch_length = max_points, seed, epoch_length
         self._orders = {}
+        self.shape = read_gray(self.items[0][0]).shape
 
     def __len__(self) -> int:
         return self.epoch_length
@@ -170,6 +171,9 @@ class LabelledImages(torch.utils.data.Dataset):
         image = read_gray(image_path)
         if image.shape[0] % 8 or image.shape[1] % 8:
             raise ValueError(f"{image_path}: size {image.shape} is not a multiple of 8")
+        if self.shape is not None and image.shape != self.shape:
+            raise ValueError(f"{image_path}: size {image.shape} differs from {self.shape}; training batches "
+                             "need images of one size (use the crops of superpoint_ros.training.data)")
         points = np.load(label_path).astype(np.float32).reshape(-1, 2)
         return pack_item(image, points, self.max_points)
 

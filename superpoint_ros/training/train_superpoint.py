@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from .config import load_config
-from .data import LabelledImages, WithHomographies, read_gray, list_images
+from .data import LabelledImages, WithHomographies, list_images
 from .engine import default_train_conf, train
 from .homographies import HomographyParams, warp_images, warp_keypoint_maps
 from .losses import descriptor_loss, detector_loss, sparse_descriptor_loss
@@ -63,8 +63,8 @@ def superpoint_step(forward, batch, generator, conf):
 
 def build_dataset(conf, image_dir, label_dir):
     images = LabelledImages(image_dir, label_dir, max_points=int(conf["max_points"]), seed=int(conf["seed"]))
-    shape = read_gray(images.items[0][0]).shape
-    return WithHomographies(images, HomographyParams.from_dict(conf["homography"]), int(conf["seed"]), 2, shape)
+    return WithHomographies(images, HomographyParams.from_dict(conf["homography"]), int(conf["seed"]), 2,
+                            images.shape)
 
 
 def main(argv=None) -> None:
