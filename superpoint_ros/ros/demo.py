@@ -33,7 +33,10 @@ from typing import Dict, List, Optional
 
 NS = 1_000_000_000
 NAMESPACE = "/superpoint"
-RETRY_S = 10.0  # lock-step: resend a frame the node has not answered after this many seconds
+RETRY_S = 30.0  # lock-step: resend a frame the node has not answered after this many seconds
+#: Node parameters the demo sets before the user's --set: a reliable image subscription, so that a
+#: replay on a busy machine loses no frame (the shipped default is best-effort sensor QoS).
+DEMO_NODE_PARAMETERS = ("qos.reliability:=reliable",)
 SETTLE_S = 1.0  # after discovery, before the first frame: let both ends finish matching
 
 
@@ -161,7 +164,7 @@ def start_node(params_file: Path, weights: Path, stereo: bool, topics: Dict[str,
               if stereo else ["-r", f"image:={topics['left_image']}"])
     cmd = [sys.executable, "-m", "superpoint_ros.ros.node", "--ros-args", "-r", f"__ns:={NAMESPACE}",
            "--params-file", str(params_file), "-p", f"extractor.weights:={weights}", *remaps]
-    for item in extra:
+    for item in (*DEMO_NODE_PARAMETERS, *extra):  # later -p wins: the user's --set overrides ours
         cmd += ["-p", item]
     log = open(log_path, "w")
     return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -295,9 +298,8 @@ def main(argv=None) -> int:
             sent[stamp] = time.monotonic()
             if args.rate:
                 return
-            # lock-step: wait for this frame's answer before sending the next. The node subscribes
-            # best-effort (sensor QoS), so a frame can be lost right after discovery: send it again
-            # once if nothing came back in RETRY_S.
+            # lock-step: wait for this frame's answer before sending the next. Should a frame still
+            # be lost (a best-effort subscription via --set), send it again once after RETRY_S.
             frame = collector.wait_frame(stamp, expect_temporal=bool(stats.frames), timeout=min(RETRY_S, args.timeout))
             if frame is None and process.poll() is None:
                 for topic in image_topics:
