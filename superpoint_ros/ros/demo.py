@@ -37,6 +37,8 @@ RETRY_S = 30.0  # lock-step: resend a frame the node has not answered after this
 #: Node parameters the demo sets before the user's --set: a reliable image subscription, so that a
 #: replay on a busy machine loses no frame (the shipped default is best-effort sensor QoS).
 DEMO_NODE_PARAMETERS = ("qos.reliability:=reliable",)
+TRAIL_LENGTH = 12  # frames of each track drawn in the pictures
+README_IMAGE_BYTES = 300_000
 SETTLE_S = 1.0  # after discovery, before the first frame: let both ends finish matching
 
 
@@ -158,6 +160,24 @@ def frame_line(index: int, total: int, stamp: int, t0: int, row: dict, longest: 
     return "  ".join(parts)
 
 
+def write_small_png(path: Path, image, trails, limit: int = README_IMAGE_BYTES) -> int:
+    """The tracks picture as a PNG under ``limit`` bytes (for the README): the photo is posterised
+    to 32 grey levels (compresses ~2x, invisible at this size), then shrunk until it fits."""
+    import cv2
+
+    from ..evaluation.bag_eval import tracks_picture
+
+    background = (image // 8) * 8 if image.dtype.name == "uint8" else image
+    for width in (640, 560, 480, 400, 320):
+        picture = tracks_picture(background, trails, max_width=width)
+        ok, data = cv2.imencode(".png", picture, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        if ok and len(data) <= limit:
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.tobytes())
+    return len(data)
+
+
 def start_node(params_file: Path, weights: Path, stereo: bool, topics: Dict[str, str], env: Dict[str, str],
                log_path: Path, extra: List[str]) -> subprocess.Popen:
     remaps = (["-r", f"left/image_rect:={topics['left_image']}", "-r", f"right/image_rect:={topics['right_image']}"]
@@ -253,7 +273,7 @@ def main(argv=None) -> int:
     image_topics = [sample.topics["left_image"]] + ([sample.topics["right_image"]] if stereo else [])
     info_topics = [sample.topics["left_info"]] + ([sample.topics["right_info"]] if stereo else [])
     last_image_topic = image_topics[-1]
-    stats = BagStats(sample.K, read_tum(sample.groundtruth))
+    stats = BagStats(sample.K, read_tum(sample.groundtruth), trail_length=TRAIL_LENGTH)
     lost = []
     try:
         collector = Collector(node, NAMESPACE, stereo)
@@ -349,9 +369,7 @@ def main(argv=None) -> int:
     plot_bag_summary(stats.series(), np.array(list(stats.track_length.values()), np.int64), out / "per_frame.png")
     (out / "summary.json").write_text(json.dumps({**summary, "per_frame": stats.frames}, indent=1, default=float) + "\n")
     if args.readme_image:
-        args.readme_image.parent.mkdir(parents=True, exist_ok=True)
-        small = tracks_picture(bags.message_image(last), stats.trails, max_width=640)
-        cv2.imwrite(str(args.readme_image), small, [cv2.IMWRITE_PNG_COMPRESSION, 9])
+        write_small_png(args.readme_image, bags.message_image(last), stats.trails)
     print(f"\nwrote {out / 'tracks.png'} (last frame with its tracks), {out / 'per_frame.png'}, "
           f"{out / 'summary.json'}; node log {node_log}  [{time.monotonic() - started:.0f} s]")
     return 0
