@@ -108,3 +108,17 @@ def test_keypoint_maps_drop_points_outside_and_padding():
 def test_params_reject_unknown_keys(bad):
     with pytest.raises(ValueError, match="unknown"):
         HomographyParams.from_dict(bad)
+
+
+def test_adjugate_inverse_matches_linalg_inverse_up_to_scale():
+    from superpoint_ros.training.homographies import invert_homographies
+
+    rng = np.random.default_rng(8)
+    hs = torch.from_numpy(np.stack([sample_homography(rng, (60, 80)) * rng.uniform(0.1, 10) for _ in range(6)]))
+    ours = invert_homographies(hs)
+    reference = torch.linalg.inv(hs)
+    ours = ours / ours[:, 2:, 2:]
+    reference = reference / reference[:, 2:, 2:]
+    torch.testing.assert_close(ours, reference, atol=1e-9, rtol=1e-9)
+    pts = torch.from_numpy(rng.uniform(0, 60, (6, 10, 2)))
+    torch.testing.assert_close(warp_points(invert_homographies(hs), warp_points(hs, pts)), pts)

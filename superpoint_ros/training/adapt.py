@@ -25,7 +25,7 @@ from ..weights import load_model
 from .config import dump_config, load_config
 from .data import list_images, read_gray
 from .engine import resolve_device
-from .homographies import HomographyParams, sample_homography, warp_images
+from .homographies import HomographyParams, invert_homographies, sample_homography, warp_images
 
 default_conf = {
     "num_homographies": 100,
@@ -63,7 +63,7 @@ def aggregate_heatmap(model, image: torch.Tensor, homographies: torch.Tensor, ba
         with torch.no_grad(), autocast:
             logits = model(warped)["logits"]
         heat = logits_to_heatmap(logits)[:, None]
-        inverse = torch.linalg.inv(hom)
+        inverse = invert_homographies(hom)
         back = warp_images(heat, inverse)
         seen = warp_images(torch.ones_like(heat), inverse)
         # bilinear weights below 1 mark the edge of the warped frame: count only full coverage

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Callable, Dict, Optional
@@ -192,13 +193,13 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
 
         bar = tqdm(total=max_steps, initial=start, desc=tool, unit="step", dynamic_ncols=True, mininterval=2.0)
     stopped_early = False
+    # one generator, re-seeded per step (same numbers as a fresh one, without allocating it each time)
+    generator = torch.Generator(device=device)
     for batch in loader:
         batch = to_device(batch, device)
-        generator = torch.Generator(device=device).manual_seed(step_seed(conf["seed"], step))
+        generator.manual_seed(step_seed(conf["seed"], step))
         logs = step_fn(forward, batch, generator, conf)
         loss = logs["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"[{tool}] non-finite loss {loss.item()} at step {step}")
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -208,8 +209,12 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
             loss.backward()
             optimizer.step()
         step += 1
+        # reading values synchronises with the GPU: only at log steps, so the host can queue ahead
         if step % int(conf["log_every"]) == 0 or step == max_steps:
             last_logs = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in logs.items()}
+            if not all(map(math.isfinite, last_logs.values())):
+                raise FloatingPointError(f"[{tool}] non-finite loss at step {step}: {last_logs} "
+                                         f"(the last saved state is {state_path})")
             board.scalars({f"train/{k}": v for k, v in last_logs.items()}, step)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in last_logs.items()})

@@ -122,6 +122,22 @@ def warp_points(homography, points):
                                                 else np.float64)
 
 
+def invert_homographies(homographies: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``(..., 3, 3)`` homographies, up to scale, by the adjugate (elementwise ops only:
+    unlike ``torch.linalg.inv`` on CUDA it never synchronises with the host)."""
+    h = homographies
+    a, b, c = h[..., 0, 0], h[..., 0, 1], h[..., 0, 2]
+    d, e, f = h[..., 1, 0], h[..., 1, 1], h[..., 1, 2]
+    g, i, k = h[..., 2, 0], h[..., 2, 1], h[..., 2, 2]
+    adjugate = torch.stack([
+        torch.stack([e * k - f * i, c * i - b * k, b * f - c * e], -1),
+        torch.stack([f * g - d * k, a * k - c * g, c * d - a * f], -1),
+        torch.stack([d * i - e * g, b * g - a * i, a * e - b * d], -1),
+    ], -2)
+    determinant = a * (e * k - f * i) - b * (d * k - f * g) + c * (d * i - e * g)
+    return adjugate / determinant[..., None, None]
+
+
 def warp_images(images: torch.Tensor, homographies: torch.Tensor, mode: str = "bilinear",
                 padding_mode: str = "zeros") -> torch.Tensor:
     """Warp ``(B, C, H, W)`` images by ``(B, 3, 3)`` homographies (source -> warped), same size out.
@@ -130,7 +146,7 @@ def warp_images(images: torch.Tensor, homographies: torch.Tensor, mode: str = "b
     ``cv2.warpPerspective(src, H, (W, H))``. Pixels mapped from outside the source are 0.
     """
     b, _, height, width = images.shape
-    h_inv = torch.linalg.inv(homographies.to(device=images.device, dtype=torch.float64))
+    h_inv = invert_homographies(homographies.to(device=images.device, dtype=torch.float64))
     ys, xs = torch.meshgrid(torch.arange(height, device=images.device, dtype=torch.float64),
                             torch.arange(width, device=images.device, dtype=torch.float64), indexing="ij")
     grid = torch.stack([xs, ys], -1).reshape(1, -1, 2).expand(b, -1, -1)
@@ -158,8 +174,8 @@ def points_to_map(points: torch.Tensor, valid: torch.Tensor, shape: Tuple[int, i
     b = points.shape[0]
     xy = torch.round(points).long()
     inside = valid & (xy[..., 0] >= 0) & (xy[..., 0] < width) & (xy[..., 1] >= 0) & (xy[..., 1] < height)
-    batch = torch.arange(b, device=points.device)[:, None].expand_as(inside)
-    out = torch.zeros(b, height * width, device=points.device)
-    flat = (xy[..., 1] * width + xy[..., 0])[inside]
-    out.index_put_((batch[inside], flat), torch.ones_like(flat, dtype=out.dtype))
-    return out.reshape(b, height, width)
+    # padding and points outside go to one extra "discard" slot: fixed shapes, no host sync on CUDA
+    flat = torch.where(inside, xy[..., 1] * width + xy[..., 0], torch.full_like(xy[..., 0], height * width))
+    out = torch.zeros(b, height * width + 1, device=points.device)
+    out.scatter_(1, flat, 1.0)
+    return out[:, :-1].reshape(b, height, width)

@@ -17,7 +17,7 @@ import torch
 from .config import load_config
 from .data import LabelledImages, WithHomographies, list_images
 from .engine import default_train_conf, train
-from .homographies import HomographyParams, warp_images, warp_keypoint_maps
+from .homographies import HomographyParams, invert_homographies, warp_images, warp_keypoint_maps
 from .losses import descriptor_loss, detector_loss, sparse_descriptor_loss
 from .photometric import PhotometricParams, photometric_augment
 from .synthetic_shapes import worker_init
@@ -50,7 +50,7 @@ def superpoint_step(forward, batch, generator, conf):
     logits0, logits1 = out["logits"][:b], out["logits"][b:]
     desc0, desc1 = out["descriptors"][:b], out["descriptors"][b:]
     det = detector_loss(logits0, map0, generator=generator) + detector_loss(logits1, map1, generator=generator)
-    h01 = h1 @ torch.linalg.inv(h0)
+    h01 = h1 @ invert_homographies(h0)
     if int(conf["sparse_descriptor_samples"]) > 0:
         desc = sparse_descriptor_loss(desc0, desc1, h01, int(conf["sparse_descriptor_samples"]), generator,
                                       conf["positive_margin"], conf["negative_margin"])
