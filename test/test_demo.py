@@ -118,6 +118,18 @@ def test_demo_end_to_end(random_weights, tmp_path):
     assert readme_png.stat().st_size < 300_000
     log = (out / "node.log").read_text()
     assert "front-end ready" in log and random_weights in log
+    # the node and the offline evaluator run the same front-end code with the same parameter file
+    from superpoint_ros.evaluation.bag_eval import default_params_file, evaluate_bag
+    from superpoint_ros.params import load_params
+
+    (bag,) = out.glob("cache/*/bag")
+    params = load_params(default_params_file(stereo=True),
+                         overrides={"extractor.weights": random_weights, "extractor.max_keypoints": 150})
+    offline, _, _ = evaluate_bag(bag, "/stereo/left/image_rect", "/stereo/right/image_rect", params,
+                                 show_progress=False)
+    assert offline["frames"] == 6
+    for key in ("keypoints_per_frame", "temporal_matches_per_frame", "stereo_matches_per_frame"):
+        assert abs(offline[key]["mean"] - summary[key]["mean"]) <= 0.02 * max(summary[key]["mean"], 1), key
 
 
 def test_demo_without_weights_says_what_is_missing(tmp_path, monkeypatch, capsys):
