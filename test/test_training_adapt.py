@@ -13,6 +13,15 @@ from superpoint_ros.model import CELL
 from superpoint_ros.training import adapt
 from superpoint_ros.training.homographies import HomographyParams, sample_homography, warp_points
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 DOTS = np.array([[12, 10], [40, 20], [66, 14], [20, 44], [52, 50], [70, 40]], np.float64)
 
 
@@ -119,6 +128,7 @@ def test_cli_with_a_real_checkpoint(tmp_path, random_weights, camera_image):
     labels = np.load(tmp_path / "labels" / "camera.npy")
     assert labels.shape == (50, 2)
     assert labels[:, 0].max() < 80 and labels[:, 1].max() < 64 and labels.min() >= 0
+
 
 
 def test_missing_folder_is_a_clear_error(tmp_path):

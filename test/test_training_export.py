@@ -7,6 +7,15 @@ from superpoint_ros.model import SuperPointConfig, SuperPointNet
 from superpoint_ros.training import export as ex
 from superpoint_ros.weights import load_model, save_checkpoint
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 TINY = SuperPointConfig(encoder_channels=(8, 8, 16, 16), head_channels=32, descriptor_dim=16)
 
 
@@ -58,3 +67,4 @@ def test_cli_fails_when_the_tolerance_is_not_met(tmp_path, tiny_weights, capsys)
                  "--tolerance", "0"])
     assert exit_info.value.code == 1
     assert "differs from eager" in capsys.readouterr().err
+

@@ -10,6 +10,15 @@ from superpoint_ros.training.homographies import (
     warp_keypoint_maps, warp_points)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), height=st.integers(16, 300), width=st.integers(16, 300),
        angle=st.floats(0, 60), perspective=st.floats(0, 0.3), scale_min=st.floats(0.3, 1.0))
@@ -59,6 +68,7 @@ def test_warp_images_agrees_with_cv2_warp_perspective():
         ref = cv2.warpPerspective(image, h, (64, 48), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
         # cv2 interpolates with 5-bit fixed-point weights: agreement to ~1/32 of the local gradient
         np.testing.assert_allclose(out[0], ref, atol=0.01)
+
 
 
 def test_warped_points_land_where_the_warped_image_puts_them():

@@ -1,6 +1,7 @@
 """Detector and descriptor losses (superpoint_ros.training.losses)."""
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -8,6 +9,15 @@ from superpoint_ros.keypoints import logits_to_heatmap
 from superpoint_ros.training.losses import (
     cell_centres, correspondence_matrix, descriptor_loss, detector_loss, keypoint_map_to_labels,
     sparse_descriptor_loss)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def test_labels_follow_the_depth_to_space_layout_of_the_heatmap():

@@ -12,6 +12,15 @@ from superpoint_ros.training.config import ConfigError, load_config
 from superpoint_ros.training.engine import AutocastForward, build_model, train
 from superpoint_ros.weights import load_model
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 TINY_MODEL = {"encoder_channels": [8, 8, 16, 16], "head_channels": 32, "descriptor_dim": 16}
 
 
@@ -173,6 +182,7 @@ def test_default_configs_load():
                            ("default_adapt", adapt.default_conf), ("smoke_adapt", adapt.default_conf),
                            ("synthetic_shapes", synthetic_shapes.default_conf)]:
         load_config(defaults, str(root / f"{name}.yaml"))
+
 
 
 def test_labelled_images_of_another_size_are_a_clear_error(tmp_path, labelled_folder):

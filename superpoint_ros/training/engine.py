@@ -195,7 +195,14 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
     stopped_early = False
     # one generator, re-seeded per step (same numbers as a fresh one, without allocating it each time)
     generator = torch.Generator(device=device)
-    for batch in loader:
+    data_wait = 0.0  # seconds the loop spent waiting for the DataLoader (high: data-bound)
+    batches = iter(loader)
+    while True:
+        t_wait = time.monotonic()
+        batch = next(batches, None)
+        data_wait += time.monotonic() - t_wait
+        if batch is None:
+            break
         batch = to_device(batch, device)
         generator.manual_seed(step_seed(conf["seed"], step))
         logs = step_fn(forward, batch, generator, conf)
@@ -216,6 +223,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
                 raise FloatingPointError(f"[{tool}] non-finite loss at step {step}: {last_logs} "
                                          f"(the last saved state is {state_path})")
             board.scalars({f"train/{k}": v for k, v in last_logs.items()}, step)
+            board.scalars({"perf/data_wait_fraction": data_wait / max(time.monotonic() - t0, 1e-9)}, step)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.4g}" for k, v in last_logs.items()})
         if bar is not None:
@@ -236,9 +244,11 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
                   "wall_time_s": round(wall, 1), "device": str(device), "amp": conf["amp"],
                   "initialised_from": conf["init_weights"] if copied else None, "config": conf}
     model_path = save_checkpoint(out / "model.pt", model.eval(), provenance)
+    run_time = max(time.monotonic() - t0, 1e-9)
     summary = {"steps": step, "stopped_early": stopped_early, "wall_time_s": wall, "last": last_logs,
-               "model": str(model_path), "model_obj": model}
-    print(f"[{tool}] {step} steps in {wall / 60:.1f} min; model -> {model_path}")
+               "model": str(model_path), "model_obj": model, "data_wait_fraction": data_wait / run_time}
+    print(f"[{tool}] {step} steps in {wall / 60:.1f} min ({(step - start) / run_time:.1f} steps/s, "
+          f"{100 * data_wait / run_time:.0f} % of it waiting for data); model -> {model_path}")
     return summary
 
 
