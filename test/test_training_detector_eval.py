@@ -48,3 +48,20 @@ def test_evaluation_table_covers_magicpoint_and_the_opencv_baselines():
         assert results[name]["localisation_error_px"] < 3.0
     table = de.format_table(results)
     assert all(name in table for name in results) and "mAP" in table
+
+
+def test_cli_evaluates_any_checkpoint(tmp_path, capsys):
+    from superpoint_ros.weights import save_checkpoint
+
+    torch.manual_seed(0)
+    path = tmp_path / "tiny_model.pt"
+    save_checkpoint(path, SuperPointNet(SuperPointConfig(encoder_channels=(8, 8, 16, 16), head_channels=32,
+                                                         descriptor_dim=16)))
+    de.main(["--weights", str(path), "--set", "synthetic.height=48", "synthetic.width=64", "eval.num_images=4",
+             "--json", str(tmp_path / "r.json")])
+    out = capsys.readouterr().out
+    assert "tiny_model" in out and "Shi-Tomasi" in out
+    import json
+
+    results = json.loads((tmp_path / "r.json").read_text())
+    assert set(results) == {"tiny_model", "FAST", "Harris", "Shi-Tomasi"}

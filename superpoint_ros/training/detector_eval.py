@@ -8,6 +8,7 @@ ground-truth point matched at most once, greedily by score):
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Dict, List, Tuple
 
 import cv2
@@ -101,14 +102,15 @@ def summarise(per_image: List[tuple], num_truth: int) -> Dict[str, float]:
     }
 
 
-def evaluate_on_synthetic(model, conf: dict, batch_size: int = 32) -> Dict[str, Dict[str, float]]:
-    """MagicPoint (``model``) and the OpenCV baselines on ``eval.num_images`` held-out scenes
-    (scene indices start at ``eval.offset``, never reached by training)."""
+def evaluate_on_synthetic(model, conf: dict, batch_size: int = 32, name: str = "MagicPoint"
+                          ) -> Dict[str, Dict[str, float]]:
+    """``model`` (reported as ``name``) and the OpenCV baselines on ``eval.num_images`` held-out
+    scenes (scene indices start at ``eval.offset``, never reached by training)."""
     ev = conf["eval"]
     dataset = SyntheticShapes({**conf["synthetic"], "seed": conf["seed"]}, offset=int(ev["offset"]))
     device = next(model.parameters()).device
     model.eval()
-    methods = {"MagicPoint": [], **{name: [] for name in BASELINES}}
+    methods = {name: [], **{baseline: [] for baseline in BASELINES}}
     num_truth = 0
     for start in range(0, int(ev["num_images"]), batch_size):
         scenes = [dataset.scene(i) for i in range(start, min(start + batch_size, int(ev["num_images"])))]
@@ -116,19 +118,46 @@ def evaluate_on_synthetic(model, conf: dict, batch_size: int = 32) -> Dict[str, 
         mp = detect_magicpoint(model, images, int(ev["nms_radius"]))
         for (image, truth, _), (pts, sc) in zip(scenes, mp):
             num_truth += len(truth)
-            methods["MagicPoint"].append((*match_detections(pts, sc, truth, ev["distance"]),
+            methods[name].append((*match_detections(pts, sc, truth, ev["distance"]),
                                           float(ev["detection_threshold"])))
-            for name, (detector, quality) in BASELINES.items():
+            for baseline, (detector, quality) in BASELINES.items():
                 pts_b, sc_b = detector(image)
                 threshold = quality * float(sc_b.max()) if len(sc_b) and quality > 0 else -np.inf
-                methods[name].append((*match_detections(pts_b, sc_b, truth, ev["distance"]), threshold))
-    return {name: summarise(per_image, num_truth) for name, per_image in methods.items()}
+                methods[baseline].append((*match_detections(pts_b, sc_b, truth, ev["distance"]), threshold))
+    return {method: summarise(per_image, num_truth) for method, per_image in methods.items()}
 
 
 def format_table(results: Dict[str, Dict[str, float]]) -> str:
     header = f"{'detector':<12} {'precision':>9} {'recall':>7} {'mAP':>6} {'loc.err px':>10} {'pts/img':>8}"
     rows = [header, "-" * len(header)]
-    for name, r in results.items():
-        rows.append(f"{name:<12} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['mAP']:>6.3f} "
+    for method, r in results.items():
+        rows.append(f"{method:<12} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['mAP']:>6.3f} "
                     f"{r['localisation_error_px']:>10.2f} {r['detections_per_image']:>8.1f}")
     return "\n".join(rows)
+
+
+def main(argv=None) -> None:
+    """``python -m superpoint_ros.training.detector_eval --weights MODEL.pt``: the table for any checkpoint."""
+    import argparse
+    import json
+
+    from ..weights import load_model
+    from .config import load_config
+    from .train_magicpoint import default_conf
+
+    parser = argparse.ArgumentParser(description="Detector evaluation on held-out synthetic shapes vs OpenCV")
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--config", help="a MagicPoint YAML config (its synthetic + eval sections are used)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args(argv)
+    conf = load_config(default_conf, args.config, args.set)
+    model, _ = load_model(args.weights)
+    results = evaluate_on_synthetic(model, conf, name=Path(args.weights).stem[:12])
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
