@@ -104,6 +104,16 @@ class Collector:
                 self.condition.notify_all()
         return on_message
 
+    def wait_idle(self, expected: int, idle_s: float, timeout: float) -> None:
+        """Return once ``expected`` frames have features, or nothing arrived for ``idle_s``."""
+        deadline = time.monotonic() + timeout
+        with self.condition:
+            while time.monotonic() < deadline and len(self.arrival) < expected:
+                last = max(self.arrival.values(), default=None)
+                if last is not None and time.monotonic() - last > idle_s:
+                    return
+                self.condition.wait(0.05)
+
     def connected(self) -> bool:
         return all(s.get_publisher_count() > 0 for s in self.subscriptions)
 
@@ -330,9 +340,10 @@ def main(argv=None) -> int:
                 player.stop()
 
         player.play(after_publish=after_publish)
-        if args.rate:  # timed replay: collect what came back
+        if args.rate:  # timed replay: collect what came back; frames the node dropped never will
+            collector.wait_idle(len(sent), idle_s=3.0, timeout=args.timeout)
             for stamp in sorted(sent):
-                finish(stamp, collector.wait_frame(stamp, bool(stats.frames), timeout=5.0))
+                finish(stamp, collector.wait_frame(stamp, bool(stats.frames), timeout=0.0, grace=0.0))
         if process.poll() is not None:
             print("superpoint-demo: the node stopped; its log:\n" + node_log.read_text()[-3000:], file=sys.stderr)
             return 1
