@@ -128,10 +128,11 @@ def evaluate_on_synthetic(model, conf: dict, batch_size: int = 32, name: str = "
 
 
 def format_table(results: Dict[str, Dict[str, float]]) -> str:
-    header = f"{'detector':<12} {'precision':>9} {'recall':>7} {'mAP':>6} {'loc.err px':>10} {'pts/img':>8}"
+    width = max(12, *(len(m) for m in results))
+    header = f"{'detector':<{width}} {'precision':>9} {'recall':>7} {'mAP':>6} {'loc.err px':>10} {'pts/img':>8}"
     rows = [header, "-" * len(header)]
     for method, r in results.items():
-        rows.append(f"{method:<12} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['mAP']:>6.3f} "
+        rows.append(f"{method:<{width}} {r['precision']:>9.3f} {r['recall']:>7.3f} {r['mAP']:>6.3f} "
                     f"{r['localisation_error_px']:>10.2f} {r['detections_per_image']:>8.1f}")
     return "\n".join(rows)
 
@@ -153,7 +154,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     conf = load_config(default_conf, args.config, args.set)
     model, _ = load_model(args.weights)
-    results = evaluate_on_synthetic(model, conf, name=Path(args.weights).stem[:12])
+    results = evaluate_on_synthetic(model, conf, name=Path(args.weights).stem)
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
