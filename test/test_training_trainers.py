@@ -111,8 +111,9 @@ def _assert_identical_runs(straight, resumed):
     assert prov_a["iterations"] == prov_b["iterations"] == 4
 
 
-def test_magicpoint_resume_is_bit_identical(tmp_path):
-    conf = _magicpoint_conf()
+@pytest.mark.parametrize("workers", [0, 2])
+def test_magicpoint_resume_is_bit_identical(tmp_path, workers):
+    conf = _magicpoint_conf(num_workers=workers)
     dataset = tm.build_dataset(conf)
     _run(conf, dataset, tm.magicpoint_step, tmp_path / "straight", 4, "mp")
     _run(conf, dataset, tm.magicpoint_step, tmp_path / "resumed", 2, "mp")
