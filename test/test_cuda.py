@@ -13,13 +13,33 @@ def overlap(a, b, tol=1.0):
     return float((d.min(axis=1) <= tol).mean())
 
 
-def test_cuda_fp16_matches_cpu_fp32(random_weights, camera_image):
-    conf = dict(weights=random_weights, max_keypoints=500, detection_threshold=0.0155)
+@pytest.fixture(scope="module")
+def trained_weights():
+    from superpoint_ros.weights import WeightsError, default_weights_path
+
+    try:
+        return str(default_weights_path())
+    except WeightsError:
+        pytest.skip("no trained model in models/ (a random network's flat heatmap is all near-ties)")
+
+
+def test_cuda_fp32_matches_cpu_fp32(trained_weights, camera_image):
+    conf = dict(weights=trained_weights, max_keypoints=500)
+    cpu = FeatureExtractor(device="cpu", **conf)(camera_image)
+    gpu = FeatureExtractor(device="cuda", fp16=False, **conf)(camera_image)
+    assert abs(len(cpu) - len(gpu)) <= 0.02 * len(cpu)
+    assert overlap(cpu.keypoints, gpu.keypoints) > 0.97
+    assert overlap(gpu.keypoints, cpu.keypoints) > 0.97
+
+
+def test_cuda_fp16_matches_cpu_fp32(trained_weights, camera_image):
+    conf = dict(weights=trained_weights, max_keypoints=500)
     cpu = FeatureExtractor(device="cpu", **conf)(camera_image)
     gpu_ex = FeatureExtractor(device="auto", **conf)
     assert gpu_ex.device.type == "cuda" and gpu_ex.dtype == torch.float16
     gpu = gpu_ex(camera_image)
-    assert len(gpu) == len(cpu)
+    # fp16 moves scores near the detection threshold across it: counts agree within 5 %
+    assert abs(len(gpu) - len(cpu)) <= 0.05 * len(cpu)
     assert overlap(cpu.keypoints, gpu.keypoints) > 0.9
     m = match_descriptors(cpu.descriptors, gpu.descriptors)
     same = np.linalg.norm(cpu.keypoints[m.indices[:, 0]] - gpu.keypoints[m.indices[:, 1]], axis=1) < 1.0
