@@ -89,16 +89,18 @@ def test_bag_play_delivers_every_frame_in_order_with_stamps(small_bag):
         rclpy.shutdown(context=context)
 
 
-def test_bag_play_rejects_unknown_topic_and_bad_rate(small_bag, tmp_path):
-    def run(*args):
-        return subprocess.run([sys.executable, "-m", "superpoint_ros.ros.bag_play", *map(str, args)],
-                              capture_output=True, text=True, timeout=60)
+def test_bag_play_rejects_unknown_topic_and_bad_rate(tmp_path, capsys):
+    from superpoint_ros.ros import bag_play
 
-    result = run(small_bag, "--topics", "/nope")
-    assert result.returncode == 2 and "/nope" in result.stderr and "/cam/image" in result.stderr
-    result = run(small_bag, "--rate", "0")
-    assert result.returncode == 2 and "rate" in result.stderr
-    result = run(tmp_path / "missing_bag")
-    assert result.returncode == 2 and "not found" in result.stderr
-    result = run(small_bag, "--remap", "cam/image=x")
-    assert result.returncode == 2 and "FROM:=TO" in result.stderr
+    path = tmp_path / "bag"
+    with bags.BagWriter(path) as bag:
+        bag.write("/cam/image", bags.image_message(_frame(0), T0_NS, "cam"), T0_NS)
+    assert bag_play.main([str(path), "--topics", "/nope"]) == 2
+    err = capsys.readouterr().err
+    assert "/nope" in err and "/cam/image" in err
+    assert bag_play.main([str(path), "--rate", "0"]) == 2
+    assert "rate" in capsys.readouterr().err
+    assert bag_play.main([str(tmp_path / "missing_bag")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert bag_play.main([str(path), "--remap", "cam/image=x"]) == 2
+    assert "FROM:=TO" in capsys.readouterr().err
