@@ -123,7 +123,8 @@ def test_cli_with_a_real_checkpoint(tmp_path, random_weights, camera_image):
     folder.mkdir()
     cv2.imwrite(str(folder / "camera.png"), cv2.resize(camera_image, (84, 66)))  # not a multiple of 8
     adapt.main(["--weights", random_weights, "--images", str(folder), "--out", str(tmp_path / "labels"),
-                "--set", "num_homographies=3", "batch_size=3", "detection_threshold=0.0", "max_points=50", "num_workers=0",
+                "--set", "num_homographies=3", "batch_size=3", "detection_threshold=0.0", "max_points=50",
+                "num_workers=0",
                 "device=cpu"])
     labels = np.load(tmp_path / "labels" / "camera.npy")
     assert labels.shape == (50, 2)

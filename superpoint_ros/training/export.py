@@ -128,7 +128,8 @@ def export(weights: str, out_dir, formats: Sequence[str] = ("torchscript", "onnx
          "formats": report, "tolerance": tolerance,
          "io": {"input": "image (B,1,H,W) float32 in [0,1], H and W multiples of 8",
                 "outputs": ["logits (B,65,H/8,W/8)", "descriptors (B,D,H/8,W/8) L2-normalised"]}}, indent=2))
-    bad = {f: r["max_abs_diff"] for f, r in report.items() if r["checked"] and max(r["max_abs_diff"].values()) > tolerance}
+    bad = {f: r["max_abs_diff"] for f, r in report.items()
+           if r["checked"] and max(r["max_abs_diff"].values()) > tolerance}
     if bad:
         raise RuntimeError(f"export differs from eager PyTorch by more than {tolerance}: {bad}")
     return report
@@ -148,7 +149,8 @@ def main(argv=None) -> None:
         print(f"superpoint-export: {e}", file=sys.stderr)
         sys.exit(1)
     for fmt, r in report.items():
-        check = (f"max |diff| logits {r['max_abs_diff']['logits']:.2e}, descriptors {r['max_abs_diff']['descriptors']:.2e}"
+        diff = r["max_abs_diff"]
+        check = (f"max |diff| logits {diff['logits']:.2e}, descriptors {diff['descriptors']:.2e}"
                  if r["checked"] else "NOT checked (onnxruntime not installed)")
         print(f"{fmt:<12} {r['path']}  {check}")
 
