@@ -292,8 +292,8 @@ def bench_stereo(report, device, photos, size, resolution, threshold, args):
 
 def bench_matching(report, device, photos, threshold, args):
     """Mutual NN of 1000x1000 real SuperPoint descriptors (two different photos at 480x640)."""
-    ex = FeatureExtractor(weights=args.weights_path, device="cpu", detection_threshold=min(threshold, 0.001),
-                          max_keypoints=1000)
+    # threshold 0: the top 1000 scores of each image, so both sets have exactly 1000 descriptors
+    ex = FeatureExtractor(weights=args.weights_path, device="cpu", detection_threshold=0.0, max_keypoints=1000)
     frames = frames_at(photos, RESOLUTIONS["480x640"])
     d0, d1 = ex(frames[0]).descriptors, ex(frames[1]).descriptors
     if len(d0) < 1000 or len(d1) < 1000:

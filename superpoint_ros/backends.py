@@ -13,7 +13,9 @@ import hashlib
 import importlib.util
 import io
 import logging
+import threading
 import warnings
+from contextlib import contextmanager
 from typing import Callable, Dict, List, Optional
 
 import numpy as np
@@ -58,6 +60,29 @@ def resolve_precision(precision: str, device: torch.device, fp16: bool) -> torch
                              "use 'fp32'")
         return torch.bfloat16
     raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
+
+
+_threads_lock = threading.Lock()
+
+
+@contextmanager
+def single_threaded_torch(device: torch.device):
+    """Run the enclosed CPU torch ops on one thread (decoding, matching).
+
+    Why: they are many small ops; split over OpenMP threads each one waits at a barrier for a
+    core, and on a robot (or a shared 2-core machine) the other core is often busy, which measured
+    10-100x slower than one thread (docs/benchmarks.md). No-op on CUDA or with one thread already.
+    """
+    if device.type != "cpu" or torch.get_num_threads() == 1:
+        yield
+        return
+    with _threads_lock:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
 
 
 class TorchRunner:
@@ -276,4 +301,4 @@ def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
 
 
 __all__ = ["OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "cpu_has_native_bf16", "export_onnx", "make_runner",
-           "resolve_precision"]
+           "resolve_precision", "single_threaded_torch"]

@@ -7,8 +7,6 @@
 from __future__ import annotations
 
 import os
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
 
@@ -16,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backends import make_runner
+from .backends import make_runner, single_threaded_torch
 from .image import ImageError, to_grayscale_float
 from .keypoints import decode_keypoints, logits_to_heatmap, sample_descriptors
 from .model import CELL, SuperPointNet
@@ -79,29 +77,6 @@ def pad_to_cell(batch: torch.Tensor) -> torch.Tensor:
     if pad_h or pad_w:
         batch = F.pad(batch, (0, pad_w, 0, pad_h), mode="replicate")
     return batch
-
-
-_threads_lock = threading.Lock()
-
-
-@contextmanager
-def single_threaded_torch(device: torch.device):
-    """Run the enclosed CPU torch ops on one thread.
-
-    Why: decoding is ~30 small ops; split over OpenMP threads each one waits at a barrier for a
-    core, and on a robot (or this 2-core machine) the other core is often busy, which measured up
-    to 100x slower than one thread (docs/benchmarks.md). No-op on CUDA or with one thread already.
-    """
-    if device.type != "cpu" or torch.get_num_threads() == 1:
-        yield
-        return
-    with _threads_lock:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
 
 
 class FeatureExtractor:

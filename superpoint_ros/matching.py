@@ -7,6 +7,8 @@ from typing import Optional, Union
 import numpy as np
 import torch
 
+from .backends import single_threaded_torch
+
 Array = Union[np.ndarray, torch.Tensor]
 
 
@@ -60,5 +62,7 @@ def match_descriptors(desc0: Array, desc1: Array, ratio_test: Optional[float] = 
     ``ratio_test``: keep a match only if its distance is below ``ratio_test`` times the distance to
     the second-nearest neighbour (Lowe's test); ``max_distance``: keep distances ``<=`` this.
     """
-    indices, distances = mutual_nn_match_tensors(_as_tensor(desc0), _as_tensor(desc1), ratio_test, max_distance)
+    desc0, desc1 = _as_tensor(desc0), _as_tensor(desc1)
+    with single_threaded_torch(desc0.device):  # small ops: one CPU thread is faster on busy cores
+        indices, distances = mutual_nn_match_tensors(desc0, desc1, ratio_test, max_distance)
     return Matches(indices.cpu().numpy().astype(np.int64), distances.float().cpu().numpy())
