@@ -166,6 +166,10 @@ def main(argv=None) -> int:
         if args.rate <= 0:
             raise ValueError(f"--rate must be > 0, got {args.rate}")
         available = bag_topics(args.bag)
+        missing = [t for t in args.topics or () if t not in available]
+        if missing:
+            raise BagError(f"{args.bag}: topic(s) {', '.join(missing)} not in the bag "
+                           f"(available: {', '.join(sorted(available))})")
     except (BagError, ValueError) as e:
         print(f"superpoint-bag-play: {e}", file=sys.stderr)
         return 2
