@@ -13,6 +13,13 @@ Per frame: extract (left + right in ONE batched forward pass), match against the
 (mutual nearest neighbour + ratio test), reject outliers with OpenCV USAC (F or H), carry track IDs
 over the surviving matches, match left/right under the rectified epipolar constraint.
 
+Input checks (docs/reliability.md): images smaller than one 8x8 cell or than the border
+(``extractor.remove_borders``) and stereo pairs of different size or pixel format raise
+:class:`~superpoint_ros.image.ImageError`; images larger than ``image.max_size`` are resized
+(keypoints still in input pixels) or rejected per ``image.oversize``; running out of memory in the
+network or non-finite network output raises :class:`FrameSkipped`. In all these cases the state
+(tracks, previous frame) is unchanged, so the caller can skip the frame and go on.
+
 Tracks never cross a discontinuity: a change of ``frame_id``, time going backwards (or repeating),
 or a forward gap above ``tracking.max_time_gap`` resets them (``result.reset_reason`` says why);
 :meth:`Frontend.reset` does the same on request (e.g. a bag loop).
@@ -24,6 +31,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
+import cv2
 import numpy as np
 import torch
 
@@ -36,6 +44,18 @@ from .tracking import TrackTable
 
 #: Parameters fixed when the Frontend is built (they shape the network, not the thresholds).
 FIXED_PARAMETERS = tuple(n for n in FRONTEND_PARAMETERS if PARAMETERS[n].read_only)
+MIN_IMAGE_SIDE = 8  # px: one SuperPoint cell; smaller images have no detector output at all
+
+
+class FrameSkipped(RuntimeError):
+    """A frame that could not be processed for a reason other than bad input (out of memory,
+    non-finite network output). Nothing was changed: the caller skips the frame and goes on."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """``torch.cuda.OutOfMemoryError`` or a generic RuntimeError saying "out of memory"
+    (CUDA allocator, cuDNN/cuBLAS workspaces and some CPU allocators word it that way)."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 @dataclass
@@ -123,7 +143,9 @@ class Frontend:
 
     def __init__(self, conf: Optional[Mapping[str, Any]] = None, extractor: Optional[FeatureExtractor] = None):
         self.conf = validate(conf or {})
-        self.extractor = extractor if extractor is not None else FeatureExtractor(extractor_conf(self.conf))
+        #: start-up notes for the caller's log (e.g. the CPU fall-back)
+        self.warnings: list = []
+        self.extractor = extractor if extractor is not None else FeatureExtractor(self._extractor_conf())
         self._apply_extractor_thresholds()
         self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"])
         self._previous: Optional[FrameResult] = None
@@ -142,6 +164,16 @@ class Frontend:
         self._apply_extractor_thresholds()
         self.tracks.max_age = self.conf["tracking.max_age"]
         self.tracks.max_displacement = self.conf["tracking.max_displacement"]
+
+    def _extractor_conf(self) -> Dict[str, Any]:
+        conf = extractor_conf(self.conf)
+        device = str(conf["device"])
+        if self.conf["device.cpu_fallback"] and device.startswith("cuda") and not torch.cuda.is_available():
+            # an explicit choice of the user (device.cpu_fallback): slower, but the robot keeps its front-end
+            self.warnings.append(f"extractor.device={device!r} but CUDA is not available: running on the CPU "
+                                 f"(device.cpu_fallback is true)")
+            conf["device"] = "cpu"
+        return conf
 
     def _apply_extractor_thresholds(self) -> None:
         conf = extractor_conf(self.conf)
@@ -172,7 +204,7 @@ class Frontend:
         clock = _Clock()
         reset_reason = self._check_continuity(stamp_s, frame_id)
         with clock("extract"):
-            features = self.extractor.extract_batch([image])[0]
+            features = self._extract([image])[0]
         return self._track(features, None, stamp_s, frame_id, clock, reset_reason)
 
     def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
@@ -182,11 +214,70 @@ class Frontend:
         if left.shape[:2] != right.shape[:2]:
             raise ImageError(f"stereo images differ in size: left {left.shape[1]}x{left.shape[0]}, "
                              f"right {right.shape[1]}x{right.shape[0]} (width x height)")
+        if left.shape != right.shape or left.dtype != right.dtype:
+            raise ImageError(f"stereo images differ in pixel format: left {left.dtype} {left.shape}, "
+                             f"right {right.dtype} {right.shape}")
         clock = _Clock()
         reset_reason = self._check_continuity(stamp_s, frame_id)
         with clock("extract"):
-            features, right_features = self.extractor.extract_batch([left, right])  # one forward pass
+            features, right_features = self._extract([left, right])  # one forward pass
         return self._track(features, right_features, stamp_s, frame_id, clock, reset_reason)
+
+    def _network_images(self, images: list) -> tuple:
+        """Size checks and the ``image.max_size`` policy -> (images for the network, (sx, sy) from
+        network to input pixels, or ``None`` when the images are used as they are)."""
+        image = images[0]
+        if not isinstance(image, np.ndarray) or image.ndim < 2:
+            raise ImageError(f"expected a numpy image, got {type(image).__name__}")
+        h, w = image.shape[:2]
+        max_size, scale = self.conf["image.max_size"], None
+        if max_size and max(h, w) > max_size:
+            if self.conf["image.oversize"] == "reject":
+                raise ImageError(f"image of {w}x{h} px is larger than image.max_size={max_size} px "
+                                 f"(image.oversize=reject)")
+            factor = max_size / max(h, w)
+            size = (max(1, round(w * factor)), max(1, round(h * factor)))  # cv2 order: (width, height)
+            try:
+                images = [cv2.resize(np.ascontiguousarray(im), size, interpolation=cv2.INTER_AREA) for im in images]
+            except cv2.error as e:
+                raise ImageError(f"cannot resize a {image.dtype} image of {w}x{h} px: "
+                                 f"{str(e).strip().splitlines()[-1]}") from None
+            scale = (w / size[0], h / size[1])
+        nh, nw = images[0].shape[:2]
+        border = self.conf["extractor.remove_borders"]
+        if min(nh, nw) < MIN_IMAGE_SIDE:
+            raise ImageError(f"image of {nw}x{nh} px is smaller than one {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} SuperPoint "
+                             f"cell" + (f" (after resizing {w}x{h} to image.max_size)" if scale else ""))
+        if min(nh, nw) <= 2 * border:
+            raise ImageError(f"image of {nw}x{nh} px has no pixels inside the extractor.remove_borders={border} px "
+                             f"border")
+        return images, scale
+
+    def _extract(self, images: list) -> list:
+        """Features of equal-size images in one forward pass, in input pixels; raises ImageError
+        for unusable input and FrameSkipped for out-of-memory or non-finite network output."""
+        network_images, scale = self._network_images(images)
+        try:
+            features = self.extractor.extract_batch(network_images)
+        except RuntimeError as e:
+            if not is_out_of_memory(e):
+                raise
+            if self.extractor.device.type == "cuda":
+                torch.cuda.empty_cache()  # give the cached blocks back so the next, normal frame fits
+            h, w = images[0].shape[:2]
+            raise FrameSkipped(f"out of memory on {self.extractor.device} for {len(images)} image(s) of {w}x{h} px "
+                               f"(lower image.max_size): {str(e).splitlines()[0][:200]}") from None
+        for f in features:
+            if not (np.isfinite(f.keypoints).all() and np.isfinite(f.scores).all() and np.isfinite(f.descriptors).all()):
+                # e.g. an fp16 overflow: never hand NaN to a SLAM back-end
+                raise FrameSkipped("the network produced non-finite keypoints, scores or descriptors")
+        if scale is not None:
+            stretch = np.asarray(scale, np.float32)
+            h, w = images[0].shape[:2]
+            # pixel centres at integers: network x covers input (x + 0.5) * sx - 0.5
+            features = [Features(((f.keypoints + 0.5) * stretch - 0.5).astype(np.float32), f.scores, f.descriptors,
+                                 (h, w)) for f in features]
+        return features
 
     def _check_continuity(self, stamp_s: float, frame_id: str) -> Optional[str]:
         if not np.isfinite(stamp_s):

@@ -98,6 +98,13 @@ PARAMETERS: Dict[str, Param] = {
     "tracking.max_displacement": Param(64.0, "Max px a lost track may move to be re-found", (0.0, 100000.0)),
     "tracking.max_time_gap": Param(1.0, "Seconds between frames beyond which tracks reset; time going "
                                    "backwards also resets", (0.0, 86400.0)),
+    # --- input images (bad or extreme input; docs/reliability.md) ---
+    "image.max_size": Param(4096, "Longest image side in px the network runs on; larger images are "
+                            "handled per image.oversize; 0 = no limit", (0, 65536)),
+    "image.oversize": Param("resize", "Image larger than image.max_size: resize (area filter; keypoints still "
+                            "in input pixels) or reject (frame skipped and logged)", choices=("resize", "reject")),
+    "device.cpu_fallback": Param(False, "extractor.device cuda requested but CUDA absent: false = start-up "
+                                 "error, true = log a warning and run on the CPU", read_only=True),
     # --- rectified stereo ---
     "stereo.min_disparity": Param(0.0, "Minimum disparity x_left - x_right in px", (0.0, 10000.0)),
     "stereo.max_disparity": Param(128.0, "Maximum disparity x_left - x_right in px", (0.0, 10000.0)),
@@ -122,6 +129,8 @@ PARAMETERS: Dict[str, Param] = {
                                 "while someone subscribes)", (0, 1000), frontend=False),
     "diagnostics.period": Param(1.0, "Seconds between /diagnostics messages", (0.05, 3600.0),
                                 read_only=True, frontend=False),
+    "diagnostics.stale_after": Param(2.0, "Seconds without an input image after which diagnostics warn "
+                                     "(camera stopped); 0 = never", (0.0, 3600.0), frontend=False),
     "diagnostics.max_latency": Param(0.5, "Mean processing latency in s above which diagnostics warn",
                                      (0.0, 3600.0), frontend=False),
 }

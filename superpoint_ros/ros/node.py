@@ -37,7 +37,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
-from ..frontend import FrameResult, Frontend
+from ..frontend import FrameResult, FrameSkipped, Frontend
 from ..image import ImageError
 from ..params import PARAMETERS, ParamsError, check_value, coerce, validate
 from ..visualization import draw_keypoints, draw_tracks
@@ -87,6 +87,8 @@ class _Stats:
         self.last_error = ""
         self.last_reset = ""
         self.window_start = time.monotonic()
+        self.last_received_at: Optional[float] = None  # monotonic s of the last image (camera stopped?)
+        self.unpaired_seen = self.pairs_seen = 0  # stereo synchroniser counters at the last diagnostics
         self.window_processed = self.window_dropped = self.window_skipped = 0
 
 
@@ -133,6 +135,8 @@ class SuperPointNode(Node):
         self.diagnostics_timer = self.create_timer(p["diagnostics.period"], self.on_diagnostics_timer)
         self._worker = threading.Thread(target=self._work, name="superpoint_worker", daemon=True)
         self._worker.start()
+        for warning in self.frontend.warnings:
+            self.get_logger().warning(warning)
         ex = self.frontend.extractor
         self.get_logger().info(
             f"{'stereo' if self.stereo else 'mono'} front-end ready: weights {ex.weights_path or 'in-memory'} "
@@ -171,8 +175,9 @@ class SuperPointNode(Node):
             import message_filters
         except ImportError:
             sync = StereoSynchronizer(self.on_stereo_pair, p["sync.mode"], p["sync.slop"], p["sync.queue_size"])
-            self.left_sub = self.create_subscription(image_type, left, sync.add_left, qos)
-            self.right_sub = self.create_subscription(image_type, right, sync.add_right, qos)
+            self.synchronizer = sync  # the callbacks below use it before this method returns
+            self.left_sub = self.create_subscription(image_type, left, self._on_left, qos)
+            self.right_sub = self.create_subscription(image_type, right, self._on_right, qos)
             return sync
         subs = [message_filters.Subscriber(self, image_type, left, qos_profile=qos),
                 message_filters.Subscriber(self, image_type, right, qos_profile=qos)]
@@ -188,12 +193,25 @@ class SuperPointNode(Node):
     def on_image(self, msg) -> None:
         self._enqueue((msg,))
 
+    def _on_left(self, msg) -> None:
+        self.synchronizer.add_left(msg)
+        self._mark_received()
+
+    def _on_right(self, msg) -> None:
+        self.synchronizer.add_right(msg)
+        self._mark_received()
+
+    def _mark_received(self) -> None:
+        with self.stats.lock:
+            self.stats.last_received_at = time.monotonic()
+
     def on_stereo_pair(self, left, right) -> None:
         self._enqueue((left, right))
 
     def _enqueue(self, item) -> None:
         with self._wakeup, self.stats.lock:
             self.stats.received += 1
+            self.stats.last_received_at = time.monotonic()
             if len(self._queue) == self._queue.maxlen:
                 self.stats.dropped += 1  # the deque drops the oldest: the newest frame wins
                 self.stats.window_dropped += 1
@@ -222,7 +240,10 @@ class SuperPointNode(Node):
 
     def on_diagnostics_timer(self) -> None:
         with self.stats.lock:
-            diagnostics = self._diagnostics()
+            warnings = self._input_warnings()
+            diagnostics = self._diagnostics(warnings)
+        for warning in warnings:
+            self.get_logger().warning(warning, throttle_duration_sec=LOG_THROTTLE_S)
         self.diagnostics_pub.publish(diagnostics)
 
     # --- worker ----------------------------------------------------------------------------------
@@ -236,7 +257,7 @@ class SuperPointNode(Node):
                 received_at, item = self._queue.popleft()
             try:
                 self._process(item, received_at)
-            except ImageError as e:  # bad input: log (throttled), skip the frame, stay alive
+            except (ImageError, FrameSkipped) as e:  # bad input, OOM: log (throttled), skip the frame, stay alive
                 self._skip(str(e))
             except Exception as e:  # noqa: BLE001 - the node must outlive one bad frame
                 self._skip(f"{type(e).__name__}: {e}")
@@ -255,6 +276,9 @@ class SuperPointNode(Node):
         header = item[0].header
         stamp_s = stamp_seconds(header)
         if len(item) == 2:
+            encodings = [getattr(m, "encoding", None) for m in item]
+            if isinstance(item[0], Image) and encodings[0] != encodings[1]:
+                raise ImageError(f"stereo images differ in encoding: left {encodings[0]!r}, right {encodings[1]!r}")
             left, right = self._decode(item[0]), self._decode(item[1])
             with self._frontend_lock:
                 result = self.frontend.process_stereo(left, right, stamp_s, header.frame_id)
@@ -320,7 +344,28 @@ class SuperPointNode(Node):
             self.stats.debug_images += 1
 
     # --- diagnostics -------------------------------------------------------------------------------
-    def _diagnostics(self) -> DiagnosticArray:
+    def _input_warnings(self) -> List[str]:
+        """Problems with the input stream as a whole (called with the stats lock held): the camera
+        stopped, or left/right stamps that never pair."""
+        s, p, warnings = self.stats, self.params, []
+        stale_after = p["diagnostics.stale_after"]
+        if stale_after and s.last_received_at is not None:
+            silent = time.monotonic() - s.last_received_at
+            if silent > stale_after:
+                warnings.append(f"no input images for {silent:.1f} s (diagnostics.stale_after={stale_after} s): "
+                                f"camera stopped?")
+        sync = getattr(self, "synchronizer", None)
+        if isinstance(sync, StereoSynchronizer):
+            unpaired, pairs = sync.unpaired_dropped - s.unpaired_seen, sync.pairs - s.pairs_seen
+            s.unpaired_seen, s.pairs_seen = sync.unpaired_dropped, sync.pairs
+            if unpaired and not pairs:
+                left, right = (f"{t * 1e-9:.6f}" if t is not None else "none" for t in sync.last_stamp_ns)
+                warnings.append(f"left/right images do not pair: {unpaired} unpaired dropped, no pair formed "
+                                f"(last left stamp {left} s, last right {right} s; sync.mode={p['sync.mode']}, "
+                                f"sync.slop={p['sync.slop']} s)")
+        return warnings
+
+    def _diagnostics(self, warnings: List[str] = ()) -> DiagnosticArray:
         s, p = self.stats, self.params
         now = time.monotonic()
         window = max(now - s.window_start, 1e-6)
@@ -334,6 +379,7 @@ class SuperPointNode(Node):
             problems.append(f"{s.window_dropped} frames dropped (processing slower than input)")
         if s.window_skipped:
             problems.append(f"{s.window_skipped} bad frames skipped: {s.last_error}")
+        problems.extend(warnings)
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         status.message = "; ".join(problems) if problems else ("running" if s.processed else "waiting for images")
         values = {
