@@ -560,7 +560,7 @@ def output_topics(namespace: str = "/") -> Dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superpoint-eval-bag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bag", type=Path, help="rosbag2 folder or file (sqlite3 or mcap); ROS 1 bags also read")
+    p.add_argument("bag", type=Path, help="rosbag2 folder or file (sqlite3 or mcap)")
     p.add_argument("--image-topic", help="mono: the image topic")
     p.add_argument("--left-topic", help="stereo: left rectified image topic")
     p.add_argument("--right-topic", help="stereo: right rectified image topic")

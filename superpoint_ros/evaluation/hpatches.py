@@ -235,6 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=default_conf["top_k"])
     p.add_argument("--detector-top-k", type=int, default=default_conf["detector_top_k"])
     p.add_argument("--nms-radius", type=int, default=default_conf["nms_radius"])
+    p.add_argument("--detection-threshold", type=float, default=default_conf["detection_threshold"],
+                   help="SuperPoint detector threshold (default 0.001: top-k sets the count)")
     p.add_argument("--device", default=default_conf["device"])
     p.add_argument("--max-sequences", type=int, default=None, help="evaluate only this many sequences")
     p.add_argument("--output", "-o", type=Path, default=Path("out/eval"), help="folder for results.json, mma.png")
@@ -269,7 +271,7 @@ def main(argv=None) -> int:
             print(f"superpoint-eval: {e}\n(pass --weights PATH, or --no-default-model to skip it)", file=sys.stderr)
             return 2
     conf = {"resize": args.resize, "top_k": args.top_k, "detector_top_k": min(args.detector_top_k, args.top_k),
-            "nms_radius": args.nms_radius, "device": args.device}
+            "nms_radius": args.nms_radius, "detection_threshold": args.detection_threshold, "device": args.device}
     try:
         report = run_benchmark(args.dataset, specs, args.output, conf, args.max_sequences, not args.quiet)
     except (DatasetError, WeightsError, ValueError, RuntimeError, OSError) as e:
