@@ -37,7 +37,7 @@ default_conf = {
     "correct_threshold": 3.0,   # px, repeatability and matching score
     "ransac_threshold": 3.0,    # px, OpenCV findHomography
     "nms_radius": 4,            # SuperPoint NMS radius (px)
-    "detection_threshold": 0.001,  # low, so that top-k rather than the threshold sets the count
+    "detection_threshold": 0.001,  # SuperPoint detector threshold (the paper used 0.015); lower = more points
     "device": "auto",
 }
 
