@@ -18,6 +18,7 @@ layout as the node, via its codec) plus the input images, to replay in rviz/Foxg
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -463,19 +464,19 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
         K = camera_matrix(info) if info is not None else None
     trajectory = read_tum(groundtruth) if groundtruth is not None else None
     stats = BagStats(K, trajectory)
-    writer = bags.BagWriter(output_bag, storage=storage, overwrite=True) if output_bag is not None else None
-    output = OutputBag(writer, output_namespace) if writer else None
     total = available[left_topic][1] if max_frames is None else min(max_frames, available[left_topic][1])
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
-
-        progress = tqdm(total=total, unit="frame", desc="superpoint-eval-bag", file=sys.stderr)
+    slop_ns = int(round(conf.get("sync.slop", 0.005) * NS)) if conf.get("sync.mode") != "exact" else 0
     last_image, previous_stamp = None, None
-    try:
-        if writer:
-            writer.__enter__()
-        slop_ns = int(round(conf.get("sync.slop", 0.005) * NS)) if conf.get("sync.mode") != "exact" else 0
+    with contextlib.ExitStack() as stack:
+        output = None
+        if output_bag is not None:
+            output = OutputBag(stack.enter_context(bags.BagWriter(output_bag, storage=storage, overwrite=True)),
+                               output_namespace)
+        progress = None
+        if show_progress:
+            from tqdm import tqdm
+
+            progress = stack.enter_context(tqdm(total=total, unit="frame", desc="superpoint-eval-bag", file=sys.stderr))
         frames = iterate_frames(bag, left_topic, right_topic, slop_ns, int(conf.get("sync.queue_size", 10)))
         for count, frame in enumerate(frames):
             if max_frames is not None and count >= max_frames:
@@ -495,11 +496,6 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
             if progress is not None:
                 progress.update(1)
                 progress.set_postfix(kp=len(result.features), tracks=int(np.sum(result.track_lengths > 1)))
-    finally:
-        if progress is not None:
-            progress.close()
-        if writer:
-            writer.__exit__(None, None, None)
     summary = stats.summary()
     summary["bag"] = str(bag)
     summary["topics"] = {"left": left_topic, "right": right_topic, "camera_info": info_topic}
