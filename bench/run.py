@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -98,10 +100,14 @@ def load_weights_for_bench(path: Optional[str]):
     """(model, weights description, detection threshold). Trained weights when available."""
     if path or TRAINED.exists():
         chosen = Path(path) if path else TRAINED
-        model, provenance = load_model(chosen)
+        # a private copy: every variant must run the same weights even if the file is replaced mid-run
+        snapshot = Path(tempfile.mkdtemp(prefix="superpoint_bench_")) / chosen.name
+        shutil.copyfile(chosen, snapshot)
+        model, provenance = load_model(snapshot)
         origin = str(provenance.get("training_data", "trained"))
         threshold = RANDOM_WEIGHTS_THRESHOLD if "random" in origin.lower() else 0.005
-        return model, f"{chosen.name} ({origin})", threshold, str(chosen)
+        digest = hashlib.sha256(snapshot.read_bytes()).hexdigest()[:12]
+        return model, f"{chosen.name} sha256:{digest} ({origin})", threshold, str(snapshot)
     torch.manual_seed(0)
     model = SuperPointNet(SuperPointConfig()).eval()
     weights = Path(tempfile.mkdtemp(prefix="superpoint_bench_")) / "random.pt"
