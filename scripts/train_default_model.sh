@@ -3,10 +3,10 @@
 #
 #   bash scripts/train_default_model.sh OUT_DIR [--smoke] [--until STAGE]
 #
-# STAGE is one of magicpoint, images, adapt, superpoint, finalize: stop after it (to split the run
+# STAGE is one of magicpoint, images, adapt, superpoint, adapt2, superpoint2, finalize: stop after it (to split the run
 # over several shorter jobs; a later call on the same OUT_DIR skips the finished stages).
 # Runs from the repo root with plain python3 (no install needed; PYTHONPATH is set here). On one
-# H100 the full run takes ~15 min (time budgets below); --smoke runs tiny configs in ~1 min on CPU.
+# H100 the full run takes ~25 min (time budgets below); --smoke runs tiny configs in ~1 min on CPU.
 # Every stage checkpoints and is skipped/resumed when the script is run again on the same OUT_DIR.
 # Result: OUT_DIR/superpoint_ros_v1.pt (+ .sanity.json) and OUT_DIR/logs/*.log.
 # Budgets (minutes) can be changed with env vars: MAGICPOINT_MINUTES, ADAPT_MINUTES, SUPERPOINT_MINUTES,
