@@ -41,6 +41,7 @@ from .image import ImageError
 from .matching import match_descriptors
 from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, extractor_conf, validate
 from .tracking import TrackTable
+from .weights import WeightsError
 
 #: Parameters fixed when the Frontend is built (they shape the network, not the thresholds).
 FIXED_PARAMETERS = tuple(n for n in FRONTEND_PARAMETERS if PARAMETERS[n].read_only)
@@ -145,7 +146,7 @@ class Frontend:
         self.conf = validate(conf or {})
         #: start-up notes for the caller's log (e.g. the CPU fall-back)
         self.warnings: list = []
-        self.extractor = extractor if extractor is not None else FeatureExtractor(self._extractor_conf())
+        self.extractor = extractor if extractor is not None else self._build_extractor()
         self._apply_extractor_thresholds()
         self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"])
         self._previous: Optional[FrameResult] = None
@@ -164,6 +165,17 @@ class Frontend:
         self._apply_extractor_thresholds()
         self.tracks.max_age = self.conf["tracking.max_age"]
         self.tracks.max_displacement = self.conf["tracking.max_displacement"]
+
+    def _build_extractor(self) -> FeatureExtractor:
+        conf = self._extractor_conf()
+        try:
+            return FeatureExtractor(conf)
+        except WeightsError as e:
+            # every weight problem names the file (some core messages, e.g. an unknown architecture, do not)
+            path = str(conf["weights"] or "the default model")
+            if path in str(e):
+                raise
+            raise WeightsError(f"{path}: {e}") from None
 
     def _extractor_conf(self) -> Dict[str, Any]:
         conf = extractor_conf(self.conf)

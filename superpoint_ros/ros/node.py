@@ -438,7 +438,11 @@ class SuperPointNode(Node):
 
 def main(args: Optional[List[str]] = None) -> int:
     """``ros2 run superpoint_ros superpoint_node --ros-args --params-file config/superpoint_mono.yaml``"""
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except RuntimeError as e:  # rcl's RCLError: --ros-args it cannot parse (e.g. a YAML-invalid -p value)
+        print(f"{NODE_NAME}: error: invalid command line: {str(e).splitlines()[0]}", file=sys.stderr)
+        return 2
     node = None
     try:
         executor = SingleThreadedExecutor()  # before the node: its "ready" line means spinning is next
