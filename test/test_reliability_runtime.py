@@ -1,0 +1,172 @@
+"""Issue 8, run-time faults on a live node (real rclpy, loopback DDS, random weights): the camera
+stops and resumes, a slow subscriber, out of memory in the forward pass (injected: no GPU here),
+non-finite network output."""
+import threading
+import time
+
+import numpy as np
+import pytest
+import rclpy
+import torch
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import PointCloud2
+
+from node_harness import Harness, image_msg
+from superpoint_ros.frontend import FrameSkipped, Frontend
+from superpoint_ros.ros.messages import decode_features
+
+SIZE = (96, 128)
+
+
+def crop(image, k=0):
+    return np.ascontiguousarray(image[100:100 + SIZE[0], 60 + 4 * k:60 + 4 * k + SIZE[1]])
+
+
+def stamp(msg):
+    return msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec
+
+
+@pytest.fixture
+def base(random_weights):
+    return {"extractor.weights": random_weights, "extractor.device": "cpu", "extractor.max_keypoints": 100,
+            "matching.ratio_test": 0.0, "matching.max_distance": 2.0, "diagnostics.period": 0.1,
+            "input.queue_size": 10}
+
+
+@pytest.fixture
+def harness_factory():
+    made = []
+
+    def make(params, **kwargs):
+        made.append(Harness(params, **kwargs))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def status_values(diagnostics):
+    status = diagnostics.status[0]
+    return status.level, status.message, {kv.key: kv.value for kv in status.values}
+
+
+def test_camera_stops_and_resumes(base, harness_factory, camera_image, capfd):
+    h = harness_factory({**base, "diagnostics.stale_after": 0.4}, topics=("features", "temporal_matches", "/diagnostics"))
+    pub = h.publisher("image")
+    t0 = 10 ** 9
+    before = [decode_features(h.publish_and_wait(pub, image_msg(crop(camera_image, k), t0 + k * 10 ** 8)))
+              for k in range(3)]
+    assert before[-1].track_lengths.max() == 3
+    seen = h.count("/diagnostics")
+    # the camera stops: diagnostics turn WARN with the reason, and it is logged
+    h.wait_for(lambda: any("no input images" in status_values(d)[1] for d in h.received["/diagnostics"][seen:]),
+               3.0, "a 'no input images' warning")
+    assert "camera stopped?" in capfd.readouterr().err
+    # it resumes 5 s (camera time) later: tracks aged out, nothing matched across the gap
+    t1 = t0 + 2 * 10 ** 8 + 5 * 10 ** 9
+    after = [decode_features(h.publish_and_wait(pub, image_msg(crop(camera_image, 3 + k), t1 + k * 10 ** 8)))
+             for k in range(2)]
+    assert (after[0].track_lengths == 1).all()
+    assert not set(after[0].track_ids.tolist()) & set(np.concatenate([f.track_ids for f in before]).tolist())
+    assert after[1].track_lengths.max() == 2  # tracking works again
+    h.wait_for(lambda: h.count("temporal_matches") == 3, 3.0, "temporal matches after resuming")
+    assert stamp(h.received["temporal_matches"][-1]) == t1 + 10 ** 8
+    assert "time jumped forward" in h.node.stats.last_reset
+    seen = h.count("/diagnostics")
+    h.wait_for(lambda: h.count("/diagnostics") > seen, 2.0, "diagnostics")
+    level, message, _ = status_values(h.received["/diagnostics"][-1])
+    assert "no input images" not in message  # recovered
+
+
+def test_a_slow_subscriber_does_not_back_up_the_pipeline(base, harness_factory, camera_image):
+    h = harness_factory(base)
+    pub = h.publisher("image")
+    # a consumer that takes 0.5 s per message, on its own node and executor (like another process)
+    slow_node = rclpy.create_node("slow_consumer", context=h.context)
+    slow_received = []
+
+    def slow_callback(msg):
+        slow_received.append(stamp(msg))
+        time.sleep(0.5)
+
+    slow_node.create_subscription(PointCloud2, "features", slow_callback,
+                                  QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    executor = SingleThreadedExecutor(context=h.context)
+    executor.add_node(slow_node)
+    spin = threading.Thread(target=executor.spin, daemon=True)
+    spin.start()
+    try:
+        h.wait_for(lambda: h.node.features_pub.get_subscription_count() >= 2, 5.0, "the slow subscriber")
+        frames = 12
+        start = time.monotonic()
+        for k in range(frames):
+            h.publish_and_wait(pub, image_msg(crop(camera_image, k % 8), 10 ** 9 + k * 10 ** 8))
+        elapsed = time.monotonic() - start
+        # every frame processed and delivered to the fast subscriber, at the node's own pace
+        assert h.node.stats.processed == frames and h.node.stats.dropped == 0
+        assert len(slow_received) < frames - 2, slow_received  # the slow one was still far behind...
+        assert elapsed < 0.5 * frames * 0.8, elapsed  # ...and did not set the pace
+        latencies = list(h.node.stats.latency_ms)
+        assert np.median(latencies[-4:]) < 3 * np.median(latencies[:4]) + 50, latencies  # no build-up
+    finally:
+        executor.shutdown(timeout_sec=2.0)
+        spin.join(timeout=3.0)
+        slow_node.destroy_node()
+
+
+@pytest.mark.parametrize("error", [
+    torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB (GPU 0; 7.79 GiB total capacity)"),
+    RuntimeError("CUDA error: out of memory"),
+], ids=["OutOfMemoryError", "RuntimeError"])
+def test_out_of_memory_on_a_huge_frame_skips_that_frame(base, harness_factory, camera_image, capfd, error):
+    h = harness_factory(base)
+    pub = h.publisher("image")
+    extractor = h.node.frontend.extractor
+    real_forward = extractor.forward
+
+    def forward_that_runs_out_of_memory_on_big_frames(batch):  # stands in for the GPU's allocator
+        if batch.shape[-2] * batch.shape[-1] > 200 * 200:
+            raise error
+        return real_forward(batch)
+
+    extractor.forward = forward_that_runs_out_of_memory_on_big_frames  # only this one call is replaced
+    first = decode_features(h.publish_and_wait(pub, image_msg(crop(camera_image, 0), 10 ** 9)))
+    huge = np.ascontiguousarray(camera_image[:300, :400])
+    h.pub = pub
+    pub.publish(image_msg(huge, 10 ** 9 + 10 ** 8))
+    h.wait_for(lambda: h.node.stats.skipped == 1, 5.0, "the huge frame to be skipped")
+    assert "out of memory on cpu for 1 image(s) of 400x300 px" in h.node.stats.last_error
+    second = decode_features(h.publish_and_wait(pub, image_msg(crop(camera_image, 1), 10 ** 9 + 2 * 10 ** 8)))
+    assert second.track_lengths.max() == 2 and set(second.track_ids.tolist()) & set(first.track_ids.tolist())
+    assert h.node.stats.processed == 2 and h.count("features") == 2
+    time.sleep(0.1)
+    assert "skipped a frame: out of memory" in capfd.readouterr().err
+
+
+def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(random_weights, camera_image):
+    frontend = Frontend({"extractor.weights": random_weights, "extractor.device": "cpu"})
+    frontend.extractor.forward = lambda batch: (_ for _ in ()).throw(RuntimeError("cuDNN error: bad param"))
+    with pytest.raises(RuntimeError, match="bad param") as info:
+        frontend.process_mono(crop(camera_image), 1.0, "cam")
+    assert not isinstance(info.value, FrameSkipped)
+
+
+def test_non_finite_network_output_never_reaches_the_output(random_weights, camera_image):
+    frontend = Frontend({"extractor.weights": random_weights, "extractor.device": "cpu",
+                         "extractor.detection_threshold": 0.0})
+    real_forward = frontend.extractor.forward
+
+    def overflowing_forward(batch):  # what an fp16 overflow looks like downstream
+        out = dict(real_forward(batch))
+        out["descriptors"] = out["descriptors"].clone()
+        out["descriptors"][:, :, :4, :4] = float("nan")
+        return out
+
+    frontend.extractor.forward = overflowing_forward
+    with pytest.raises(FrameSkipped, match="non-finite"):
+        frontend.process_mono(crop(camera_image), 1.0, "cam")
+    frontend.extractor.forward = real_forward
+    result = frontend.process_mono(crop(camera_image), 1.1, "cam")
+    assert result.reset_reason is None and np.isfinite(result.features.descriptors).all()
