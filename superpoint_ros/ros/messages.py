@@ -98,7 +98,8 @@ def pack(columns, values: Dict[str, np.ndarray]) -> PackedCloud:
         column = np.asarray(values[f.name])
         if len(column) != n:
             raise ValueError(f"column {f.name!r} has {len(column)} rows, expected {n}")
-        rows[f.name] = column
+        # (N, 1) for a count-1 field (e.g. 1-d descriptors) is the same bytes as (N,)
+        rows[f.name] = column.reshape(n) if f.count == 1 else column.reshape(n, f.count)
     return PackedCloud(fields, point_step, n, rows.tobytes())
 
 
