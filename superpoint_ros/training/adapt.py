@@ -6,7 +6,13 @@ thresholded and non-maximum suppressed. Labels go to ``OUT/<image stem>.npy`` as
 xy points (pixel-centre convention). Images that already have a label are skipped, so a run over a
 large folder resumes where it stopped.
 
+Under ``torchrun`` (any number of processes and nodes) rank ``r`` of ``W`` labels the images
+``r, r+W, r+2W, ...`` of the sorted folder listing with warps drawn from the image's index in that
+listing, so the union of the ranks' labels is exactly what one process writes; rank 0 writes the
+summary. Ranks share nothing but the final summary, so ``OUT`` may even be node-local.
+
 CLI: ``superpoint-adapt --weights model.pt --images DIR --out LABELS [--config ...] [--set ...]``
+(or ``torchrun --nproc_per_node N -m superpoint_ros.training.adapt ...`` with the same arguments)
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ import torch
 
 from ..keypoints import logits_to_heatmap, nms, remove_border
 from ..weights import load_model
+from . import distributed
 from .config import dump_config, load_config
 from .data import list_images, read_gray
 from .engine import resolve_device
@@ -117,17 +124,24 @@ class _AdaptationInputs(torch.utils.data.Dataset):
         return str(path), image, sample_adaptation_homographies(self.conf, index, gray.shape)
 
 
-def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True) -> Dict[str, int]:
-    """Label every image of ``image_dir`` lacking a label in ``out_dir``; returns counts."""
+def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True, rank: int = 0,
+                 world_size: int = 1) -> Dict[str, int]:
+    """Label every image of ``image_dir`` lacking a label in ``out_dir``; returns counts.
+
+    ``rank``/``world_size``: label only this rank's shard (``distributed.shard`` of the sorted
+    listing); the counts then refer to that shard.
+    """
     images = list_images(image_dir)
     if not images:
         raise FileNotFoundError(f"no images in {image_dir}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    dump_config(conf, out / "adapt_config.yaml")
+    if rank == 0:
+        dump_config(conf, out / "adapt_config.yaml")
+    mine = distributed.shard(images, rank, world_size)
     parameter = next(iter(model.parameters()), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    todo = [(i, p) for i, p in enumerate(images) if not (out / f"{p.stem}.npy").is_file()]
+    todo = [(i, p) for i, p in mine if not (out / f"{p.stem}.npy").is_file()]
     budget = None if conf["max_minutes"] is None else float(conf["max_minutes"]) * 60
     t0 = time.monotonic()
     done, points_total = 0, 0
@@ -138,8 +152,9 @@ def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True) -
     if progress:
         from tqdm import tqdm
 
-        iterator = tqdm(loader, desc="superpoint-adapt", unit="img", initial=len(images) - len(todo),
-                        total=len(images), dynamic_ncols=True, mininterval=2.0)
+        desc = "superpoint-adapt" if world_size == 1 else f"superpoint-adapt rank {rank}/{world_size}"
+        iterator = tqdm(loader, desc=desc, unit="img", initial=len(mine) - len(todo),
+                        total=len(mine), dynamic_ncols=True, mininterval=2.0)
     for path, image, hom in iterator:
         path, image = Path(path), image.to(device)
         heat = aggregate_heatmap(model, image, hom, int(conf["batch_size"]), conf["amp"])
@@ -152,9 +167,22 @@ def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True) -
         if budget is not None and time.monotonic() - t0 > budget:
             print(f"\n[superpoint-adapt] time budget reached after {done} images; rerun to continue")
             break
-    remaining = sum(1 for p in images if not (out / f"{p.stem}.npy").is_file())
-    return {"labelled_now": done, "remaining": remaining, "images": len(images),
-            "mean_points": points_total / max(done, 1)}
+    remaining = sum(1 for _, p in mine if not (out / f"{p.stem}.npy").is_file())
+    return {"labelled_now": done, "remaining": remaining, "images": len(mine),
+            "mean_points": points_total / max(done, 1),
+            "images_per_s": done / max(time.monotonic() - t0, 1e-9)}
+
+
+def merge_summaries(per_rank: list) -> dict:
+    """One summary for the whole group from each rank's ``adapt_folder`` counts."""
+    done = sum(s["labelled_now"] for s in per_rank)
+    merged = {"labelled_now": done, "remaining": sum(s["remaining"] for s in per_rank),
+              "images": sum(s["images"] for s in per_rank),
+              "mean_points": sum(s["mean_points"] * s["labelled_now"] for s in per_rank) / max(done, 1),
+              "images_per_s": sum(s["images_per_s"] for s in per_rank)}
+    if len(per_rank) > 1:
+        merged.update(world_size=len(per_rank), images_per_s_per_rank=[s["images_per_s"] for s in per_rank])
+    return merged
 
 
 def main(argv=None) -> None:
@@ -169,15 +197,25 @@ def main(argv=None) -> None:
     conf = load_config(default_conf, args.config, args.set)
     if args.max_minutes is not None:
         conf["max_minutes"] = args.max_minutes
-    device = resolve_device(conf["device"])
+    if distributed.launched_by_torchrun():
+        # ranks work independently; the long timeout only covers waiting for the slowest shard
+        group, device = distributed.setup(conf["device"], timeout_minutes=24 * 60)
+    else:
+        group, device = distributed.Group(), resolve_device(conf["device"])
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     model, provenance = load_model(args.weights)
     model.to(device)
-    summary = adapt_folder(model, args.images, args.out, conf)
-    summary["weights"] = str(args.weights)
-    (Path(args.out) / "adapt_summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"[superpoint-adapt] {summary}")
+    mine = adapt_folder(model, args.images, args.out, conf, progress=group.is_main, rank=group.rank,
+                        world_size=group.world_size)
+    if group.world_size > 1:
+        print(f"[superpoint-adapt] rank {group.rank}/{group.world_size}: {mine}")
+    summary = merge_summaries(distributed.gather_objects(mine))
+    if group.is_main:
+        summary["weights"] = str(args.weights)
+        (Path(args.out) / "adapt_summary.json").write_text(json.dumps(summary, indent=2))
+        print(f"[superpoint-adapt] {summary}")
+    distributed.shutdown()  # (an exception above ends the process and torchrun stops the others)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,8 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_training_state(path: os.PathLike | str, *, model, optimizer, scaler, step: int, conf: dict,
-                        wall_seconds: float) -> Path:
+                        wall_seconds: float, **extra) -> Path:
+    """``extra``: further plain entries (e.g. ``world_size`` of a torchrun group)."""
     payload = {
         "step": int(step),
         "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -52,6 +53,7 @@ def save_training_state(path: os.PathLike | str, *, model, optimizer, scaler, st
         "config": conf,
         "rng": rng_state(),
         "wall_seconds": float(wall_seconds),
+        **extra,
     }
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

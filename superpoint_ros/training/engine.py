@@ -6,6 +6,12 @@ map a *position* to an item, see ``data``), and the step's augmentation draws fr
 seeded with ``step_seed(seed, s)``. Resuming from a training state at step ``s`` therefore replays
 exactly what an uninterrupted run would do (bit-identical on CPU; CUDA kernels may add float
 non-determinism unless ``deterministic: true``).
+
+Under ``torchrun`` the same loop runs in every process with DistributedDataParallel (see
+``distributed``): ``batch_size`` is per rank, step ``s`` covers the ``batch_size x world_size``
+positions from ``s*batch_size*world_size`` (rank ``r`` the ``r``-th block), rank ``r`` draws its
+augmentation from ``step_seed(rank_seed(seed, r), s)``, and only rank 0 writes logs and checkpoints.
+Without torchrun nothing changes: the plain single-process loop above.
 """
 from __future__ import annotations
 
@@ -21,6 +27,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from ..model import SMALL, SuperPointConfig, SuperPointNet
 from ..weights import load_weights, save_checkpoint
+from . import distributed
 from .checkpoint import load_training_state, save_training_state
 from .config import dump_config
 
@@ -138,6 +145,22 @@ def to_device(batch: dict, device: torch.device) -> dict:
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def _start_group(conf: dict):
+    """``(group, device)``: torchrun's process group and this rank's device, or today's single process."""
+    if distributed.launched_by_torchrun():
+        return distributed.setup(conf["device"])
+    return distributed.Group(), resolve_device(conf["device"])
+
+
+def _wrap_ddp(model: SuperPointNet, device: torch.device):
+    from torch.nn.parallel import DistributedDataParallel
+
+    # static_graph: the MagicPoint step leaves the descriptor head out of the loss; DDP learns the
+    # set of parameters that get gradients in the first step instead of waiting for them forever
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   static_graph=True)
+
+
 def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provenance: dict,
           resume: bool = True, progress: bool = True, worker_init_fn=None) -> dict:
     """Run (or resume) a training loop; returns a summary dict.
@@ -146,16 +169,20 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
     under autocast and returns float32 outputs, returns ``{"loss": scalar tensor, ...}``
     (other entries are logged). Writes under ``out_dir``: ``config.yaml``, ``tensorboard/``,
     ``state.pt`` (resumable training state), ``model.pt`` (a superpoint_ros checkpoint).
+    Under torchrun every rank calls this; rank 0 writes the files (``out_dir`` must then be on a
+    file system that all ranks see, for resuming).
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    device = resolve_device(conf["device"])
+    group, device = _start_group(conf)
+    is_main = group.is_main
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
     if conf["deterministic"]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True
         # (TF32 matmuls stay off: point geometry in the losses needs full float32)
-    torch.manual_seed(conf["seed"])
+    torch.manual_seed(conf["seed"])  # the same initial weights on every rank
     model = build_model(conf["model"])
     copied = init_from(model, conf["init_weights"])
     model.to(device).train()
@@ -167,28 +194,46 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
     if resume and state_path.is_file():
         payload = load_training_state(state_path, model=model, optimizer=optimizer, scaler=scaler)
         start, wall_before = int(payload["step"]), float(payload["wall_seconds"])
-        print(f"[{tool}] resuming from {state_path} at step {start}")
-    dump_config(conf, out / "config.yaml")
+        if is_main:
+            print(f"[{tool}] resuming from {state_path} at step {start}")
+            saved_world = int(payload.get("world_size", 1))
+            if saved_world != group.world_size:
+                log.warning("%s was written by %d process(es), resumed by %d: from here on the data order "
+                            "differs from an uninterrupted run", state_path, saved_world, group.world_size)
+    trained = model
+    if group.distributed:
+        starts = distributed.gather_objects(start)
+        if len(set(starts)) > 1:
+            raise RuntimeError(f"[{tool}] ranks found different training states in {out} (steps by rank: "
+                               f"{starts}): the run folder must be on a file system shared by all nodes")
+        if group.rank > 0:  # distinct global RNG streams per rank (rank 0 keeps a plain run's)
+            distributed.seed_everything(step_seed(distributed.rank_seed(conf["seed"], group.rank), start))
+        trained = _wrap_ddp(model, device)
+    if is_main:
+        dump_config(conf, out / "config.yaml")
     max_steps = int(conf["max_steps"])
-    batch_size = int(conf["batch_size"])
+    batch_size = int(conf["batch_size"])  # per rank
+    sampler = distributed.ShardedPositionSampler(start, max_steps, batch_size, group.rank, group.world_size)
     loader = DataLoader(
-        dataset, batch_size=batch_size, sampler=PositionSampler(start * batch_size, max_steps * batch_size),
+        dataset, batch_size=batch_size, sampler=sampler,
         num_workers=int(conf["num_workers"]), drop_last=True, pin_memory=device.type == "cuda",
         worker_init_fn=worker_init_fn, persistent_workers=False,
         prefetch_factor=4 if int(conf["num_workers"]) > 0 else None)
-    board = _Board(out / "tensorboard")
+    board = _Board(out / "tensorboard") if is_main else None
     budget = None if conf["max_minutes"] is None else float(conf["max_minutes"]) * 60
     t0 = time.monotonic()
     step = start
     last_logs: Dict[str, float] = {}
+    augmentation_seed = distributed.rank_seed(conf["seed"], group.rank)
 
     def save_state():
+        extra = {"world_size": group.world_size} if group.distributed else {}
         save_training_state(state_path, model=model, optimizer=optimizer, scaler=scaler, step=step, conf=conf,
-                            wall_seconds=wall_before + time.monotonic() - t0)
+                            wall_seconds=wall_before + time.monotonic() - t0, **extra)
 
-    forward = AutocastForward(model, device, conf["amp"])
+    forward = AutocastForward(trained, device, conf["amp"])
     bar = None
-    if progress:
+    if progress and is_main:
         from tqdm import tqdm
 
         bar = tqdm(total=max_steps, initial=start, desc=tool, unit="step", dynamic_ncols=True, mininterval=2.0)
@@ -196,6 +241,8 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
     # one generator, re-seeded per step (same numbers as a fresh one, without allocating it each time)
     generator = torch.Generator(device=device)
     data_wait = 0.0  # seconds the loop spent waiting for the DataLoader (high: data-bound)
+    rates: list = []  # images/s of each rank over the last log interval
+    interval_start, interval_step = time.monotonic(), start
     batches = iter(loader)
     while True:
         t_wait = time.monotonic()
@@ -204,7 +251,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
         if batch is None:
             break
         batch = to_device(batch, device)
-        generator.manual_seed(step_seed(conf["seed"], step))
+        generator.manual_seed(step_seed(augmentation_seed, step))
         logs = step_fn(forward, batch, generator, conf)
         loss = logs["loss"]
         optimizer.zero_grad(set_to_none=True)
@@ -219,36 +266,58 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
         # reading values synchronises with the GPU: only at log steps, so the host can queue ahead
         if step % int(conf["log_every"]) == 0 or step == max_steps:
             last_logs = {k: float(v.detach()) if isinstance(v, torch.Tensor) else float(v) for k, v in logs.items()}
+            last_logs = distributed.average_scalars(last_logs)  # the global batch's losses
             if not all(map(math.isfinite, last_logs.values())):
                 raise FloatingPointError(f"[{tool}] non-finite loss at step {step}: {last_logs} "
                                          f"(the last saved state is {state_path})")
-            board.scalars({f"train/{k}": v for k, v in last_logs.items()}, step)
-            board.scalars({"perf/data_wait_fraction": data_wait / max(time.monotonic() - t0, 1e-9)}, step)
+            now = time.monotonic()
+            rates = distributed.gather_scalar(batch_size * (step - interval_step) / max(now - interval_start, 1e-9))
+            interval_start, interval_step = now, step
+            if board is not None:
+                board.scalars({f"train/{k}": v for k, v in last_logs.items()}, step)
+                board.scalars({"perf/data_wait_fraction": data_wait / max(now - t0, 1e-9),
+                               "perf/images_per_s": sum(rates),
+                               **{f"perf/images_per_s_rank{r}": v for r, v in enumerate(rates)}}, step)
             if bar is not None:
-                bar.set_postfix({k: f"{v:.4g}" for k, v in last_logs.items()})
+                bar.set_postfix({**{k: f"{v:.4g}" for k, v in last_logs.items()}, "img/s": f"{sum(rates):.1f}"})
         if bar is not None:
             bar.update(1)
         out_of_time = budget is not None and time.monotonic() - t0 > budget
-        if step % int(conf["checkpoint_every"]) == 0 or out_of_time:
+        if budget is not None and group.distributed:
+            out_of_time = distributed.any_rank(out_of_time)  # every rank stops at the same step
+        if (step % int(conf["checkpoint_every"]) == 0 or out_of_time) and is_main:
             save_state()
         if out_of_time:
             stopped_early = True
-            print(f"\n[{tool}] time budget of {conf['max_minutes']} min reached at step {step}")
+            if is_main:
+                print(f"\n[{tool}] time budget of {conf['max_minutes']} min reached at step {step}")
             break
     if bar is not None:
         bar.close()
-    save_state()
-    board.close()
     wall = wall_before + time.monotonic() - t0
-    provenance = {**provenance, "tool": tool, "iterations": step, "batch_size": batch_size,
-                  "wall_time_s": round(wall, 1), "device": str(device), "amp": conf["amp"],
-                  "initialised_from": conf["init_weights"] if copied else None, "config": conf}
-    model_path = save_checkpoint(out / "model.pt", model.eval(), provenance)
+    model.eval()
+    model_path = out / "model.pt"
+    if is_main:
+        save_state()
+        board.close()
+        provenance = {**provenance, "tool": tool, "iterations": step, "batch_size": batch_size,
+                      "wall_time_s": round(wall, 1), "device": str(device), "amp": conf["amp"],
+                      "initialised_from": conf["init_weights"] if copied else None, "config": conf}
+        if group.distributed:
+            provenance.update(world_size=group.world_size, global_batch_size=batch_size * group.world_size)
+        model_path = save_checkpoint(model_path, model, provenance)
+    distributed.barrier()  # the files exist before any rank returns
     run_time = max(time.monotonic() - t0, 1e-9)
+    images_per_s = batch_size * (step - start) / run_time  # this rank, whole run
+    all_rates = distributed.gather_scalar(images_per_s)
     summary = {"steps": step, "stopped_early": stopped_early, "wall_time_s": wall, "last": last_logs,
-               "model": str(model_path), "model_obj": model, "data_wait_fraction": data_wait / run_time}
-    print(f"[{tool}] {step} steps in {wall / 60:.1f} min ({(step - start) / run_time:.1f} steps/s, "
-          f"{100 * data_wait / run_time:.0f} % of it waiting for data); model -> {model_path}")
+               "model": str(model_path), "model_obj": model, "data_wait_fraction": data_wait / run_time,
+               "images_per_s": sum(all_rates), "images_per_s_per_rank": all_rates, "world_size": group.world_size}
+    if is_main:
+        per_rank = ", ".join(f"{r:.1f}" for r in all_rates)
+        print(f"[{tool}] {step} steps in {wall / 60:.1f} min ({(step - start) / run_time:.1f} steps/s, "
+              f"{sum(all_rates):.1f} images/s on {group.world_size} process(es): [{per_rank}] per rank, "
+              f"{100 * data_wait / run_time:.0f} % of rank 0's time waiting for data); model -> {model_path}")
     return summary
 
 

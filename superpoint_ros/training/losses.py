@@ -2,6 +2,10 @@
 
 Plain functions over tensors; shapes in the docstrings. Losses are computed in float32 even when
 the network runs under fp16/bf16 autocast.
+
+Means over a data-dependent number of terms (valid cells, positive/negative pairs) go through
+``distributed.global_mean``: in a single process that is ``total / max(count, 1)``; under DDP the
+count is summed over the ranks, so the averaged gradient is that of the global batch.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from ..model import CELL
+from .distributed import global_mean
 from .homographies import warp_points
 
 
@@ -38,7 +43,7 @@ def detector_loss(logits: torch.Tensor, keypoint_map: torch.Tensor, valid_mask: 
     if valid_mask is None:
         return per_cell.mean()
     cell_valid = F.pixel_unshuffle(valid_mask[:, None].float(), CELL).min(dim=1).values
-    return (per_cell * cell_valid).sum() / cell_valid.sum().clamp(min=1)
+    return global_mean((per_cell * cell_valid).sum(), cell_valid.sum())
 
 
 def cell_centres(hc: int, wc: int, device=None) -> torch.Tensor:
@@ -80,8 +85,8 @@ def descriptor_loss(desc0: torch.Tensor, desc1: torch.Tensor, homography: torch.
         weight = weight * cell_valid
     pos = positive * weight
     neg = (1 - positive) * weight
-    pos_loss = (F.relu(positive_margin - dot) * pos).sum() / pos.sum().clamp(min=1)
-    neg_loss = (F.relu(dot - negative_margin) * neg).sum() / neg.sum().clamp(min=1)
+    pos_loss = global_mean((F.relu(positive_margin - dot) * pos).sum(), pos.sum())
+    neg_loss = global_mean((F.relu(dot - negative_margin) * neg).sum(), neg.sum())
     return pos_loss + neg_loss
 
 
@@ -99,6 +104,6 @@ def sparse_descriptor_loss(desc0: torch.Tensor, desc1: torch.Tensor, homography:
     positive = (_distances(warped, centres[None]) <= CELL - 0.5).float()
     d0 = torch.gather(desc0.float().reshape(b, d, n), 2, idx[:, None].expand(-1, d, -1))
     dot = torch.einsum("bds,bdm->bsm", d0, desc1.float().reshape(b, d, n))
-    pos_loss = (F.relu(positive_margin - dot) * positive).sum() / positive.sum().clamp(min=1)
-    neg_loss = (F.relu(dot - negative_margin) * (1 - positive)).sum() / (1 - positive).sum().clamp(min=1)
+    pos_loss = global_mean((F.relu(positive_margin - dot) * positive).sum(), positive.sum())
+    neg_loss = global_mean((F.relu(dot - negative_margin) * (1 - positive)).sum(), (1 - positive).sum())
     return pos_loss + neg_loss

@@ -6,7 +6,9 @@ the detector head against the warped ground-truth points. After training, the de
 evaluated on held-out scenes beside OpenCV FAST, Harris and Shi-Tomasi (``detector_eval``).
 
 CLI: ``superpoint-train-magicpoint --config config/train/magicpoint.yaml --out runs/magicpoint``
-(``--set key=value`` overrides, ``--max-minutes`` budget, ``--no-resume``).
+(``--set key=value`` overrides, ``--max-minutes`` budget, ``--no-resume``). The same arguments run
+on several GPUs/nodes with ``torchrun ... -m superpoint_ros.training.train_magicpoint`` (see
+``distributed``); ``batch_size`` is then per process.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import load_config
 from .data import WithHomographies
 from .engine import default_train_conf, train
@@ -75,12 +78,13 @@ def main(argv=None) -> None:
                   "stage": "magicpoint"}
     summary = train(conf, build_dataset(conf), magicpoint_step, args.out, tool="superpoint-train-magicpoint",
                     provenance=provenance, resume=not args.no_resume, worker_init_fn=worker_init)
-    if not args.no_eval and conf["eval"]["num_images"] > 0:
+    if not args.no_eval and conf["eval"]["num_images"] > 0 and distributed.current().is_main:
         from .detector_eval import evaluate_on_synthetic, format_table
 
         results = evaluate_on_synthetic(summary["model_obj"], conf)
         print(format_table(results))
         Path(args.out, "eval.json").write_text(json.dumps(results, indent=2))
+    distributed.shutdown()  # under torchrun: the other ranks wait for rank 0's evaluation
 
 
 if __name__ == "__main__":

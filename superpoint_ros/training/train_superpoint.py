@@ -6,6 +6,8 @@ photometrically augmented. Loss = detector cross-entropy on both views + ``descr
 descriptor hinge loss over cell correspondences (dense, or the sparse variant to save memory).
 
 CLI: ``superpoint-train --config config/train/superpoint.yaml --images DIR --labels DIR --out RUN``
+(under ``torchrun ... -m superpoint_ros.training.train_superpoint`` with the same arguments on
+several GPUs/nodes; ``batch_size`` is then per process, see ``distributed``).
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from .config import load_config
 from .data import LabelledImages, WithHomographies, list_images
 from .engine import default_train_conf, train
@@ -91,6 +94,7 @@ def main(argv=None) -> None:
     }
     train(conf, dataset, superpoint_step, args.out, tool="superpoint-train", provenance=provenance,
           resume=not args.no_resume, worker_init_fn=worker_init)
+    distributed.shutdown()
 
 
 if __name__ == "__main__":
