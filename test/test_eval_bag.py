@@ -174,3 +174,23 @@ def test_cli_errors(tiny_bag, tmp_path, capsys):
     bad_tum.write_text("1.0 2 3\n")
     with pytest.raises(ValueError, match="expected 8 values"):
         bag_eval.read_tum(bad_tum)
+
+
+def test_default_model_recovers_the_sample_trajectory(tmp_path):
+    """Quality: with the shipped model the front-end's inlier matches on the sample bag agree with
+    the exact ground truth (skipped when the model is not there)."""
+    from superpoint_ros.weights import WeightsError, default_weights_path
+
+    try:
+        default_weights_path()
+    except WeightsError as e:
+        pytest.skip(f"needs the trained default model: {e}")
+    sample = ensure_sample_bag(tmp_path, SampleConf(size=(240, 320), num_frames=12))
+    summary, _, _ = bag_eval.evaluate_bag(sample.bag, TOPICS["left_image"], TOPICS["right_image"],
+                                          {"extractor.device": "cpu"}, sample.groundtruth, show_progress=False)
+    assert summary["keypoints_per_frame"]["mean"] > 80
+    assert summary["inlier_ratio"]["median"] > 0.6
+    assert summary["pose"]["pairs"] >= 8
+    assert summary["pose"]["rotation_error_deg"]["median"] < 3.0
+    assert summary["pose"]["gt_epipolar_error_px"]["median"] < 1.5
+    assert summary["stereo_matches_per_frame"]["mean"] > 50

@@ -150,3 +150,19 @@ def test_resized_homographies_stay_consistent(tiny_dataset):
     np.testing.assert_allclose(metrics.warp_points(metrics.warp_points(kp, s), homographies[3]),
                                metrics.warp_points(metrics.warp_points(kp, native_h[3]), s), atol=1e-9)
     assert images[0].shape == (60, 100) and native[0].shape == SIZE
+
+
+def test_default_model_beats_chance_on_real_photos(tiny_dataset):
+    """Quality: the shipped model recovers most homographies of the tiny set (skipped without it)."""
+    from superpoint_ros.weights import WeightsError, default_weights_path
+
+    try:
+        default_weights_path()
+    except WeightsError as e:
+        pytest.skip(f"needs the trained default model: {e}")
+    report = hpatches.run_benchmark(tiny_dataset, ["superpoint"], None, {"resize": None, "device": "cpu"},
+                                    show_progress=False)
+    result = report["results"]["superpoint"]
+    assert result["i"]["homography_accuracy"]["5"] >= 0.8
+    assert result["overall"]["homography_accuracy"]["5"] >= 0.6
+    assert result["overall"]["mma"][2] >= 0.5 and result["overall"]["repeatability"] >= 0.4
