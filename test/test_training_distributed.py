@@ -3,7 +3,6 @@
 The multi-process tests start the real entry points with ``python -m torch.distributed.run`` on
 CPU: gloo backend, rendezvous on 127.0.0.1 (loopback only), tiny models and images, 2-3 steps.
 """
-import copy
 import os
 import socket
 import subprocess
@@ -11,16 +10,16 @@ import sys
 from pathlib import Path
 
 import cv2
+import json
 import numpy as np
 import pytest
 import torch
 
-from superpoint_ros.model import SuperPointNet
 from superpoint_ros.training import adapt, distributed
 from superpoint_ros.training import train_magicpoint as tm
 from superpoint_ros.training import train_superpoint as ts
 from superpoint_ros.training.config import load_config
-from superpoint_ros.training.engine import train
+from superpoint_ros.training.engine import build_model, train
 from superpoint_ros.training.losses import descriptor_loss, detector_loss
 from superpoint_ros.weights import load_model, save_checkpoint
 
@@ -166,7 +165,7 @@ def test_two_ranks_train_like_one_process_with_the_combined_batch_and_resume(tmp
     _assert_close_weights(single["model"], ddp["model"], atol=2e-5)
     # the weights really moved (the comparison is not between two untouched initialisations)
     torch.manual_seed(0)
-    initial = SuperPointNet(load_model(tmp_path / "single" / "model.pt")[0].config).state_dict()
+    initial = build_model(TINY_MODEL).state_dict()
     assert max(float((initial[k] - single["model"][k]).abs().max()) for k in initial) > 1e-3
     _, provenance = load_model(Path(run) / "model.pt")
     assert provenance["world_size"] == 2 and provenance["global_batch_size"] == 4 and provenance["iterations"] == 3
@@ -189,35 +188,39 @@ def test_per_rank_means_would_differ_from_the_global_mean():
     assert detector_loss(torch.zeros(2, 65, 2, 2), keypoints).ndim == 0
 
 
-def test_two_ranks_train_magicpoint_with_a_descriptor_head_outside_the_loss(tmp_path):
-    """The MagicPoint step uses only the detector output: DDP must not wait for the descriptor
-    head's gradients. Outputs come from rank 0 once; the run resumes as a group."""
-    overrides = [f"model={TINY_MODEL}", "batch_size=2", "max_steps=2", "num_workers=0", "device=cpu",
+def test_magicpoint_under_torchrun_one_rank_is_the_plain_run_and_two_ranks_skip_the_descriptor_head(tmp_path):
+    """A 1-process group repeats the plain run bit for bit (rank 0 keeps the run seed). With 2 ranks
+    the MagicPoint step, which leaves the descriptor head out of the loss, runs past DDP's bucket
+    rebuild (step 2); the head stays untouched; outputs and the evaluation come from rank 0 once."""
+    overrides = [f"model={TINY_MODEL}", "batch_size=2", "max_steps=3", "num_workers=0", "device=cpu",
                  "synthetic.height=32", "synthetic.width=40", "log_every=1", "checkpoint_every=1",
-                 "eval.num_images=4", "eval.offset=100000"]
-    run = tmp_path / "mp"
-    output = torchrun(2, "superpoint_ros.training.train_magicpoint", "--out", str(run), "--set", *overrides)
+                 "eval.num_images=0"]
+    conf = load_config(tm.default_conf, None, overrides)
+    train(conf, tm.build_dataset(conf), tm.magicpoint_step, tmp_path / "plain", tool="mp",
+          provenance={"training_data": "test"}, progress=False, outputs=("logits",))
+    torchrun(1, "superpoint_ros.training.train_magicpoint", "--out", str(tmp_path / "one"), "--set", *overrides)
+    plain = torch.load(tmp_path / "plain" / "state.pt", weights_only=True)["model"]
+    one = torch.load(tmp_path / "one" / "state.pt", weights_only=True)["model"]
+    _assert_close_weights(plain, one, atol=0.0)
+
+    run = tmp_path / "two"
+    output = torchrun(2, "superpoint_ros.training.train_magicpoint", "--out", str(run), "--set", *overrides,
+                      "eval.num_images=4", "eval.offset=100000")
     assert output.count("images/s on 2 process(es)") == 1
     assert (run / "eval.json").is_file() and (run / "config.yaml").is_file()
     state = torch.load(run / "state.pt", weights_only=True)
-    assert state["step"] == 2 and state["world_size"] == 2
-    # the descriptor head is untouched (no gradient reached it), the detector head trained
-    torch.manual_seed(0)
-    initial = tm.build_dataset  # noqa: F841 (same seed -> same initial weights as the run)
-    from superpoint_ros.training.engine import build_model
-
-    torch.manual_seed(0)
+    assert state["step"] == 3 and state["world_size"] == 2
+    torch.manual_seed(0)  # the run's seed: the same initial weights
     start = build_model(TINY_MODEL).state_dict()
     assert torch.equal(start["convDb.weight"], state["model"]["convDb.weight"])
     assert not torch.equal(start["convPb.weight"], state["model"]["convPb.weight"])
+    assert not torch.equal(plain["convPb.weight"], state["model"]["convPb.weight"])
 
 
 # ----------------------------------------------------------------------------------- adaptation
 @pytest.fixture()
 def tiny_checkpoint(tmp_path):
     torch.manual_seed(3)
-    from superpoint_ros.training.engine import build_model
-
     path = tmp_path / "tiny.pt"
     save_checkpoint(path, build_model(TINY_MODEL).eval(), {"training_data": "none (random init, tests only)"})
     return path
@@ -254,8 +257,6 @@ def test_sharded_adaptation_equals_one_process_and_resumes(tmp_path, tiny_checkp
     torchrun(2, "superpoint_ros.training.adapt", "--weights", str(tiny_checkpoint), "--images", str(folder),
              "--out", str(out), "--set", *ADAPT_SET)
     assert os.stat(out / "img0.npy").st_mtime_ns == stamp
-    import json
-
     summary = json.loads((out / "adapt_summary.json").read_text())
     assert summary["labelled_now"] == 2 and summary["remaining"] == 0 and summary["images"] == 5
     assert summary["world_size"] == 2 and len(summary["images_per_s_per_rank"]) == 2

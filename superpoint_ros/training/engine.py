@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -152,21 +152,38 @@ def _start_group(conf: dict):
     return distributed.Group(), resolve_device(conf["device"])
 
 
-def _wrap_ddp(model: SuperPointNet, device: torch.device):
+class SelectOutputs(torch.nn.Module):
+    """The network, returning only the outputs a training step uses (all when ``keys`` is None).
+
+    Why: DDP waits for a gradient of every parameter that an output depends on; an output left out
+    of the loss (the descriptors in MagicPoint training) would make it wait forever.
+    """
+
+    def __init__(self, model: SuperPointNet, keys: Optional[Sequence[str]] = None):
+        super().__init__()
+        self.model, self.keys = model, None if keys is None else tuple(keys)
+
+    def forward(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        out = self.model(images)
+        return out if self.keys is None else {k: out[k] for k in self.keys}
+
+
+def _wrap_ddp(module: torch.nn.Module, device: torch.device):
     from torch.nn.parallel import DistributedDataParallel
 
-    # static_graph: the MagicPoint step leaves the descriptor head out of the loss; DDP learns the
-    # set of parameters that get gradients in the first step instead of waiting for them forever
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+    # static_graph: the same parameters get gradients every step, so DDP can plan its buckets once
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
                                    static_graph=True)
 
 
 def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provenance: dict,
-          resume: bool = True, progress: bool = True, worker_init_fn=None) -> dict:
+          resume: bool = True, progress: bool = True, worker_init_fn=None,
+          outputs: Optional[Sequence[str]] = None) -> dict:
     """Run (or resume) a training loop; returns a summary dict.
 
     ``step_fn(forward, batch, generator, conf) -> dict``, where ``forward(images)`` runs the network
-    under autocast and returns float32 outputs, returns ``{"loss": scalar tensor, ...}``
+    under autocast and returns float32 outputs (only the ``outputs`` named, if given: every output
+    returned must contribute to the loss under DDP), returns ``{"loss": scalar tensor, ...}``
     (other entries are logged). Writes under ``out_dir``: ``config.yaml``, ``tensorboard/``,
     ``state.pt`` (resumable training state), ``model.pt`` (a superpoint_ros checkpoint).
     Under torchrun every rank calls this; rank 0 writes the files (``out_dir`` must then be on a
@@ -200,7 +217,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
             if saved_world != group.world_size:
                 log.warning("%s was written by %d process(es), resumed by %d: from here on the data order "
                             "differs from an uninterrupted run", state_path, saved_world, group.world_size)
-    trained = model
+    trained = SelectOutputs(model, outputs)
     if group.distributed:
         starts = distributed.gather_objects(start)
         if len(set(starts)) > 1:
@@ -208,7 +225,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
                                f"{starts}): the run folder must be on a file system shared by all nodes")
         if group.rank > 0:  # distinct global RNG streams per rank (rank 0 keeps a plain run's)
             distributed.seed_everything(step_seed(distributed.rank_seed(conf["seed"], group.rank), start))
-        trained = _wrap_ddp(model, device)
+        trained = _wrap_ddp(trained, device)
     if is_main:
         dump_config(conf, out / "config.yaml")
     max_steps = int(conf["max_steps"])
@@ -321,5 +338,5 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
     return summary
 
 
-__all__ = ["AutocastForward", "default_train_conf", "train", "resolve_device", "build_model", "init_from", "step_seed",
+__all__ = ["AutocastForward", "SelectOutputs", "default_train_conf", "train", "resolve_device", "build_model", "init_from", "step_seed",
            "PositionSampler", "to_device"]

@@ -77,7 +77,8 @@ def main(argv=None) -> None:
                                    f"{conf['synthetic']['height']}x{conf['synthetic']['width']})",
                   "stage": "magicpoint"}
     summary = train(conf, build_dataset(conf), magicpoint_step, args.out, tool="superpoint-train-magicpoint",
-                    provenance=provenance, resume=not args.no_resume, worker_init_fn=worker_init)
+                    provenance=provenance, resume=not args.no_resume, worker_init_fn=worker_init,
+                    outputs=("logits",))  # the descriptor head is not trained here
     if not args.no_eval and conf["eval"]["num_images"] > 0 and distributed.current().is_main:
         from .detector_eval import evaluate_on_synthetic, format_table
 
