@@ -150,13 +150,16 @@ def test_two_ranks_train_like_one_process_with_the_combined_batch_and_resume(tmp
     conf = load_config(ts.default_conf, None, _superpoint_overrides(4, 3))
     train(conf, ts.build_dataset(conf, images, labels), ts.superpoint_step, tmp_path / "single",
           tool="sp", provenance={"training_data": "test"}, progress=False)
-    # two ranks, batch 2 each: 2 steps, then a resumed run of the whole group to step 3
+    # two ranks, batch 2 each: a zero time budget stops the whole group after step 1 (the ranks
+    # agree on when to stop), then a resumed run of the group goes on to step 3
     run = str(tmp_path / "ddp")
     cli = ["--images", str(images), "--labels", str(labels), "--out", run, "--set"]
-    torchrun(2, "superpoint_ros.training.train_superpoint", *cli, *_superpoint_overrides(2, 2))
-    assert torch.load(Path(run) / "state.pt", weights_only=True)["step"] == 2
+    output = torchrun(2, "superpoint_ros.training.train_superpoint", *cli, *_superpoint_overrides(2, 3),
+                      "--max-minutes", "0")
+    assert output.count("time budget of 0.0 min reached at step 1") == 1  # printed by rank 0 only
+    assert torch.load(Path(run) / "state.pt", weights_only=True)["step"] == 1
     output = torchrun(2, "superpoint_ros.training.train_superpoint", *cli, *_superpoint_overrides(2, 3))
-    assert output.count("resuming from") == 1 and "at step 2" in output  # printed by rank 0 only
+    assert output.count("resuming from") == 1 and "at step 1" in output
     assert "images/s on 2 process(es)" in output
 
     single = torch.load(tmp_path / "single" / "state.pt", weights_only=True)
