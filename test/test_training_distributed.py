@@ -269,3 +269,21 @@ def test_sharded_adaptation_equals_one_process_and_resumes(tmp_path, tiny_checkp
         a, b = np.load(tmp_path / "single" / name), np.load(out / name)
         assert len(a) > 3, "too few labels to compare"
         np.testing.assert_array_equal(a, b, err_msg=name)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (NCCL)")
+def test_torchrun_on_gpus_with_nccl_and_bf16(tmp_path):
+    """The GPU path: cpu:gloo,cuda:nccl group, one GPU per rank, bf16 autocast (1 rank per GPU,
+    at most 2). Compares nothing bitwise (cuDNN autotuning); checks it trains and logs per rank."""
+    ranks = min(2, torch.cuda.device_count())
+    overrides = [f"model={TINY_MODEL}", "batch_size=4", "max_steps=6", "num_workers=2", "device=cuda", "amp=bf16",
+                 "synthetic.height=64", "synthetic.width=80", "log_every=2", "checkpoint_every=3",
+                 "eval.num_images=0"]
+    run = tmp_path / "gpu"
+    output = torchrun(ranks, "superpoint_ros.training.train_magicpoint", "--out", str(run), "--set", *overrides,
+                      timeout=300)
+    assert f"images/s on {ranks} process(es)" in output
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["step"] == 6 and state["world_size"] == ranks
+    _, provenance = load_model(run / "model.pt")
+    assert provenance["device"] == "cuda:0" and provenance["global_batch_size"] == 4 * ranks
