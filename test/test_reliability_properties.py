@@ -201,3 +201,36 @@ def test_a_point_step_shorter_than_the_fields_fails_with_a_layout_error(n, dim, 
 def test_track_ids_that_would_not_travel_exactly_are_refused(track_id):
     with pytest.raises(ValueError, match=r"\[0, 2\*\*53\)"):
         pack_features(np.zeros((1, 2)), np.zeros(1), np.zeros((1, 4)), np.array([track_id], np.int64))
+
+
+# --- any image size through the Frontend ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def small_frontend(random_weights):
+    from superpoint_ros.frontend import Frontend
+
+    return Frontend({"extractor.weights": random_weights, "extractor.device": "cpu", "extractor.max_keypoints": 50,
+                     "extractor.detection_threshold": 0.0})
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(height=st.integers(1, 72), width=st.integers(1, 72), channels=st.sampled_from([0, 1, 3, 4]),
+       dtype=st.sampled_from(["u1", "u2", "f4"]), max_size=st.sampled_from([0, 24, 40]), seed=st.integers(0, 99))
+def test_any_image_size_gives_valid_features_or_a_clear_error(small_frontend, height, width, channels, dtype,
+                                                              max_size, seed):
+    frontend = small_frontend
+    frontend.update({"image.max_size": max_size})
+    shape = (height, width) if channels == 0 else (height, width, channels)
+    image = pixels(np.random.default_rng(seed), np.dtype(dtype), shape)
+    frontend.reset()
+    try:
+        result = frontend.process_mono(image, 1.0, "cam")
+    except ImageError as e:
+        assert f"{width}x{height}" in str(e) or "px" in str(e), str(e)
+        return
+    f = result.features
+    assert f.image_size == (height, width)
+    assert np.isfinite(f.keypoints).all() and np.isfinite(f.descriptors).all()
+    if len(f):  # inside the image, in input pixels (also after a resize)
+        assert (f.keypoints >= -0.5).all() and (f.keypoints[:, 0] <= width - 0.5).all()
+        assert (f.keypoints[:, 1] <= height - 0.5).all()
+        assert np.allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, atol=1e-3)

@@ -170,3 +170,23 @@ def test_non_finite_network_output_never_reaches_the_output(random_weights, came
     frontend.extractor.forward = real_forward
     result = frontend.process_mono(crop(camera_image), 1.1, "cam")
     assert result.reset_reason is None and np.isfinite(result.features.descriptors).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the lead runs this on the GPU box)")
+@pytest.mark.parametrize("cuda_graphs", [False, True])
+def test_real_cuda_out_of_memory_skips_the_frame_and_the_next_frame_works(random_weights, camera_image, cuda_graphs):
+    """On a real GPU: a frame whose first convolution alone needs more than the free memory."""
+    frontend = Frontend({"extractor.weights": random_weights, "extractor.device": "cuda",
+                         "extractor.cuda_graphs": cuda_graphs, "image.max_size": 0})
+    normal = np.ascontiguousarray(camera_image[:240, :320])
+    first = frontend.process_mono(normal, 1.0, "cam")
+    free, _ = torch.cuda.mem_get_info()
+    side = int(np.sqrt(free / (64 * 2)) * 1.3)  # 64 fp16 channels at full resolution > free memory
+    huge = np.zeros((side, side), np.uint8)
+    huge[::7, ::5] = 255
+    with pytest.raises(FrameSkipped, match="out of memory on cuda"):
+        frontend.process_mono(huge, 1.05, "cam")
+    del huge
+    second = frontend.process_mono(normal, 1.1, "cam")
+    assert second.reset_reason is None and second.temporal is not None and len(second.features) == len(first.features)
+    assert np.array_equal(second.features.keypoints, first.features.keypoints)
