@@ -172,8 +172,17 @@ def test_two_ranks_train_like_one_process_with_the_combined_batch_and_resume(tmp
     assert max(float((initial[k] - single["model"][k]).abs().max()) for k in initial) > 1e-3
     _, provenance = load_model(Path(run) / "model.pt")
     assert provenance["world_size"] == 2 and provenance["global_batch_size"] == 4 and provenance["iterations"] == 3
-    events = list((Path(run) / "tensorboard").glob("events.out.tfevents.*"))
+    events = sorted((Path(run) / "tensorboard").glob("events.out.tfevents.*"))
     assert len(events) == 2, "one TensorBoard file per run, written by rank 0 only"
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    board = EventAccumulator(str(events[-1]))
+    board.Reload()
+    tags = set(board.Tags()["scalars"])
+    assert {"perf/images_per_s", "perf/images_per_s_rank0", "perf/images_per_s_rank1", "train/descriptor"} <= tags
+    rates = [board.Scalars(f"perf/images_per_s_rank{r}")[-1].value for r in range(2)]
+    assert all(r > 0 for r in rates)
+    assert board.Scalars("perf/images_per_s")[-1].value == pytest.approx(sum(rates), rel=1e-5)
 
 
 def test_per_rank_means_would_differ_from_the_global_mean():

@@ -238,6 +238,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
         prefetch_factor=4 if int(conf["num_workers"]) > 0 else None)
     board = _Board(out / "tensorboard") if is_main else None
     budget = None if conf["max_minutes"] is None else float(conf["max_minutes"]) * 60
+    distributed.barrier()  # all ranks start the clock together (rates per rank stay comparable)
     t0 = time.monotonic()
     step = start
     last_logs: Dict[str, float] = {}
@@ -311,6 +312,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
             break
     if bar is not None:
         bar.close()
+    loop_time = max(time.monotonic() - t0, 1e-9)
     wall = wall_before + time.monotonic() - t0
     model.eval()
     model_path = out / "model.pt"
@@ -325,8 +327,7 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
         model_path = save_checkpoint(model_path, model, provenance)
     distributed.barrier()  # the files exist before any rank returns
     run_time = max(time.monotonic() - t0, 1e-9)
-    images_per_s = batch_size * (step - start) / run_time  # this rank, whole run
-    all_rates = distributed.gather_scalar(images_per_s)
+    all_rates = distributed.gather_scalar(batch_size * (step - start) / loop_time)  # whole run, each rank
     summary = {"steps": step, "stopped_early": stopped_early, "wall_time_s": wall, "last": last_logs,
                "model": str(model_path), "model_obj": model, "data_wait_fraction": data_wait / run_time,
                "images_per_s": sum(all_rates), "images_per_s_per_rank": all_rates, "world_size": group.world_size}
