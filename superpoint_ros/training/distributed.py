@@ -240,5 +240,5 @@ def gather_objects(obj) -> list:
 
 
 __all__ = ["Group", "launched_by_torchrun", "group_from_env", "current", "rank_device", "setup", "shutdown",
-           "barrier", "rank_seed", "seed_everything", "ShardedPositionSampler", "shard", "global_mean", "average_scalars",
-           "gather_scalar", "any_rank", "gather_objects"]
+           "barrier", "rank_seed", "seed_everything", "ShardedPositionSampler", "shard", "global_mean",
+           "average_scalars", "gather_scalar", "any_rank", "gather_objects"]

@@ -339,5 +339,5 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
     return summary
 
 
-__all__ = ["AutocastForward", "SelectOutputs", "default_train_conf", "train", "resolve_device", "build_model", "init_from", "step_seed",
-           "PositionSampler", "to_device"]
+__all__ = ["AutocastForward", "SelectOutputs", "default_train_conf", "train", "resolve_device", "build_model",
+           "init_from", "step_seed", "PositionSampler", "to_device"]
