@@ -80,7 +80,9 @@ stage adapt2 "$py" -m superpoint_ros.training.adapt --weights "$out/superpoint/m
 stage superpoint2 "$py" -m superpoint_ros.training.train_superpoint \
   --config "config/train/${cfg}_superpoint.yaml" --images "$out/images" --labels "$r2/labels" \
   --out "$r2/superpoint" --max-minutes "$sp2_min" --set "init_weights=$out/superpoint/model.pt"
-cp -f "$out/magicpoint/model.pt" "$r2/magicpoint/model.pt"  # its provenance goes into the card
+# stage 1's model and synthetic-shapes evaluation go into the final model's provenance
+cp -f "$out/magicpoint/model.pt" "$r2/magicpoint/model.pt"
+if [[ -f "$out/magicpoint/eval.json" ]]; then cp -f "$out/magicpoint/eval.json" "$r2/magicpoint/eval.json"; fi
 stage finalize "$py" -m superpoint_ros.training.pipeline finalize --run "$r2" \
   --output "$out/superpoint_ros_v1.pt"
 ls -l "$out/superpoint_ros_v1.pt"
