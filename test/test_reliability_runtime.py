@@ -105,7 +105,8 @@ def test_a_slow_subscriber_does_not_back_up_the_pipeline(base, harness_factory, 
             h.publish_and_wait(pub, image_msg(crop(camera_image, k % 8), 10 ** 9 + k * 10 ** 8))
         elapsed = time.monotonic() - start
         # every frame processed and delivered to the fast subscriber, at the node's own pace
-        assert h.node.stats.processed == frames and h.node.stats.dropped == 0
+        h.wait_for(lambda: h.node.stats.processed == frames, 2.0, "the counter of the last frame")
+        assert h.node.stats.dropped == 0
         assert len(slow_received) < frames - 2, slow_received  # the slow one was still far behind...
         assert elapsed < 0.5 * frames * 0.8, elapsed  # ...and did not set the pace
         latencies = list(h.node.stats.latency_ms)
@@ -140,7 +141,9 @@ def test_out_of_memory_on_a_huge_frame_skips_that_frame(base, harness_factory, c
     assert "out of memory on cpu for 1 image(s) of 400x300 px" in h.node.stats.last_error
     second = decode_features(h.publish_and_wait(pub, image_msg(crop(camera_image, 1), 10 ** 9 + 2 * 10 ** 8)))
     assert second.track_lengths.max() == 2 and set(second.track_ids.tolist()) & set(first.track_ids.tolist())
-    assert h.node.stats.processed == 2 and h.count("features") == 2
+    # the worker counts a frame just after publishing it: wait for the counter, not only the message
+    h.wait_for(lambda: h.node.stats.processed == 2, 2.0, "2 processed frames")
+    assert h.count("features") == 2
     time.sleep(0.1)
     assert "skipped a frame: out of memory" in capfd.readouterr().err
 

@@ -88,7 +88,7 @@ class _Stats:
         self.last_error = ""
         self.last_reset = ""
         self.window_start = time.monotonic()
-        self.skip_reports: Dict[str, list] = {}  # kind of skip -> [last logged (monotonic s), skipped since]
+        self.skip_reports: Dict[str, list] = {}  # kind of warning -> [last logged (monotonic s), repeats since]
         self.last_received_at: Optional[float] = None  # monotonic s of the last image (camera stopped?)
         self.unpaired_seen = self.pairs_seen = 0  # stereo synchroniser counters at the last diagnostics
         self.window_processed = self.window_dropped = self.window_skipped = 0
@@ -245,7 +245,7 @@ class SuperPointNode(Node):
             warnings = self._input_warnings()
             diagnostics = self._diagnostics(warnings)
         for warning in warnings:
-            self.get_logger().warning(warning, throttle_duration_sec=LOG_THROTTLE_S)
+            self._warn_throttled(warning)
         self.diagnostics_pub.publish(diagnostics)
 
     # --- worker ----------------------------------------------------------------------------------
@@ -265,25 +265,30 @@ class SuperPointNode(Node):
                 self._skip(f"{type(e).__name__}: {e}")
 
     def _skip(self, reason: str) -> None:
-        # Throttled per kind of problem (the reason with its numbers blanked), not per call site: a
-        # flood of one fault must not hide the first report of another.
-        kind = re.sub(r"\d+(\.\d+)?", "#", reason)[:120]
+        with self.stats.lock:
+            self.stats.skipped += 1
+            self.stats.window_skipped += 1
+            self.stats.last_error = reason
+        self._warn_throttled(f"skipped a frame: {reason}")
+
+    def _warn_throttled(self, message: str) -> None:
+        """A warning at most once per LOG_THROTTLE_S per kind of message (the text with its numbers
+        blanked), not per call site as rclpy's throttle does: a flood of one fault must not hide
+        the first report of another. Repeats in between are counted in the next report."""
+        kind = re.sub(r"\d+(\.\d+)?", "#", message)[:160]
         now = time.monotonic()
         with self.stats.lock:
-            s = self.stats
-            s.skipped += 1
-            s.window_skipped += 1
-            s.last_error = reason
-            if len(s.skip_reports) > 256:
-                s.skip_reports.clear()
-            report = s.skip_reports.setdefault(kind, [-float("inf"), 0])
+            reports = self.stats.skip_reports
+            if len(reports) > 256:
+                reports.clear()
+            report = reports.setdefault(kind, [-float("inf"), 0])
             report[1] += 1
             log = now - report[0] >= LOG_THROTTLE_S
             if log:
                 similar, report[0], report[1] = report[1] - 1, now, 0
         if log:
             more = f" ({similar} more like it since the last report)" if similar else ""
-            self.get_logger().warning(f"skipped a frame: {reason}{more}")
+            self.get_logger().warning(message + more)
 
     def _decode(self, msg) -> np.ndarray:
         return decode_compressed_image(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
