@@ -296,3 +296,23 @@ def test_torchrun_on_gpus_with_nccl_and_bf16(tmp_path):
     assert state["step"] == 6 and state["world_size"] == ranks
     _, provenance = load_model(run / "model.pt")
     assert provenance["device"] == "cuda:0" and provenance["global_batch_size"] == 4 * ranks
+
+
+def test_synthetic_scenes_are_split_between_torchrun_processes(tmp_path, monkeypatch):
+    """superpoint-synth under torchrun: each process writes every WORLD_SIZE-th scene (no process
+    group needed); together they write exactly the files of one process."""
+    from superpoint_ros.training import synthetic_shapes
+
+    args = ["--num", "5", "--start", "10", "--set", "height=32", "width=40"]
+    synthetic_shapes.main(["--out", str(tmp_path / "single"), *args])
+    for rank in range(2):
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        synthetic_shapes.main(["--out", str(tmp_path / "split"), *args])
+        if rank == 0:
+            assert sorted(p.stem for p in (tmp_path / "split").glob("*.png")) == ["0000010", "0000012", "0000014"]
+    single = sorted(p.name for p in (tmp_path / "single").iterdir())
+    assert single == sorted(p.name for p in (tmp_path / "split").iterdir()) and len(single) == 10
+    for name in single:
+        assert (tmp_path / "single" / name).read_bytes() == (tmp_path / "split" / name).read_bytes(), name

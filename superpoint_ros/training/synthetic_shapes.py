@@ -398,12 +398,17 @@ def main(argv=None) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     counts: Dict[str, int] = {}
-    for i in tqdm(range(args.start, args.start + args.num), desc="synthetic shapes", unit="img"):
+    # under torchrun each process writes every WORLD_SIZE-th scene (scenes depend on their index only)
+    from .distributed import group_from_env
+
+    group = group_from_env()
+    indices = range(args.start + group.rank, args.start + args.num, group.world_size)
+    for i in tqdm(indices, desc="synthetic shapes", unit="img", disable=not group.is_main):
         image, points, primitive = dataset.scene(i)
         cv2.imwrite(str(out / f"{i:07d}.png"), image)
         np.save(out / f"{i:07d}.npy", points)
         counts[primitive] = counts.get(primitive, 0) + 1
-    print(f"wrote {args.num} scenes to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    print(f"wrote {len(indices)} scenes to {out}: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
 
 
 if __name__ == "__main__":
