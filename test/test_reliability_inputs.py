@@ -247,13 +247,31 @@ def test_left_right_stamps_that_never_pair_are_reported(base, harness_factory, c
                 return d.status[0].message
         return None
 
-    h.wait_for(never_pair_warning, 3.0, "a 'do not pair' diagnostics warning")
+    h.wait_for(never_pair_warning, 6.0, "a 'do not pair' diagnostics warning")  # judged over >= 2 s
     assert "sync.slop=0.002" in never_pair_warning() and h.count("features") == 0
     time.sleep(0.1)
     assert "left/right images do not pair" in capfd.readouterr().err
     pub_l.publish(image_msg(image, 5 * 10 ** 9, "l"))  # a pair that does match: processed
     pub_r.publish(image_msg(image, 5 * 10 ** 9 + 10 ** 6, "r"))
     h.wait_for(lambda: h.count("stereo_matches") == 1, 10.0, "the first real pair")
+
+
+def test_a_stereo_camera_that_is_silent_is_reported(base, harness_factory, camera_image, capfd):
+    h = harness_factory({**base, "stereo.enabled": True}, topics=("features", "/diagnostics"))
+    pub_l = h.publisher("left/image_rect")
+    image = crop(camera_image)
+    deadline = time.monotonic() + 6.0
+    k = 0
+    while time.monotonic() < deadline and not any("only left images arrive" in d.status[0].message
+                                                  for d in h.received["/diagnostics"]):
+        pub_l.publish(image_msg(image, 10 ** 9 + k * 10 ** 8, "l"))  # the right camera is dead
+        k += 1
+        time.sleep(0.05)
+    messages = [d.status[0].message for d in h.received["/diagnostics"]]
+    assert any("only left images arrive: none on right/image_rect" in m for m in messages), messages
+    time.sleep(0.1)
+    assert "only left images arrive" in capfd.readouterr().err
+    assert h.count("features") == 0
 
 
 # --- the same checks without ROS (the Frontend the bag evaluator uses) -------------------------------

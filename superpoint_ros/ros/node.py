@@ -53,6 +53,7 @@ COMPRESSED_SUFFIX = "/compressed"
 #: every topic the node subscribes to (relative names; remap them)
 INPUT_TOPICS = tuple(t + s for t in (MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC) for s in ("", COMPRESSED_SUFFIX))
 LOG_THROTTLE_S = 5.0
+PAIRING_WINDOW_S = 2.0  # stereo: left/right arrivals are judged over at least this long (slow cameras)
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
@@ -90,7 +91,10 @@ class _Stats:
         self.window_start = time.monotonic()
         self.skip_reports: Dict[str, list] = {}  # kind of warning -> [last logged (monotonic s), repeats since]
         self.last_received_at: Optional[float] = None  # monotonic s of the last image (camera stopped?)
-        self.unpaired_seen = self.pairs_seen = 0  # stereo synchroniser counters at the last diagnostics
+        # stereo inputs since pairing_window_start: images per side, newest stamp per side, pairs formed
+        self.side_images, self.side_stamps, self.pairs = [0, 0], [None, None], 0
+        self.unpaired_seen = 0  # the built-in synchroniser's drop counter at the last window
+        self.pairing_window_start = time.monotonic()
         self.window_processed = self.window_dropped = self.window_skipped = 0
 
 
@@ -181,6 +185,8 @@ class SuperPointNode(Node):
             self.left_sub = self.create_subscription(image_type, left, self._on_left, qos)
             self.right_sub = self.create_subscription(image_type, right, self._on_right, qos)
             return sync
+        for side, sub in enumerate(subs):
+            sub.registerCallback(self._mark_side, side)  # per-side arrivals, for "never pair" reports
         subs = [message_filters.Subscriber(self, image_type, left, qos_profile=qos),
                 message_filters.Subscriber(self, image_type, right, qos_profile=qos)]
         if p["sync.mode"] == "exact":
@@ -197,17 +203,22 @@ class SuperPointNode(Node):
 
     def _on_left(self, msg) -> None:
         self.synchronizer.add_left(msg)
-        self._mark_received()
+        self._mark_side(msg, 0)
 
     def _on_right(self, msg) -> None:
         self.synchronizer.add_right(msg)
-        self._mark_received()
+        self._mark_side(msg, 1)
 
-    def _mark_received(self) -> None:
+    def _mark_side(self, msg, side: int) -> None:
         with self.stats.lock:
-            self.stats.last_received_at = time.monotonic()
+            s = self.stats
+            s.last_received_at = time.monotonic()
+            s.side_images[side] += 1
+            s.side_stamps[side] = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
     def on_stereo_pair(self, left, right) -> None:
+        with self.stats.lock:
+            self.stats.pairs += 1
         self._enqueue((left, right))
 
     def _enqueue(self, item) -> None:
@@ -375,15 +386,24 @@ class SuperPointNode(Node):
             if silent > stale_after:
                 warnings.append(f"no input images for {silent:.1f} s (diagnostics.stale_after={stale_after} s): "
                                 f"camera stopped?")
-        sync = getattr(self, "synchronizer", None)
-        if isinstance(sync, StereoSynchronizer):
-            unpaired, pairs = sync.unpaired_dropped - s.unpaired_seen, sync.pairs - s.pairs_seen
-            s.unpaired_seen, s.pairs_seen = sync.unpaired_dropped, sync.pairs
-            if unpaired and not pairs:
-                left, right = (f"{t * 1e-9:.6f}" if t is not None else "none" for t in sync.last_stamp_ns)
-                warnings.append(f"left/right images do not pair: {unpaired} unpaired dropped, no pair formed "
-                                f"(last left stamp {left} s, last right {right} s; sync.mode={p['sync.mode']}, "
-                                f"sync.slop={p['sync.slop']} s)")
+        window = time.monotonic() - s.pairing_window_start
+        if self.stereo and window >= max(PAIRING_WINDOW_S, p["diagnostics.period"]):
+            (lefts, rights), pairs = s.side_images, s.pairs
+            sync = getattr(self, "synchronizer", None)
+            dropped = ""
+            if isinstance(sync, StereoSynchronizer):
+                dropped = f", {sync.unpaired_dropped - s.unpaired_seen} unpaired dropped"
+                s.unpaired_seen = sync.unpaired_dropped
+            if lefts and rights and not pairs:
+                left, right = (f"{t * 1e-9:.6f}" if t is not None else "none" for t in s.side_stamps)
+                warnings.append(f"left/right images do not pair: {lefts} left and {rights} right images in "
+                                f"{window:.1f} s, no pair formed{dropped} (last left stamp {left} s, last right "
+                                f"{right} s; sync.mode={p['sync.mode']}, sync.slop={p['sync.slop']} s)")
+            elif (lefts or rights) and not (lefts and rights):
+                have, missing = (("left", RIGHT_TOPIC) if lefts else ("right", LEFT_TOPIC))
+                warnings.append(f"only {have} images arrive: none on {missing} in {window:.1f} s "
+                                f"(stereo.enabled: the pair needs both cameras)")
+            s.side_images, s.pairs, s.pairing_window_start = [0, 0], 0, time.monotonic()
         return warnings
 
     def _diagnostics(self, warnings: List[str] = ()) -> DiagnosticArray:

@@ -35,8 +35,6 @@ class StereoSynchronizer:
         self.slop_ns = 0 if mode == "exact" else int(round(slop * 1e9))
         self.queues: Tuple[Deque, Deque] = (deque(maxlen=queue_size), deque(maxlen=queue_size))
         self.unpaired_dropped = 0  # messages discarded without a partner
-        self.pairs = 0  # pairs handed to the callback
-        self.last_stamp_ns = [None, None]  # newest (left, right) stamps seen, for "never pair" reports
         self._lock = threading.Lock()
 
     def add_left(self, msg: Any) -> None:
@@ -48,7 +46,6 @@ class StereoSynchronizer:
     def _add(self, side: int, msg: Any) -> None:
         t = stamp_ns(msg)
         with self._lock:
-            self.last_stamp_ns[side] = t
             other = self.queues[1 - side]
             best = min(range(len(other)), key=lambda i: abs(other[i][0] - t), default=None)
             if best is None or abs(other[best][0] - t) > self.slop_ns:
@@ -64,6 +61,5 @@ class StereoSynchronizer:
                 self.unpaired_dropped += len(queue) - len(kept) - (1 if queue is other else 0)
                 queue.clear()
                 queue.extend(kept)
-            self.pairs += 1
         pair = (msg, partner) if side == 0 else (partner, msg)
         self.callback(*pair)
