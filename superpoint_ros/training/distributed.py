@@ -20,6 +20,7 @@ Conventions used by the trainers (see ``engine``):
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple, TypeVar
@@ -122,6 +123,9 @@ def setup(device_name: str, timeout_minutes: float = 30.0) -> Tuple[Group, torch
 def shutdown() -> None:
     """Leave the process group (after a barrier, so no rank exits while rank 0 still writes)."""
     if dist.is_available() and dist.is_initialized():
+        # free DDP wrappers (reference cycles) while their process group still exists: freed at
+        # interpreter exit instead, they may abort the process ("terminate called ...")
+        gc.collect()
         dist.barrier()
         dist.destroy_process_group()
 

@@ -16,6 +16,7 @@ Without torchrun nothing changes: the plain single-process loop above.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import math
 import time
@@ -325,6 +326,9 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
         if group.distributed:
             provenance.update(world_size=group.world_size, global_batch_size=batch_size * group.world_size)
         model_path = save_checkpoint(model_path, model, provenance)
+    if group.distributed:  # drop the DDP wrapper (reference cycles) while its process group lives
+        del forward, trained
+        gc.collect()
     distributed.barrier()  # the files exist before any rank returns
     run_time = max(time.monotonic() - t0, 1e-9)
     all_rates = distributed.gather_scalar(batch_size * (step - start) / loop_time)  # whole run, each rank
