@@ -114,7 +114,7 @@ def test_cuda_absent_falls_back_to_cpu_when_asked_and_says_so(random_weights):
         assert "CUDA is not available: running on the CPU (device.cpu_fallback is true)" in text
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0 and "Traceback" not in err
+        assert proc.returncode == 0 and "Traceback" not in err, err
     finally:
         if proc.poll() is None:
             proc.kill()
