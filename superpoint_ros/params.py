@@ -70,6 +70,9 @@ PARAMETERS: Dict[str, Param] = {
     "extractor.cuda_graphs": Param(True, "Replay the network as a CUDA graph per input size (CUDA only)",
                                    read_only=True),
     "extractor.compile": Param(False, "torch.compile the network (slow first frame)", read_only=True),
+    "extractor.input_scale": Param(1.0, "Run the network on the image scaled by this factor (keypoints stay in "
+                                   "input pixels): the CPU real-time knob, see docs/benchmarks.md", (0.1, 1.0),
+                                   read_only=True),
     "extractor.nms_radius": Param(4, "Non-maximum suppression radius in px; 0 disables NMS", (0, 32)),
     "extractor.detection_threshold": Param(0.005, "Minimum detector probability of a keypoint", (0.0, 1.0)),
     "extractor.max_keypoints": Param(1000, "Keypoints kept per image, best first; -1 = unlimited", (-1, 100000)),

@@ -197,3 +197,14 @@ def test_frontend_on_cuda_matches_on_the_device_and_agrees_with_cpu(random_weigh
     # exact descriptor ties of a random network in flat areas)
     assert np.mean(gpu.stereo.indices[:, 0] == gpu.stereo.indices[:, 1]) > 0.9
     assert abs(len(gpu.temporal) - len(cpu.temporal)) <= 0.1 * len(cpu.temporal)
+
+
+def test_input_scale_parameter_reaches_the_extractor(random_weights, camera_image):
+    frontend = Frontend({"extractor.weights": random_weights, "extractor.device": "cpu",
+                         "extractor.input_scale": 0.5, "extractor.detection_threshold": 0.0})
+    assert frontend.extractor.conf["input_scale"] == 0.5
+    result = frontend.process_mono(camera_image[:240, :320], 0.0, "cam")
+    kp = result.features.keypoints
+    assert len(kp) > 0 and kp[:, 0].max() > 160 and kp[:, 1].max() > 120  # input pixels, not the half-size ones
+    with pytest.raises(ParamsError, match="input_scale"):
+        Frontend({"extractor.weights": random_weights, "extractor.input_scale": 0.0})
