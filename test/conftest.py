@@ -15,6 +15,15 @@ from superpoint_ros.model import SuperPointConfig, SuperPointNet  # noqa: E402
 from superpoint_ros.weights import save_checkpoint  # noqa: E402
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def random_model() -> SuperPointNet:
     torch.manual_seed(0)

@@ -14,13 +14,7 @@ from superpoint_ros.training import adapt
 from superpoint_ros.training.homographies import HomographyParams, sample_homography, warp_points
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 DOTS = np.array([[12, 10], [40, 20], [66, 14], [20, 44], [52, 50], [70, 40]], np.float64)
 

@@ -9,13 +9,7 @@ from superpoint_ros.training import train_magicpoint as tm
 from superpoint_ros.training.config import load_config
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_matching_is_greedy_by_score_and_one_to_one():

@@ -27,13 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 TINY_MODEL = {"encoder_channels": [8, 8, 16, 16], "head_channels": 32, "descriptor_dim": 16}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core box (torchrun's workers get OMP_NUM_THREADS=1 too)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# torchrun's workers get OMP_NUM_THREADS=1 too
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _free_port() -> int:

@@ -1,5 +1,4 @@
 """TorchScript and ONNX export checked against eager PyTorch (superpoint_ros.training.export)."""
-import numpy as np
 import pytest
 import torch
 
@@ -8,13 +7,7 @@ from superpoint_ros.training import export as ex
 from superpoint_ros.weights import load_model, save_checkpoint
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = SuperPointConfig(encoder_channels=(8, 8, 16, 16), head_channels=32, descriptor_dim=16)
 

@@ -10,13 +10,7 @@ from superpoint_ros.training.homographies import (
     warp_keypoint_maps, warp_points)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,13 +11,7 @@ from superpoint_ros.training.losses import (
     sparse_descriptor_loss)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_labels_follow_the_depth_to_space_layout_of_the_heatmap():

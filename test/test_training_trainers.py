@@ -13,13 +13,7 @@ from superpoint_ros.training.engine import AutocastForward, build_model, train
 from superpoint_ros.weights import load_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY_MODEL = {"encoder_channels": [8, 8, 16, 16], "head_channels": 32, "descriptor_dim": 16}
 

@@ -185,10 +185,10 @@ class SuperPointNode(Node):
             self.left_sub = self.create_subscription(image_type, left, self._on_left, qos)
             self.right_sub = self.create_subscription(image_type, right, self._on_right, qos)
             return sync
-        for side, sub in enumerate(subs):
-            sub.registerCallback(self._mark_side, side)  # per-side arrivals, for "never pair" reports
         subs = [message_filters.Subscriber(self, image_type, left, qos_profile=qos),
                 message_filters.Subscriber(self, image_type, right, qos_profile=qos)]
+        for side, sub in enumerate(subs):
+            sub.registerCallback(self._mark_side, side)  # per-side arrivals, for "never pair" reports
         if p["sync.mode"] == "exact":
             sync = message_filters.TimeSynchronizer(subs, p["sync.queue_size"])
         else:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 from pathlib import Path
 from typing import List, Sequence, Tuple
 
@@ -22,13 +21,12 @@ import cv2
 import numpy as np
 import torch
 
+# the train/eval split of the offline photos is defined once, for training and evaluation alike
+from ..data_splits import OPENCV_DOC_DIR, SKIMAGE_EVAL, SKIMAGE_TRAIN, split_of
 from .homographies import HomographyParams, sample_homography
 from .synthetic_shapes import pack_item
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
-
-# The train/eval split of the offline photos is defined once, for training and evaluation alike.
-from ..data_splits import OPENCV_DOC_DIR, SKIMAGE_EVAL, SKIMAGE_TRAIN, split_of  # noqa: E402
 
 
 def skimage_photos(names: Sequence[str] = SKIMAGE_TRAIN) -> List[Path]:

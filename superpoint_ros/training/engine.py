@@ -26,6 +26,7 @@ from typing import Callable, Dict, Optional, Sequence
 import torch
 from torch.utils.data import DataLoader, Sampler
 
+from ..extractor import resolve_device
 from ..model import SMALL, SuperPointConfig, SuperPointNet
 from ..weights import load_weights, save_checkpoint
 from . import distributed
@@ -49,15 +50,6 @@ default_train_conf = {
     "log_every": 25,
     "checkpoint_every": 500,
 }
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"device {name!r} requested but CUDA is not available")
-    return device
 
 
 def build_model(spec) -> SuperPointNet:
