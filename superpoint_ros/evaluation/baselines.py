@@ -95,3 +95,24 @@ def build_method(spec: str, max_keypoints: int, extractor_conf: Optional[dict] =
         name, path = spec.split("=", 1)
         return SuperPointMethod(path, max_keypoints, name=name, **(extractor_conf or {}))
     raise ValueError(f"unknown method {spec!r}: use orb, sift, superpoint or NAME=WEIGHTS_PATH")
+
+
+def orb_to_unit_float(descriptors: np.ndarray) -> np.ndarray:
+    """ORB ``(N, 32)`` uint8 -> ``(N, 256)`` float32 unit vectors with entries +-1/16.
+
+    Why: ``match_descriptors`` (mutual NN, L2 on unit vectors) then matches ORB exactly like
+    Hamming: two such vectors differ by 2/16 on each differing bit, so the squared L2 distance is
+    ``hamming * 4/256 = hamming / 64``, a monotonic function of the Hamming distance.
+    """
+    descriptors = np.asarray(descriptors)
+    if descriptors.dtype != np.uint8 or descriptors.ndim != 2 or descriptors.shape[1] != 32:
+        raise ValueError(f"expected ORB descriptors (N, 32) uint8, got {descriptors.shape} {descriptors.dtype}")
+    bits = np.unpackbits(descriptors, axis=1).astype(np.float32)
+    return (bits * 2.0 - 1.0) / 16.0
+
+
+def sift_to_unit_float(descriptors: np.ndarray) -> np.ndarray:
+    """SIFT ``(N, 128)`` float -> L2-normalised float32 (plain SIFT, not RootSIFT)."""
+    descriptors = np.asarray(descriptors, np.float32)
+    norms = np.linalg.norm(descriptors, axis=1, keepdims=True)
+    return descriptors / np.maximum(norms, 1e-12)

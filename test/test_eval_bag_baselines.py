@@ -1,0 +1,41 @@
+"""ORB/SIFT descriptors as unit float vectors usable by match_descriptors."""
+import cv2
+import numpy as np
+import pytest
+
+from superpoint_ros.evaluation.baselines import orb_to_unit_float, sift_to_unit_float
+from superpoint_ros.matching import match_descriptors
+
+
+def _textured(seed):
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur((rng.random((160, 200)) * 255).astype(np.uint8), (5, 5), 0)
+    return img
+
+
+def test_orb_unit_float_squared_l2_is_hamming_over_64_and_mutual_nn_matches_bfmatcher():
+    orb = cv2.ORB_create(nfeatures=300)
+    img0 = _textured(0)
+    img1 = np.roll(img0, (3, 5), axis=(0, 1))
+    _, d0 = orb.detectAndCompute(img0, None)
+    _, d1 = orb.detectAndCompute(img1, None)
+    assert d0 is not None and d1 is not None and len(d0) > 20
+    u0, u1 = orb_to_unit_float(d0), orb_to_unit_float(d1)
+    np.testing.assert_allclose(np.linalg.norm(u0, axis=1), 1.0, rtol=1e-6)
+    ham = cv2.norm(d0[0], d1[0], cv2.NORM_HAMMING)
+    assert np.sum((u0[0] - u1[0]) ** 2) == pytest.approx(ham / 64.0, abs=1e-5)
+    ours = match_descriptors(u0, u1, ratio_test=None, max_distance=None).indices
+    ref = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True).match(d0, d1)
+    ham_all = np.unpackbits(d0[:, None] ^ d1[None], axis=2).sum(2)
+    # Ties in Hamming distance may be broken differently; compare on tie-free rows.
+    unique_rows = {i for i in range(len(d0)) if np.sum(ham_all[i] == ham_all[i].min()) == 1}
+    ref_set = {(m.queryIdx, m.trainIdx) for m in ref if m.queryIdx in unique_rows}
+    ours_set = {(int(a), int(b)) for a, b in ours if int(a) in unique_rows}
+    assert len(ref_set) > 10 and ours_set == ref_set
+
+
+def test_orb_and_sift_conversion_reject_bad_input_and_normalise():
+    with pytest.raises(ValueError, match="ORB descriptors"):
+        orb_to_unit_float(np.zeros((3, 128), np.float32))
+    s = sift_to_unit_float(np.array([[3.0, 4.0] + [0.0] * 126], np.float32))
+    assert s.dtype == np.float32 and s[0, 0] == pytest.approx(0.6)
