@@ -39,3 +39,13 @@ def test_orb_and_sift_conversion_reject_bad_input_and_normalise():
         orb_to_unit_float(np.zeros((3, 128), np.float32))
     s = sift_to_unit_float(np.array([[3.0, 4.0] + [0.0] * 126], np.float32))
     assert s.dtype == np.float32 and s[0, 0] == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize("name,dim", [("orb", 256), ("sift", 128)])
+def test_opencv_frontend_extractor_gives_unit_descriptors_and_honours_max_keypoints(name, dim):
+    from superpoint_ros.evaluation.baselines import OpenCVFrontendExtractor
+
+    ex = OpenCVFrontendExtractor(name, max_keypoints=50)
+    (f,) = ex.extract_batch([_textured(1)])
+    assert 0 < len(f.keypoints) <= 50 and f.descriptors.shape == (len(f.keypoints), dim)
+    np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, rtol=1e-5)

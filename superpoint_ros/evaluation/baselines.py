@@ -116,3 +116,42 @@ def sift_to_unit_float(descriptors: np.ndarray) -> np.ndarray:
     descriptors = np.asarray(descriptors, np.float32)
     norms = np.linalg.norm(descriptors, axis=1, keepdims=True)
     return descriptors / np.maximum(norms, 1e-12)
+
+
+class OpenCVFrontendExtractor:
+    """ORB or SIFT dressed as a FeatureExtractor for ``Frontend(conf, extractor=...)``.
+
+    Provides what the Frontend uses: ``conf`` (it writes ``max_keypoints`` etc. into it; only
+    ``max_keypoints`` is honoured), ``device`` (CPU), ``weights_path``, ``extract_batch(images)``.
+    Descriptors are unit float32 (see :func:`orb_to_unit_float`, :func:`sift_to_unit_float`) so
+    the Frontend's mutual-NN L2 matching and its thresholds apply unchanged.
+    NOT YET wired into superpoint-eval-bag (--baselines is missing).
+    """
+
+    def __init__(self, name: str, max_keypoints: int = 1024):
+        import torch
+
+        self.method = OpenCVMethod(name, max_keypoints)
+        self.name = name
+        self.conf = {"max_keypoints": max_keypoints}
+        self.device = torch.device("cpu")
+        self.weights_path = f"opencv-{name}"
+        self.provenance = {"opencv": cv2.__version__}
+        self.descriptor_dim = 256 if name == "orb" else 128
+
+    def extract_batch(self, images: list) -> list:
+        from ..extractor import Features
+
+        out = []
+        for image in images:
+            gray = np.asarray(image)
+            if gray.ndim == 3:
+                gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
+            if gray.dtype != np.uint8:
+                gray = np.clip(gray * (255.0 if gray.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+            self.method.max_keypoints = int(self.conf.get("max_keypoints") or 100000)
+            f = self.method.extract(gray)
+            conv = orb_to_unit_float if self.name == "orb" else sift_to_unit_float
+            desc = conv(f.descriptors) if len(f.descriptors) else np.zeros((0, self.descriptor_dim), np.float32)
+            out.append(Features(f.keypoints, f.scores, desc, gray.shape[:2]))
+        return out
