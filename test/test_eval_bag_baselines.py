@@ -49,3 +49,44 @@ def test_opencv_frontend_extractor_gives_unit_descriptors_and_honours_max_keypoi
     (f,) = ex.extract_batch([_textured(1)])
     assert 0 < len(f.keypoints) <= 50 and f.descriptors.shape == (len(f.keypoints), dim)
     np.testing.assert_allclose(np.linalg.norm(f.descriptors, axis=1), 1.0, rtol=1e-5)
+
+
+def test_eval_bag_runs_orb_and_sift_through_the_same_frontend_side_by_side(tmp_path, capsys):
+    """``superpoint-eval-bag --baselines orb,sift`` on a generated stereo bag with ground truth:
+    every method gets the same frames, the same parameters, tracks and pose metrics."""
+    import json
+
+    from superpoint_ros.evaluation import bag_eval
+    from superpoint_ros.evaluation.sample_data import TOPICS, SampleConf, ensure_sample_bag
+
+    sample = ensure_sample_bag(tmp_path / "bag", SampleConf(size=(240, 320), num_frames=6))
+    out = tmp_path / "report"
+    code = bag_eval.main([str(sample.bag), "--left-topic", TOPICS["left_image"], "--right-topic",
+                          TOPICS["right_image"], "--groundtruth", str(sample.groundtruth), "--baselines", "orb,sift",
+                          "--set", "extractor.max_keypoints=300", "--set", "extractor.device=cpu",
+                          "-o", str(out), "--quiet"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| metric | superpoint | orb | sift |" in printed
+    report = json.loads((out / "summary.json").read_text())
+    assert set(report["baselines"]) == {"orb", "sift"}
+    for name, run in report["baselines"].items():
+        assert run["weights"] == f"opencv-{name}"
+        assert run["frames"] == report["frames"] == 6
+        assert [r["stamp_ns"] for r in run["per_frame"]] == [r["stamp_ns"] for r in report["per_frame"]]
+        assert run["parameters"]["matching.ratio_test"] == report["parameters"]["matching.ratio_test"]
+        assert 0 < run["keypoints_per_frame"]["max"] <= 300
+        assert run["temporal_matches_per_frame"]["mean"] > 10
+        assert run["tracks"]["max"] >= 3  # tracks persist across frames
+        assert run["stereo_matches_per_frame"]["mean"] > 5
+        assert run["stereo_epipolar_error_px"]["max"] <= report["parameters"]["stereo.epipolar_tolerance"]
+        assert run["pose"]["pairs"] >= 3
+
+
+def test_baseline_names_are_checked():
+    from superpoint_ros.evaluation.bag_eval import parse_baselines
+
+    assert parse_baselines("ORB, sift,orb") == ["orb", "sift"]
+    assert parse_baselines("") == []
+    with pytest.raises(ValueError, match="unknown method.*akaze"):
+        parse_baselines("orb,akaze")

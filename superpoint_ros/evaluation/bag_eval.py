@@ -11,9 +11,15 @@ With a TUM ground-truth trajectory (``--groundtruth``) and intrinsics: the rotat
 translation-direction error (degrees) of the relative pose from the essential matrix of each
 frame pair's inlier matches, and the ground-truth epipolar error of those matches.
 
-Writes ``summary.json`` (+ per-frame values), ``per_frame.png``, ``tracks.png`` into
-``--output``; ``--output-bag`` also writes the node's output topics (same names and message
-layout as the node, via its codec) plus the input images, to replay in rviz/Foxglove.
+``--baselines orb,sift`` replays the same frames through the same Frontend (same parameter file,
+tracking, matching thresholds, RANSAC, stereo rules) with OpenCV ORB / SIFT features in place of
+the network (:class:`superpoint_ros.evaluation.baselines.OpenCVFrontendExtractor`; their
+descriptors become unit vectors, so ``matching.ratio_test``/``max_distance`` apply unchanged; only
+``extractor.max_keypoints`` carries over) and prints the methods side by side.
+
+Writes ``summary.json`` (+ per-frame values; baselines under ``"baselines"``), ``per_frame.png``,
+``tracks.png`` into ``--output``; ``--output-bag`` also writes the node's output topics (same names
+and message layout as the node, via its codec) plus the input images, to replay in rviz/Foxglove.
 """
 from __future__ import annotations
 
@@ -345,6 +351,61 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+#: Rows of the side-by-side table: (label, path into the summary, statistic).
+COMPARISON_ROWS = (
+    ("keypoints / frame", ("keypoints_per_frame",), "mean"),
+    ("temporal matches / frame", ("temporal_matches_per_frame",), "mean"),
+    ("RANSAC inliers / frame", ("inliers_per_frame",), "mean"),
+    ("inlier ratio", ("inlier_ratio",), "mean"),
+    ("tracks continued / frame", ("tracks", "continued_per_frame"), "mean"),
+    ("track length [frames]", ("tracks",), "mean"),
+    ("stereo matches / frame", ("stereo_matches_per_frame",), "mean"),
+    ("stereo epipolar error [px]", ("stereo_epipolar_error_px",), "mean"),
+    ("rotation error [deg]", ("pose", "rotation_error_deg"), "median"),
+    ("translation dir. error [deg]", ("pose", "translation_direction_error_deg"), "median"),
+    ("GT epipolar error [px]", ("pose", "gt_epipolar_error_px"), "median"),
+    ("processing time [ms]", ("time_ms",), "mean"),
+)
+
+
+def format_comparison(summaries: Dict[str, dict]) -> str:
+    """A markdown table with one column per method (name -> summary); a row per metric, the mean
+    (or the median where noted), ``-`` where a method has no value."""
+    names = list(summaries)
+    lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for label, path, statistic in COMPARISON_ROWS:
+        cells, present = [], False
+        for name in names:
+            node = summaries[name]
+            for key in path:
+                node = node.get(key, {}) if isinstance(node, dict) else {}
+            value = node.get(statistic) if isinstance(node, dict) else None
+            present |= value is not None
+            cells.append("-" if value is None else f"{value:.3g}")
+        if present:
+            lines.append(f"| {label}{' (median)' if statistic == 'median' else ''} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_baselines(text: Optional[str]) -> List[str]:
+    """``"orb,sift"`` -> ``["orb", "sift"]``; unknown names raise ValueError."""
+    names = [n.strip().lower() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in ("orb", "sift")]
+    if unknown:
+        raise ValueError(f"--baselines: unknown method(s) {', '.join(unknown)} (choose from orb, sift)")
+    return list(dict.fromkeys(names))
+
+
+def baseline_frontend(name: str, params: Optional[dict]):
+    """The node's Frontend with ``params``, on OpenCV ``name`` features instead of the network."""
+    from ..frontend import Frontend
+    from ..params import validate
+    from .baselines import OpenCVFrontendExtractor
+
+    conf = validate(params or {})
+    return Frontend(conf, extractor=OpenCVFrontendExtractor(name, int(conf["extractor.max_keypoints"])))
+
+
 def tracks_picture(image: np.ndarray, trails: Dict[int, List[Tuple[float, float]]], max_width: int = 0) -> np.ndarray:
     """The last frame with every live track's trail (green) and head (red dot), BGR uint8."""
     from ..visualization import draw_tracks, to_bgr8
@@ -574,6 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=bags.STORAGE_FORMATS, default="sqlite3", help="output bag storage")
     p.add_argument("--output-namespace", default=DEFAULT_NAMESPACE,
                    help="namespace of the node's topics in the output bag (default: the launch files')")
+    p.add_argument("--baselines", default="", metavar="orb,sift",
+                   help="also run the same front-end on OpenCV ORB and/or SIFT features, same frames and "
+                        "parameters, and print the methods side by side")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -609,19 +673,29 @@ def main(argv=None) -> int:
             overrides["extractor.weights"] = args.weights
         if args.device:
             overrides["extractor.device"] = args.device
+        baselines = parse_baselines(args.baselines)
         params_file = args.params or default_params_file(stereo)
         params = load_params(params_file, overrides=overrides)
         summary, stats, last_image = evaluate_bag(
             args.bag, args.left_topic or args.image_topic, args.right_topic, params, args.groundtruth,
             args.camera_info, args.output_bag, args.storage, args.max_frames, not args.quiet,
             output_namespace=args.output_namespace)
+        baseline_runs = {}
+        for name in baselines:  # the same frames through the same Frontend code, other features
+            baseline_summary, baseline_stats, _ = evaluate_bag(
+                args.bag, args.left_topic or args.image_topic, args.right_topic, params, args.groundtruth,
+                args.camera_info, None, args.storage, args.max_frames, not args.quiet,
+                frontend=baseline_frontend(name, params))
+            baseline_runs[name] = {**baseline_summary, "per_frame": baseline_stats.frames}
     except (bags.BagError, ParamsError, WeightsError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"superpoint-eval-bag: {e}", file=sys.stderr)
         return 2
     summary["params_file"] = str(params_file)
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "summary.json").write_text(json.dumps({**summary, "per_frame": stats.frames}, indent=1,
-                                                         default=float) + "\n")
+    document = {**summary, "per_frame": stats.frames}
+    if baseline_runs:
+        document["baselines"] = baseline_runs
+    (args.output / "summary.json").write_text(json.dumps(document, indent=1, default=float) + "\n")
     from .plots import plot_bag_summary
 
     lengths = np.array(list(stats.track_length.values()), np.int64)
@@ -630,6 +704,9 @@ def main(argv=None) -> int:
         cv2.imwrite(str(args.output / "tracks.png"), tracks_picture(last_image, stats.trails))
     print(f"weights: {summary['weights']}\nparameters: {params_file}")
     print(format_summary(summary))
+    if baseline_runs:
+        print("\nside by side (same frames, same front-end and parameters):\n")
+        print(format_comparison({"superpoint": summary, **baseline_runs}))
     print(f"\nwrote {args.output / 'summary.json'}, per_frame.png, tracks.png"
           + (f"; output bag {args.output_bag}" if args.output_bag else ""))
     return 0

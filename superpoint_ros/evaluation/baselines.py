@@ -124,8 +124,8 @@ class OpenCVFrontendExtractor:
     Provides what the Frontend uses: ``conf`` (it writes ``max_keypoints`` etc. into it; only
     ``max_keypoints`` is honoured), ``device`` (CPU), ``weights_path``, ``extract_batch(images)``.
     Descriptors are unit float32 (see :func:`orb_to_unit_float`, :func:`sift_to_unit_float`) so
-    the Frontend's mutual-NN L2 matching and its thresholds apply unchanged.
-    NOT YET wired into superpoint-eval-bag (--baselines is missing).
+    the Frontend's mutual-NN L2 matching and its thresholds apply unchanged. Used by
+    ``superpoint-eval-bag --baselines orb,sift``.
     """
 
     def __init__(self, name: str, max_keypoints: int = 1024):
