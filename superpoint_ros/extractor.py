@@ -38,7 +38,7 @@ default_conf = {
     "remove_borders": 4,        # px ignored at each image border
     "uniform_cell": 0,          # px grid cell for spatially uniform selection; 0 = off
     "max_per_cell": 4,          # keypoints kept per uniform cell
-    "subpixel": False,          # quadratic sub-pixel refinement of keypoint positions
+    "subpixel": False,          # sub-pixel keypoints (centroid of the 7x7 heatmap window)
     "channel_order": "bgr",     # colour order of 3/4-channel inputs
     "input_scale": 1.0,         # (0, 1]: run the network on the image scaled by this (e.g. 0.5: 480x640
                                 # -> 240x320, ~4x faster); keypoints come back in input pixels

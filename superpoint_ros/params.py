@@ -79,7 +79,7 @@ PARAMETERS: Dict[str, Param] = {
     "extractor.remove_borders": Param(4, "Pixels ignored at each image border", (0, 128)),
     "extractor.uniform_cell": Param(0, "Grid cell in px for spatially uniform keypoints; 0 = off", (0, 1024)),
     "extractor.max_per_cell": Param(4, "Keypoints kept per uniform grid cell", (1, 1024)),
-    "extractor.subpixel": Param(False, "Quadratic sub-pixel refinement of keypoint positions"),
+    "extractor.subpixel": Param(False, "Sub-pixel keypoints: score-weighted centroid of the 7x7 heatmap window"),
     # --- descriptor matching (temporal and stereo) ---
     "matching.ratio_test": Param(0.9, "Lowe's ratio test on descriptor distances; 0 = off", (0.0, 1.0)),
     "matching.max_distance": Param(1.2, "Maximum descriptor distance of a match (unit descriptors: "

@@ -123,6 +123,16 @@ def test_superpoint_eval_cli_full_table(tiny_dataset, random_weights, tmp_path, 
     assert len(report["pairs"]["sift"]) == 20
     png = cv2.imread(str(out / "mma.png"))
     assert png is not None and png.shape[1] > 600
+    assert report["protocol"]["subpixel"] is False and report["methods"]["rnd"]["conf"]["subpixel"] is False
+
+
+def test_superpoint_eval_subpixel_option_reaches_the_extractor(tiny_dataset, random_weights, tmp_path):
+    code = hpatches.main([str(tiny_dataset), "--no-default-model", "--weights", f"rnd={random_weights}",
+                          "--baselines", "", "--subpixel", "--resize", "96x128", "--max-sequences", "2",
+                          "-o", str(tmp_path), "--quiet"])
+    assert code == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert report["protocol"]["subpixel"] is True and report["methods"]["rnd"]["conf"]["subpixel"] is True
 
 
 def test_superpoint_eval_errors(tmp_path, capsys):

@@ -61,12 +61,28 @@ def test_uniform_selection_caps_points_per_cell():
     assert set(keep[:4].tolist()) >= set(torch.topk(scores[:50], 2).indices.tolist())
 
 
-def test_subpixel_refinement_finds_the_peak_of_a_quadratic():
-    ys, xs = torch.meshgrid(torch.arange(11.0), torch.arange(11.0), indexing="ij")
-    true = (5.3, 4.8)  # x, y
-    heat = 1.0 - 0.05 * ((xs - true[0]) ** 2 + (ys - true[1]) ** 2)
+def blob(shape, centre, sigma=1.0):
+    ys, xs = torch.meshgrid(torch.arange(float(shape[0])), torch.arange(float(shape[1])), indexing="ij")
+    return torch.exp(-((xs - centre[0]) ** 2 + (ys - centre[1]) ** 2) / (2 * sigma ** 2))
+
+
+@pytest.mark.parametrize("true", [(5.3, 4.8), (5.0, 5.0), (4.6, 5.45)])
+def test_subpixel_refinement_finds_the_centre_of_a_peak(true):
+    heat = blob((11, 11), true)  # a peak a few px wide, as the network's are
     refined = refine_subpixel(heat, torch.tensor([[5, 5]]))
-    assert refined[0].tolist() == pytest.approx(list(true), abs=1e-4)
+    assert refined[0].tolist() == pytest.approx(list(true), abs=0.02)
+
+
+def test_subpixel_refinement_at_the_border_and_on_empty_windows():
+    heat = blob((11, 11), (0.3, 9.6))  # the peak's window reaches outside the image
+    refined = refine_subpixel(heat, torch.tensor([[0, 10]]))
+    # outside pixels weigh nothing (as if the image were zero-padded), they do not repeat edge values
+    padded = refine_subpixel(torch.nn.functional.pad(heat, (3, 3, 3, 3)), torch.tensor([[3, 13]])) - 3
+    assert refined[0].tolist() == pytest.approx(padded[0].tolist(), abs=1e-6)
+    assert 0.0 < refined[0, 0].item() < 1.0 and 9.0 < refined[0, 1].item() < 10.0
+    empty = refine_subpixel(torch.zeros(11, 11), torch.tensor([[4, 6]]))
+    assert empty[0].tolist() == [4.0, 6.0]
+    assert refine_subpixel(heat, torch.zeros((0, 2), dtype=torch.long)).shape == (0, 2)
 
 
 def test_descriptor_at_cell_centre_is_that_cells_descriptor():

@@ -38,6 +38,7 @@ default_conf = {
     "ransac_threshold": 3.0,    # px, OpenCV findHomography
     "nms_radius": 4,            # SuperPoint NMS radius (px)
     "detection_threshold": 0.001,  # SuperPoint detector threshold (the paper used 0.015); lower = more points
+    "subpixel": False,          # SuperPoint sub-pixel refinement (the shipped node configs turn it on)
     "device": "auto",
 }
 
@@ -171,7 +172,7 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
         by_split = [[s for s in sequences if s.name.startswith(p)] for p in ("i_", "v_")]
         sequences = sorted(sum((group[: (max_sequences + 1) // 2] for group in by_split), []))[:max_sequences]
     extractor_conf = {"nms_radius": conf["nms_radius"], "detection_threshold": conf["detection_threshold"],
-                      "device": conf["device"]}
+                      "device": conf["device"], "subpixel": conf["subpixel"]}
     methods = [build_method(spec, conf["top_k"], extractor_conf) for spec in method_specs]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
@@ -237,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--nms-radius", type=int, default=default_conf["nms_radius"])
     p.add_argument("--detection-threshold", type=float, default=default_conf["detection_threshold"],
                    help="SuperPoint detector threshold (default 0.001: top-k sets the count)")
+    p.add_argument("--subpixel", action="store_true", help="SuperPoint: sub-pixel keypoints (as the node configs)")
     p.add_argument("--device", default=default_conf["device"])
     p.add_argument("--max-sequences", type=int, default=None, help="evaluate only this many sequences")
     p.add_argument("--output", "-o", type=Path, default=Path("out/eval"), help="folder for results.json, mma.png")
@@ -271,7 +273,8 @@ def main(argv=None) -> int:
             print(f"superpoint-eval: {e}\n(pass --weights PATH, or --no-default-model to skip it)", file=sys.stderr)
             return 2
     conf = {"resize": args.resize, "top_k": args.top_k, "detector_top_k": min(args.detector_top_k, args.top_k),
-            "nms_radius": args.nms_radius, "detection_threshold": args.detection_threshold, "device": args.device}
+            "nms_radius": args.nms_radius, "detection_threshold": args.detection_threshold, "device": args.device,
+            "subpixel": args.subpixel}
     try:
         report = run_benchmark(args.dataset, specs, args.output, conf, args.max_sequences, not args.quiet)
     except (DatasetError, WeightsError, ValueError, RuntimeError, OSError) as e:
