@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -177,11 +178,26 @@ def check_value(name: str, value: Any) -> Optional[str]:
     return None
 
 
-def coerce(name: str, value: Any) -> Any:
-    """Integers given for float parameters become floats (YAML ``1`` for ``1.0``)."""
-    param = PARAMETERS.get(name)
-    if param is not None and param.kind is float and isinstance(value, int) and not isinstance(value, bool):
+#: A number in exponent notation without a dot (``1e-3``): YAML 1.2 and ROS's parameter parser
+#: read it as a float, PyYAML (YAML 1.1) as a string.
+EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def parse_float_text(value: Any) -> Any:
+    """``"1e-3"`` -> ``0.001``; anything else unchanged."""
+    if isinstance(value, str) and EXPONENT_FLOAT.match(value.strip()):
         return float(value)
+    return value
+
+
+def coerce(name: str, value: Any) -> Any:
+    """Integers given for float parameters become floats (YAML ``1`` for ``1.0``), and so does
+    exponent notation that PyYAML leaves as text (``1e-3``), as ROS's own parser reads it."""
+    param = PARAMETERS.get(name)
+    if param is not None and param.kind is float:
+        value = parse_float_text(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
     return value
 
 

@@ -34,6 +34,15 @@ def test_node_specific_and_wildcard_sections_nested_or_dotted(tmp_path):
     assert load_params(f, overrides={"tracking.max_age": 5})["tracking.max_age"] == 5
 
 
+def test_exponent_notation_is_a_number_as_ros_reads_it(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("superpoint_node:\n  ros__parameters:\n    extractor.detection_threshold: 5e-3\n")
+    assert load_params(f)["extractor.detection_threshold"] == 0.005
+    assert load_params(f, overrides={"ransac.threshold": "1.5e0"})["ransac.threshold"] == 1.5
+    with pytest.raises(ParamsError, match="must be a number, got 'e-3'"):
+        load_params(f, overrides={"ransac.threshold": "e-3"})
+
+
 @pytest.mark.parametrize("text, message", [
     ("superpoint_node:\n  ros__parameters:\n    extractor.max_keypoints: 1.5\n", "must be an integer"),
     ("superpoint_node:\n  ros__parameters:\n    extractor.nms_radius: 99\n", "outside [0, 32]"),

@@ -164,6 +164,19 @@ def test_config_errors_are_specific(tmp_path):
     bad.write_text("- a list\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_config(tm.default_conf, str(bad))
+    with pytest.raises(ConfigError, match="lr must be a number, got 'fast'"):
+        load_config(tm.default_conf, None, ["lr=fast"])
+
+
+def test_exponent_notation_and_integers_become_floats_where_floats_belong(tmp_path):
+    """PyYAML reads ``1e-3`` as text (YAML 1.1); a user typing it means a number."""
+    assert isinstance(tm.default_conf["lr"], float)
+    conf = load_config(tm.default_conf, None, ["lr=1e-3"])
+    assert conf["lr"] == 0.001 and isinstance(conf["lr"], float)
+    f = tmp_path / "c.yaml"
+    f.write_text("lr: 2E-4\n")
+    assert load_config(tm.default_conf, str(f))["lr"] == 2e-4
+    assert load_config(tm.default_conf, None, ["lr=1"])["lr"] == 1.0
 
 
 def test_default_configs_load():

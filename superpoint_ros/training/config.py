@@ -9,6 +9,8 @@ from typing import Iterable, Optional
 
 import yaml
 
+from ..params import parse_float_text
+
 
 class ConfigError(ValueError):
     """A configuration file or override that cannot be used, with the reason."""
@@ -27,8 +29,26 @@ def merge(base: dict, update: dict, where: str = "") -> dict:
         elif isinstance(out[key], dict) and out[key] and isinstance(value, dict):
             out[key] = merge(out[key], value, path + ".")
         else:
-            out[key] = value
+            out[key] = coerce_like(out[key], value, path)
     return out
+
+
+def coerce_like(default, value, path: str):
+    """``value`` in the type of a numeric or bool ``default``: ``1e-3`` (text to PyYAML) and ``1``
+    become floats where the default is a float; text where a number or bool belongs is an error
+    that names the key (rather than a crash deep inside training)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path} must be true or false, got {value!r}")
+        return value
+    if isinstance(default, float):
+        value = parse_float_text(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a number, got {value!r}")
+        return float(value)
+    if isinstance(default, int) and isinstance(value, str):
+        raise ConfigError(f"{path} must be an integer, got {value!r}")
+    return value
 
 
 def parse_override(text: str) -> dict:
