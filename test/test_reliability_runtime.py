@@ -1,8 +1,11 @@
 """Issue 8, run-time faults on a live node (real rclpy, loopback DDS, random weights): the camera
 stops and resumes, a slow subscriber, out of memory in the forward pass (injected: no GPU here),
 non-finite network output."""
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,10 +83,26 @@ def test_camera_stops_and_resumes(base, harness_factory, camera_image, capfd):
     assert "no input images" not in message  # recovered
 
 
+def assert_paced_by_the_node(h, frames, camera_image, slow_count):
+    """Publish ``frames`` frames lock-step; the node must keep its own pace while a slow
+    subscriber is attached. ``slow_count()``: messages the slow one has received so far."""
+    pub = h.publisher("image")
+    start = time.monotonic()
+    for k in range(frames):
+        h.publish_and_wait(pub, image_msg(crop(camera_image, k % 8), 10 ** 9 + k * 10 ** 8))
+    elapsed = time.monotonic() - start
+    # every frame processed and delivered to the fast subscriber, at the node's own pace
+    h.wait_for(lambda: h.node.stats.processed == frames, 2.0, "the counter of the last frame")
+    assert h.node.stats.dropped == 0
+    assert slow_count() <= elapsed / 0.5 + 1  # the slow one really was slow...
+    assert elapsed < 0.5 * frames * 0.8, elapsed  # ...and did not set the pace
+    latencies = list(h.node.stats.latency_ms)
+    assert np.median(latencies[-4:]) < 3 * np.median(latencies[:4]) + 50, latencies  # no build-up
+
+
 def test_a_slow_subscriber_does_not_back_up_the_pipeline(base, harness_factory, camera_image):
     h = harness_factory(base)
-    pub = h.publisher("image")
-    # a consumer that takes 0.5 s per message, on its own node and executor (like another process)
+    # a consumer that takes 0.5 s per message, on its own node and executor in this process
     slow_node = rclpy.create_node("slow_consumer", context=h.context)
     slow_received = []
 
@@ -99,22 +118,29 @@ def test_a_slow_subscriber_does_not_back_up_the_pipeline(base, harness_factory, 
     spin.start()
     try:
         h.wait_for(lambda: h.node.features_pub.get_subscription_count() >= 2, 5.0, "the slow subscriber")
-        frames = 12
-        start = time.monotonic()
-        for k in range(frames):
-            h.publish_and_wait(pub, image_msg(crop(camera_image, k % 8), 10 ** 9 + k * 10 ** 8))
-        elapsed = time.monotonic() - start
-        # every frame processed and delivered to the fast subscriber, at the node's own pace
-        h.wait_for(lambda: h.node.stats.processed == frames, 2.0, "the counter of the last frame")
-        assert h.node.stats.dropped == 0
-        assert len(slow_received) < frames - 2, slow_received  # the slow one was still far behind...
-        assert elapsed < 0.5 * frames * 0.8, elapsed  # ...and did not set the pace
-        latencies = list(h.node.stats.latency_ms)
-        assert np.median(latencies[-4:]) < 3 * np.median(latencies[:4]) + 50, latencies  # no build-up
+        assert_paced_by_the_node(h, 12, camera_image, lambda: len(slow_received))
     finally:
         executor.shutdown(timeout_sec=2.0)
         spin.join(timeout=3.0)
         slow_node.destroy_node()
+
+
+def test_a_slow_subscriber_in_another_process_does_not_back_up_the_pipeline(base, harness_factory, camera_image):
+    h = harness_factory(base)
+    lines = []
+    # same ROS_DOMAIN_ID and localhost-only discovery: inherited from conftest's environment
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("slow_subscriber.py"))],
+                            stdout=subprocess.PIPE, text=True)
+    reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        h.wait_for(lambda: h.node.features_pub.get_subscription_count() >= 2, 20.0, "the slow subscriber process")
+        assert_paced_by_the_node(h, 12, camera_image, lambda: sum(line.startswith("received") for line in lines))
+        h.wait_for(lambda: any(line.startswith("received") for line in lines), 5.0, "the slow subscriber's first message")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        reader.join(timeout=5)
 
 
 @pytest.mark.parametrize("error", [
