@@ -62,14 +62,14 @@ def test_eval_bag_runs_orb_and_sift_through_the_same_frontend_side_by_side(tmp_p
     sample = ensure_sample_bag(tmp_path / "bag", SampleConf(size=(240, 320), num_frames=6))
     out = tmp_path / "report"
     code = bag_eval.main([str(sample.bag), "--left-topic", TOPICS["left_image"], "--right-topic",
-                          TOPICS["right_image"], "--groundtruth", str(sample.groundtruth), "--baselines", "orb,sift",
+                          TOPICS["right_image"], "--groundtruth", str(sample.groundtruth), "--baselines", "orb,sift,klt",
                           "--set", "extractor.max_keypoints=300", "--set", "extractor.device=cpu",
                           "-o", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| metric | superpoint | orb | sift |" in printed
+    assert "| metric | superpoint | orb | sift | klt |" in printed
     report = json.loads((out / "summary.json").read_text())
-    assert set(report["baselines"]) == {"orb", "sift"}
+    assert set(report["baselines"]) == {"orb", "sift", "klt"}
     for name, run in report["baselines"].items():
         assert run["weights"] == f"opencv-{name}"
         assert run["frames"] == report["frames"] == 6
@@ -87,6 +87,7 @@ def test_baseline_names_are_checked():
     from superpoint_ros.evaluation.bag_eval import parse_baselines
 
     assert parse_baselines("ORB, sift,orb") == ["orb", "sift"]
+    assert parse_baselines("klt") == ["klt"]
     assert parse_baselines("") == []
     with pytest.raises(ValueError, match="unknown method.*akaze"):
         parse_baselines("orb,akaze")

@@ -15,7 +15,9 @@ frame pair's inlier matches, and the ground-truth epipolar error of those matche
 tracking, matching thresholds, RANSAC, stereo rules) with OpenCV ORB / SIFT features in place of
 the network (:class:`superpoint_ros.evaluation.baselines.OpenCVFrontendExtractor`; their
 descriptors become unit vectors, so ``matching.ratio_test``/``max_distance`` apply unchanged; only
-``extractor.max_keypoints`` carries over) and prints the methods side by side.
+``extractor.max_keypoints`` carries over) and prints the methods side by side. ``klt`` adds the
+VINS-style optical-flow tracker (:mod:`superpoint_ros.evaluation.klt`: Shi-Tomasi + Lucas-Kanade,
+forward-backward check, the same RANSAC and stereo limits).
 
 Writes ``summary.json`` (+ per-frame values; baselines under ``"baselines"``), ``per_frame.png``,
 ``tracks.png`` into ``--output``; ``--output-bag`` also writes the node's output topics (same names
@@ -387,22 +389,31 @@ def format_comparison(summaries: Dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+#: ``--baselines`` choices: OpenCV features through the node's Frontend, or the KLT tracker.
+BASELINES = ("orb", "sift", "klt")
+
+
 def parse_baselines(text: Optional[str]) -> List[str]:
     """``"orb,sift"`` -> ``["orb", "sift"]``; unknown names raise ValueError."""
     names = [n.strip().lower() for n in (text or "").split(",") if n.strip()]
-    unknown = [n for n in names if n not in ("orb", "sift")]
+    unknown = [n for n in names if n not in BASELINES]
     if unknown:
-        raise ValueError(f"--baselines: unknown method(s) {', '.join(unknown)} (choose from orb, sift)")
+        raise ValueError(f"--baselines: unknown method(s) {', '.join(unknown)} (choose from {', '.join(BASELINES)})")
     return list(dict.fromkeys(names))
 
 
 def baseline_frontend(name: str, params: Optional[dict]):
-    """The node's Frontend with ``params``, on OpenCV ``name`` features instead of the network."""
+    """``orb``/``sift``: the node's Frontend with ``params`` on OpenCV features instead of the
+    network; ``klt``: the VINS-style optical-flow tracker with the same shared parameters."""
     from ..frontend import Frontend
     from ..params import validate
     from .baselines import OpenCVFrontendExtractor
 
     conf = validate(params or {})
+    if name == "klt":
+        from .klt import KLTFrontend
+
+        return KLTFrontend(conf)
     return Frontend(conf, extractor=OpenCVFrontendExtractor(name, int(conf["extractor.max_keypoints"])))
 
 
@@ -635,9 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=bags.STORAGE_FORMATS, default="sqlite3", help="output bag storage")
     p.add_argument("--output-namespace", default=DEFAULT_NAMESPACE,
                    help="namespace of the node's topics in the output bag (default: the launch files')")
-    p.add_argument("--baselines", default="", metavar="orb,sift",
-                   help="also run the same front-end on OpenCV ORB and/or SIFT features, same frames and "
-                        "parameters, and print the methods side by side")
+    p.add_argument("--baselines", default="", metavar="orb,sift,klt",
+                   help="also run the same front-end on OpenCV ORB and/or SIFT features, and/or a VINS-style "
+                        "KLT tracker, same frames and parameters, and print the methods side by side")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

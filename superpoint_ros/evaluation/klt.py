@@ -1,0 +1,196 @@
+"""A VINS-style optical-flow front-end, the classical tracker SLAM users compare against.
+
+What VINS-Mono / VINS-Fusion's feature tracker does (described in their papers and docs; no code
+of theirs is used): Shi-Tomasi corners kept at least ``min_distance`` px apart, tracked frame to
+frame with pyramidal Lucas-Kanade, a forward-backward consistency check, outliers removed with a
+fundamental-matrix RANSAC, new corners added away from the surviving tracks up to a budget; for a
+stereo pair the left corners are tracked into the right image with the same flow.
+
+:class:`KLTFrontend` returns the package's :class:`superpoint_ros.frontend.FrameResult`, so
+``superpoint-eval-bag --baselines klt`` scores it with exactly the statistics and ground truth
+used for SuperPoint. Shared parameters (from the node's parameter file): ``extractor.max_keypoints``
+(the corner budget), ``extractor.remove_borders``, all ``ransac.*``, ``stereo.epipolar_tolerance``,
+``stereo.min/max_disparity``, ``tracking.max_time_gap``. There are no descriptors: the feature
+descriptors are ``(N, 0)`` and match distances are the forward-backward errors in px.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from ..extractor import Features
+from ..frontend import FrameResult, StereoMatches, TemporalMatches
+from ..geometry import ransac_inliers
+from ..params import validate
+
+default_conf = {
+    "min_distance": 10,         # px between corners (VINS uses 30 px for 150 corners at 752x480)
+    "quality_level": 0.01,      # Shi-Tomasi: fraction of the best corner's response
+    "window": 21,               # px, Lucas-Kanade window side
+    "pyramid_levels": 3,
+    "max_flow_back_error": 0.5,  # px, forward-backward consistency
+}
+
+
+@dataclass
+class _Previous:
+    image: np.ndarray
+    points: np.ndarray          # (N, 2) float32 xy px
+    track_ids: np.ndarray       # (N,) int64
+    track_lengths: np.ndarray   # (N,) int32
+    stamp_s: float
+    frame_id: str
+
+
+@dataclass
+class _Extractor:
+    """What the evaluator reads of a front-end's extractor."""
+
+    weights_path: str = "opencv-klt"
+    conf: Dict[str, Any] = field(default_factory=dict)
+
+
+def to_gray_uint8(image: np.ndarray) -> np.ndarray:
+    """Gray/BGR, uint8/uint16/float in [0, 1] -> ``(H, W)`` uint8."""
+    image = np.asarray(image)
+    if image.ndim == 3:
+        image = image[..., 0] if image.shape[2] == 1 else cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
+    if image.dtype == np.uint8:
+        return np.ascontiguousarray(image)
+    if image.dtype == np.uint16:
+        return (image >> 8).astype(np.uint8)
+    return np.clip(np.nan_to_num(image.astype(np.float32)) * 255.0, 0, 255).astype(np.uint8)
+
+
+class KLTFrontend:
+    """Shi-Tomasi + pyramidal Lucas-Kanade tracking with the node front-end's interface
+    (``process_mono``, ``process_stereo``, ``conf``, ``extractor.weights_path``)."""
+
+    def __init__(self, params: Optional[Mapping[str, Any]] = None, conf: Optional[Mapping[str, Any]] = None):
+        self.conf = validate(params or {})
+        unknown = set(conf or {}) - set(default_conf)
+        if unknown:
+            raise ValueError(f"unknown KLT options: {sorted(unknown)}")
+        self.klt = {**default_conf, **(conf or {})}
+        self.extractor = _Extractor(conf={"max_keypoints": self.conf["extractor.max_keypoints"]})
+        size = int(self.klt["window"])
+        self._flow = dict(winSize=(size, size), maxLevel=int(self.klt["pyramid_levels"]),
+                          criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
+        self._previous: Optional[_Previous] = None
+        self._next_id = 0
+
+    # --- the two entry points ----------------------------------------------------------------------
+    def process_mono(self, image: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
+        return self._process(to_gray_uint8(image), None, stamp_s, frame_id)
+
+    def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
+        if np.shape(left)[:2] != np.shape(right)[:2]:
+            raise ValueError(f"stereo images differ in size: {np.shape(left)} vs {np.shape(right)}")
+        return self._process(to_gray_uint8(left), to_gray_uint8(right), stamp_s, frame_id)
+
+    # --- steps -------------------------------------------------------------------------------------
+    def _track(self, image0: np.ndarray, image1: np.ndarray, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Points of ``image0`` followed into ``image1``: ``(moved (N, 2), ok (N,), back_error (N,))``."""
+        if len(points) == 0:
+            return points.copy(), np.zeros(0, bool), np.zeros(0, np.float32)
+        p0 = points.reshape(-1, 1, 2).astype(np.float32)
+        p1, status, _ = cv2.calcOpticalFlowPyrLK(image0, image1, p0, None, **self._flow)
+        back, back_status, _ = cv2.calcOpticalFlowPyrLK(image1, image0, p1, None, **self._flow)
+        p1, back = p1.reshape(-1, 2), back.reshape(-1, 2)
+        error = np.linalg.norm(back - points, axis=1).astype(np.float32)
+        h, w = image1.shape
+        border = self.conf["extractor.remove_borders"]
+        inside = ((p1[:, 0] >= border) & (p1[:, 0] <= w - 1 - border) &
+                  (p1[:, 1] >= border) & (p1[:, 1] <= h - 1 - border))
+        ok = (status.reshape(-1) == 1) & (back_status.reshape(-1) == 1) & inside & \
+            (error <= self.klt["max_flow_back_error"])
+        return p1.astype(np.float32), ok, error
+
+    def _new_corners(self, image: np.ndarray, existing: np.ndarray) -> np.ndarray:
+        """Shi-Tomasi corners at least ``min_distance`` px from each other and from ``existing``."""
+        budget = int(self.conf["extractor.max_keypoints"])
+        budget = 100000 if budget < 0 else budget
+        wanted = budget - len(existing)
+        if wanted <= 0:
+            return np.zeros((0, 2), np.float32)
+        distance = int(self.klt["min_distance"])
+        mask = np.zeros_like(image)
+        border = max(int(self.conf["extractor.remove_borders"]), 1)
+        mask[border:-border, border:-border] = 255
+        for x, y in np.round(existing).astype(int):
+            cv2.circle(mask, (int(x), int(y)), distance, 0, -1)
+        corners = cv2.goodFeaturesToTrack(image, wanted, self.klt["quality_level"], distance, mask=mask)
+        return np.zeros((0, 2), np.float32) if corners is None else corners.reshape(-1, 2).astype(np.float32)
+
+    def _reset_reason(self, stamp_s: float, frame_id: str) -> Optional[str]:
+        previous = self._previous
+        if previous is None:
+            return None
+        gap = stamp_s - previous.stamp_s
+        if frame_id != previous.frame_id:
+            return f"frame_id changed from {previous.frame_id!r} to {frame_id!r}"
+        if gap <= 0:
+            return "time went backwards" if gap < 0 else "repeated stamp"
+        if gap > self.conf["tracking.max_time_gap"]:
+            return f"time jumped forward by {gap:.3f} s (> tracking.max_time_gap)"
+        return None
+
+    def _process(self, image: np.ndarray, right: Optional[np.ndarray], stamp_s: float, frame_id: str) -> FrameResult:
+        conf, timings = self.conf, {}
+        start = time.perf_counter()
+        reset_reason = self._reset_reason(stamp_s, frame_id)
+        if reset_reason:
+            self._previous = None
+        previous, temporal = self._previous, None
+        kept_points = np.zeros((0, 2), np.float32)
+        kept_ids, kept_lengths = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        if previous is not None:
+            moved, ok, error = self._track(previous.image, image, previous.points)
+            source = np.flatnonzero(ok)
+            inliers, verified, model = np.ones(len(source), bool), False, None
+            if conf["ransac.enabled"] and len(source):
+                geometry = ransac_inliers(previous.points[source], moved[source], conf["ransac.model"],
+                                          conf["ransac.method"], conf["ransac.threshold"], conf["ransac.confidence"],
+                                          conf["ransac.max_iterations"], conf["ransac.min_matches"])
+                inliers, verified, model = geometry.inliers, geometry.verified, geometry.model
+            # the tracked points come first in this frame, in the order of ``source``
+            indices = np.stack([source, np.arange(len(source))], axis=1).astype(np.int64).reshape(-1, 2)
+            temporal = TemporalMatches(indices, error[source], inliers, previous.stamp_s, previous.frame_id,
+                                       verified, model)
+            # an outlier is still a detection of this frame, but its track ends (a new ID below)
+            kept_points = moved[source]
+            kept_ids = np.where(inliers, previous.track_ids[source], -1)
+            kept_lengths = np.where(inliers, previous.track_lengths[source] + 1, 1).astype(np.int32)
+        timings["temporal_match"] = (time.perf_counter() - start) * 1e3
+        start = time.perf_counter()
+        fresh = self._new_corners(image, kept_points)
+        points = np.concatenate([kept_points, fresh]).astype(np.float32)
+        track_ids = np.concatenate([kept_ids, np.full(len(fresh), -1, np.int64)])
+        track_lengths = np.concatenate([kept_lengths, np.ones(len(fresh), np.int32)])
+        new = track_ids < 0
+        track_ids[new] = np.arange(self._next_id, self._next_id + int(new.sum()))
+        self._next_id += int(new.sum())
+        timings["extract"] = (time.perf_counter() - start) * 1e3
+        features = Features(points, np.ones(len(points), np.float32), np.zeros((len(points), 0), np.float32),
+                            image.shape[:2])
+        right_features, stereo = None, None
+        if right is not None:
+            start = time.perf_counter()
+            right_points, ok, error = self._track(image, right, points)
+            disparity = points[:, 0] - right_points[:, 0]
+            ok &= (np.abs(points[:, 1] - right_points[:, 1]) <= conf["stereo.epipolar_tolerance"]) & \
+                (disparity >= conf["stereo.min_disparity"]) & (disparity <= conf["stereo.max_disparity"])
+            left_index = np.flatnonzero(ok)
+            right_features = Features(right_points[left_index], np.ones(len(left_index), np.float32),
+                                      np.zeros((len(left_index), 0), np.float32), right.shape[:2])
+            stereo = StereoMatches(np.stack([left_index, np.arange(len(left_index))], 1).astype(np.int64).reshape(-1, 2),
+                                   error[left_index], disparity[left_index].astype(np.float32))
+            timings["stereo_match"] = (time.perf_counter() - start) * 1e3
+        timings["total"] = sum(timings.values())
+        self._previous = _Previous(image, points, track_ids, track_lengths, float(stamp_s), frame_id)
+        return FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal, right_features,
+                           stereo, timings, reset_reason)
