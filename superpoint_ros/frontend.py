@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from .extractor import FeatureExtractor, Features
+from .flow import refine_with_flow
 from .geometry import match_rectified_stereo, ransac_inliers
-from .image import ImageError
+from .image import ImageError, to_grayscale_uint8
 from .matching import match_descriptors
 from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, extractor_conf, validate
 from .tracking import TrackTable
@@ -150,6 +151,7 @@ class Frontend:
         self._apply_extractor_thresholds()
         self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"])
         self._previous: Optional[FrameResult] = None
+        self._previous_gray: Optional[np.ndarray] = None  # uint8, kept for tracking.flow_refinement
 
     # --- configuration -------------------------------------------------------------------------
     def update(self, changes: Mapping[str, Any]) -> None:
@@ -208,6 +210,7 @@ class Frontend:
     def reset(self) -> None:
         """Forget the previous frame and all tracks (new track IDs continue from the counter)."""
         self._previous = None
+        self._previous_gray = None
         self.tracks.reset()
 
     # --- processing ----------------------------------------------------------------------------
@@ -217,7 +220,7 @@ class Frontend:
         reset_reason = self._check_continuity(stamp_s, frame_id)
         with clock("extract"):
             features = self._extract([image])[0]
-        return self._track(features, None, stamp_s, frame_id, clock, reset_reason)
+        return self._track(features, None, stamp_s, frame_id, clock, reset_reason, self._gray_images([image]))
 
     def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
         """A rectified stereo pair of equal size; tracks follow the left image."""
@@ -233,7 +236,12 @@ class Frontend:
         reset_reason = self._check_continuity(stamp_s, frame_id)
         with clock("extract"):
             features, right_features = self._extract([left, right])  # one forward pass
-        return self._track(features, right_features, stamp_s, frame_id, clock, reset_reason)
+        return self._track(features, right_features, stamp_s, frame_id, clock, reset_reason,
+                           self._gray_images([left, right]))
+
+    def _gray_images(self, images: list) -> Optional[list]:
+        """uint8 gray copies for the optical flow, only when ``tracking.flow_refinement`` is on."""
+        return [to_grayscale_uint8(im) for im in images] if self.conf["tracking.flow_refinement"] else None
 
     def _network_images(self, images: list) -> tuple:
         """Size checks and the ``image.max_size`` policy -> (images for the network, (sx, sy) from
@@ -310,7 +318,7 @@ class Frontend:
         return reason
 
     def _track(self, features: Features, right_features: Optional[Features], stamp_s: float, frame_id: str,
-               clock: _Clock, reset_reason: Optional[str]) -> FrameResult:
+               clock: _Clock, reset_reason: Optional[str], gray: Optional[list] = None) -> FrameResult:
         conf = self.conf
         previous = self._previous
         temporal = None
@@ -332,6 +340,12 @@ class Frontend:
             temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_s,
                                        previous.frame_id, verified, model)
             accepted = matches.indices[inliers]
+            previous_gray = self._previous_gray
+            if gray is not None and previous_gray is not None and previous_gray.shape == gray[0].shape and len(accepted):
+                with clock("flow_refinement"):
+                    features = _with_refined(features, accepted[:, 1], *refine_with_flow(
+                        previous_gray, gray[0], previous.features.keypoints[accepted[:, 0]],
+                        features.keypoints[accepted[:, 1]]))
         with clock("tracking"):
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
                                                           self.ratio_test, self.max_distance)
@@ -342,9 +356,31 @@ class Frontend:
                     features.keypoints, features.descriptors, right_features.keypoints, right_features.descriptors,
                     conf["stereo.epipolar_tolerance"], conf["stereo.min_disparity"], conf["stereo.max_disparity"],
                     self.ratio_test, self.max_distance, device=self.extractor.device)
+                if gray is not None and len(indices):
+                    refined, ok = refine_with_flow(gray[0], gray[1], features.keypoints[indices[:, 0]],
+                                                   right_features.keypoints[indices[:, 1]])
+                    left_xy = features.keypoints[indices[:, 0]]
+                    new_disparity = left_xy[:, 0] - refined[:, 0]
+                    # the refined point must still obey the rectified-stereo limits
+                    ok &= ((np.abs(refined[:, 1] - left_xy[:, 1]) <= conf["stereo.epipolar_tolerance"])
+                           & (new_disparity >= conf["stereo.min_disparity"])
+                           & (new_disparity <= conf["stereo.max_disparity"]))
+                    right_features = _with_refined(right_features, indices[:, 1], refined, ok)
+                    disparities = (left_xy[:, 0] - right_features.keypoints[indices[:, 1], 0]).astype(np.float32)
             stereo = StereoMatches(indices, distances, disparities)
         clock.timings["total"] = sum(clock.timings.values())
         result = FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal,
                              right_features, stereo, clock.timings, reset_reason)
         self._previous = result
+        self._previous_gray = None if gray is None else gray[0]
         return result
+
+
+def _with_refined(features: Features, rows: np.ndarray, refined: np.ndarray, ok: np.ndarray) -> Features:
+    """``features`` with ``keypoints[rows[ok]]`` replaced by ``refined[ok]`` (a new array; the rest,
+    descriptors included, unchanged)."""
+    if not ok.any():
+        return features
+    keypoints = features.keypoints.copy()
+    keypoints[rows[ok]] = refined[ok]
+    return Features(keypoints, features.scores, features.descriptors, features.image_size)

@@ -45,3 +45,11 @@ def to_grayscale_float(image: np.ndarray, channel_order: str = "bgr") -> np.ndar
     if gray_scale == 1.0:
         np.clip(gray, 0.0, 1.0, out=gray)
     return np.ascontiguousarray(gray)
+
+
+def to_grayscale_uint8(image: np.ndarray, channel_order: str = "bgr") -> np.ndarray:
+    """Any image :func:`to_grayscale_float` accepts -> ``(H, W)`` uint8 (for OpenCV's optical flow)."""
+    if isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 2:
+        return np.ascontiguousarray(image)
+    gray = to_grayscale_float(image, channel_order)
+    return (gray * 255.0 + 0.5).astype(np.uint8)

@@ -102,6 +102,9 @@ PARAMETERS: Dict[str, Param] = {
     "tracking.max_displacement": Param(64.0, "Max px a lost track may move to be re-found", (0.0, 100000.0)),
     "tracking.max_time_gap": Param(1.0, "Seconds between frames beyond which tracks reset; time going "
                                    "backwards also resets", (0.0, 86400.0)),
+    "tracking.flow_refinement": Param(False, "Refine matched keypoints (temporal inliers, stereo right points) "
+                                      "with Lucas-Kanade flow from their match: sub-pixel, consistent "
+                                      "along tracks; costs a few ms of CPU per frame"),
     # --- input images (bad or extreme input; docs/reliability.md) ---
     "image.max_size": Param(4096, "Longest image side in px the network runs on; larger images are "
                             "handled per image.oversize; 0 = no limit", (0, 65536)),

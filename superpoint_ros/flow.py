@@ -1,0 +1,55 @@
+"""Sub-pixel refinement of matched keypoints with pyramidal Lucas-Kanade optical flow.
+
+Why: a detector localises each keypoint in each image on its own, with some noise (SuperPoint's
+is a few tenths of a pixel); a SLAM back-end wants the *same physical point* in both images.
+Once descriptors have matched two keypoints, flow started at the second one's detection finds
+where the first one's patch really went, to a few hundredths of a pixel on textured patches.
+A refined position is kept only when the flow is consistent forwards and backwards and stays
+near the detection; otherwise the detection is kept. Pixel convention: as everywhere in the
+package, xy with integer values at pixel centres (OpenCV's flow uses the same).
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+default_conf = {
+    "window": 15,               # px, side of the Lucas-Kanade window
+    "pyramid_levels": 2,        # matches are already within a few px: a shallow pyramid suffices
+    "max_back_error": 0.5,      # px, forward-backward consistency
+    "max_shift": 2.0,           # px, how far the refined point may be from the detection
+}
+
+
+def refine_with_flow(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray, guesses1: np.ndarray,
+                     conf: dict = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Where the patches around ``points0`` in ``image0`` are in ``image1``.
+
+    ``image0``, ``image1``: ``(H, W)`` uint8 of equal size; ``points0``, ``guesses1``: ``(N, 2)``
+    float xy px, row-aligned (``guesses1`` are the matched detections, used as the flow's start).
+    Returns ``(refined (N, 2) float32, ok (N,) bool)``: where ``ok`` is False, ``refined`` holds the
+    guess unchanged.
+    """
+    c = {**default_conf, **(conf or {})}
+    guesses1 = np.asarray(guesses1, np.float32).reshape(-1, 2)
+    if len(guesses1) == 0:
+        return guesses1.copy(), np.zeros(0, bool)
+    if image0.shape != image1.shape:
+        raise ValueError(f"images differ in size: {image0.shape} vs {image1.shape}")
+    p0 = np.ascontiguousarray(points0, np.float32).reshape(-1, 1, 2)
+    start = np.ascontiguousarray(guesses1).reshape(-1, 1, 2).copy()
+    params = dict(winSize=(c["window"], c["window"]), maxLevel=c["pyramid_levels"],
+                  criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
+    p1, status, _ = cv2.calcOpticalFlowPyrLK(image0, image1, p0, start, flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **params)
+    back, back_status, _ = cv2.calcOpticalFlowPyrLK(image1, image0, p1, p0.copy(),
+                                                    flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **params)
+    p1, back = p1.reshape(-1, 2), back.reshape(-1, 2)
+    h, w = image1.shape[:2]
+    ok = ((status.reshape(-1) == 1) & (back_status.reshape(-1) == 1)
+          & (np.linalg.norm(back - p0.reshape(-1, 2), axis=1) <= c["max_back_error"])
+          & (np.linalg.norm(p1 - guesses1, axis=1) <= c["max_shift"])
+          & (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5) & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5)
+          & np.isfinite(p1).all(axis=1))
+    return np.where(ok[:, None], p1, guesses1).astype(np.float32), ok
