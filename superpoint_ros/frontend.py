@@ -340,12 +340,9 @@ class Frontend:
             temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_s,
                                        previous.frame_id, verified, model)
             accepted = matches.indices[inliers]
-            previous_gray = self._previous_gray
-            if gray is not None and previous_gray is not None and previous_gray.shape == gray[0].shape and len(accepted):
+            if gray is not None:
                 with clock("flow_refinement"):
-                    features = _with_refined(features, accepted[:, 1], *refine_with_flow(
-                        previous_gray, gray[0], previous.features.keypoints[accepted[:, 0]],
-                        features.keypoints[accepted[:, 1]]))
+                    features = self._refine_temporal(features, previous.features, accepted, gray[0])
         with clock("tracking"):
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
                                                           self.ratio_test, self.max_distance)
@@ -357,16 +354,7 @@ class Frontend:
                     conf["stereo.epipolar_tolerance"], conf["stereo.min_disparity"], conf["stereo.max_disparity"],
                     self.ratio_test, self.max_distance, device=self.extractor.device)
                 if gray is not None and len(indices):
-                    refined, ok = refine_with_flow(gray[0], gray[1], features.keypoints[indices[:, 0]],
-                                                   right_features.keypoints[indices[:, 1]])
-                    left_xy = features.keypoints[indices[:, 0]]
-                    new_disparity = left_xy[:, 0] - refined[:, 0]
-                    # the refined point must still obey the rectified-stereo limits
-                    ok &= ((np.abs(refined[:, 1] - left_xy[:, 1]) <= conf["stereo.epipolar_tolerance"])
-                           & (new_disparity >= conf["stereo.min_disparity"])
-                           & (new_disparity <= conf["stereo.max_disparity"]))
-                    right_features = _with_refined(right_features, indices[:, 1], refined, ok)
-                    disparities = (left_xy[:, 0] - right_features.keypoints[indices[:, 1], 0]).astype(np.float32)
+                    right_features, disparities = self._refine_stereo(features, right_features, indices, gray)
             stereo = StereoMatches(indices, distances, disparities)
         clock.timings["total"] = sum(clock.timings.values())
         result = FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal,
@@ -374,6 +362,31 @@ class Frontend:
         self._previous = result
         self._previous_gray = None if gray is None else gray[0]
         return result
+
+    # --- tracking.flow_refinement ----------------------------------------------------------------
+    def _refine_temporal(self, features: Features, previous: Features, accepted: np.ndarray,
+                         gray: np.ndarray) -> Features:
+        """Current positions of the accepted temporal matches ``(prev idx, curr idx)``, refined by
+        flow from the previous image (kept as they are across a size change or without matches)."""
+        previous_gray = self._previous_gray
+        if previous_gray is None or previous_gray.shape != gray.shape or not len(accepted):
+            return features
+        refined, ok = refine_with_flow(previous_gray, gray, previous.keypoints[accepted[:, 0]],
+                                       features.keypoints[accepted[:, 1]])
+        return _with_refined(features, accepted[:, 1], refined, ok)
+
+    def _refine_stereo(self, left: Features, right: Features, indices: np.ndarray, gray: list) -> tuple:
+        """Right points of the stereo matches ``(left idx, right idx)`` refined by flow from the
+        left image -> ``(right features, disparities (K,) float32 px)``."""
+        conf = self.conf
+        left_xy = left.keypoints[indices[:, 0]]
+        refined, ok = refine_with_flow(gray[0], gray[1], left_xy, right.keypoints[indices[:, 1]])
+        disparity = left_xy[:, 0] - refined[:, 0]
+        # a refined point must still obey the rectified-stereo limits
+        ok &= ((np.abs(refined[:, 1] - left_xy[:, 1]) <= conf["stereo.epipolar_tolerance"])
+               & (disparity >= conf["stereo.min_disparity"]) & (disparity <= conf["stereo.max_disparity"]))
+        right = _with_refined(right, indices[:, 1], refined, ok)
+        return right, (left_xy[:, 0] - right.keypoints[indices[:, 1], 0]).astype(np.float32)
 
 
 def _with_refined(features: Features, rows: np.ndarray, refined: np.ndarray, ok: np.ndarray) -> Features:
