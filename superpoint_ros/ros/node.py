@@ -478,7 +478,13 @@ def main(args: Optional[List[str]] = None) -> int:
             print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
             return 2
         executor.add_node(node)
-        executor.spin()
+        try:
+            executor.spin()
+        except RuntimeError:
+            # Ctrl-C can shut the context down between two waits; rclpy then raises RCLError
+            # ("context is not valid") instead of ExternalShutdownException: also a clean exit
+            if rclpy.ok():
+                raise
     except (KeyboardInterrupt, ExternalShutdownException):  # Ctrl-C at any point: a clean exit
         pass
     finally:
