@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from .extractor import FeatureExtractor, Features
-from .flow import refine_with_flow
+from .flow import normalize_contrast, refine_with_flow
 from .geometry import match_rectified_stereo, ransac_inliers
 from .image import ImageError, to_grayscale_uint8
 from .matching import match_descriptors
@@ -151,7 +151,7 @@ class Frontend:
         self._apply_extractor_thresholds()
         self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"])
         self._previous: Optional[FrameResult] = None
-        self._previous_gray: Optional[np.ndarray] = None  # uint8, kept for tracking.flow_refinement
+        self._previous_gray: Optional[np.ndarray] = None  # contrast-normalised uint8, for flow_refinement
 
     # --- configuration -------------------------------------------------------------------------
     def update(self, changes: Mapping[str, Any]) -> None:
@@ -240,8 +240,11 @@ class Frontend:
                            self._gray_images([left, right]))
 
     def _gray_images(self, images: list) -> Optional[list]:
-        """uint8 gray copies for the optical flow, only when ``tracking.flow_refinement`` is on."""
-        return [to_grayscale_uint8(im) for im in images] if self.conf["tracking.flow_refinement"] else None
+        """Contrast-normalised uint8 copies for the optical flow (``superpoint_ros.flow``), only
+        when ``tracking.flow_refinement`` is on."""
+        if not self.conf["tracking.flow_refinement"]:
+            return None
+        return [normalize_contrast(to_grayscale_uint8(im)) for im in images]
 
     def _network_images(self, images: list) -> tuple:
         """Size checks and the ``image.max_size`` policy -> (images for the network, (sx, sy) from

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_ros.flow import refine_with_flow
+from superpoint_ros.flow import normalize_contrast, refine_with_flow
 from superpoint_ros.image import to_grayscale_uint8
 
 
@@ -40,6 +40,30 @@ def test_refined_matches_land_on_the_true_sub_pixel_position(photo):
     error_after = np.linalg.norm(refined[inner] - truth[inner], axis=1)
     assert np.median(error_after) < 0.05 and np.median(error_before) > 0.3
     np.testing.assert_array_equal(refined[~ok], guesses[~ok])  # failures keep the detection
+
+
+@pytest.mark.parametrize("gain, offset", [(1.3, 0.0), (0.7, 10.0), (1.0, 25.0)])
+def test_an_exposure_change_does_not_bias_the_refinement_on_normalised_images(photo, gain, offset):
+    """Auto-exposure between frames: on raw images the flow drifts (and still passes the
+    forward-backward check); on contrast-normalised images it stays within hundredths of a pixel."""
+    shift = np.float32([2.3, -1.7])
+    moved = np.clip(shifted(photo, *shift).astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+    points = corners(photo)
+    truth = points + shift
+    guesses = np.round(truth) + np.random.default_rng(1).uniform(-0.5, 0.5, truth.shape).astype(np.float32)
+    inner = (truth.min(1) > 10) & (truth[:, 0] < 310) & (truth[:, 1] < 230)
+    raw, _ = refine_with_flow(photo, moved, points, guesses)
+    normalised, ok = refine_with_flow(normalize_contrast(photo), normalize_contrast(moved), points, guesses)
+    error_raw = np.median(np.linalg.norm(raw - truth, axis=1)[inner])
+    error_normalised = np.median(np.linalg.norm(normalised - truth, axis=1)[inner])
+    assert ok[inner].mean() > 0.9 and error_normalised < 0.1, (error_normalised, error_raw)
+    assert error_raw > 3 * error_normalised  # why the front-end normalises
+
+
+def test_contrast_normalisation_ignores_gain_and_offset(photo):
+    a = normalize_contrast(photo).astype(int)
+    b = normalize_contrast(np.clip(photo.astype(np.float32) * 0.5 + 40, 0, 255).astype(np.uint8)).astype(int)
+    assert np.median(np.abs(a - b)) <= 2
 
 
 def test_a_match_the_flow_cannot_confirm_keeps_its_detection(photo):
