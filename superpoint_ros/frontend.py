@@ -220,7 +220,9 @@ class Frontend:
         reset_reason = self._check_continuity(stamp_s, frame_id)
         with clock("extract"):
             features = self._extract([image])[0]
-        return self._track(features, None, stamp_s, frame_id, clock, reset_reason, self._gray_images([image]))
+        with clock("flow_refinement"):
+            gray = self._gray_images([image])
+        return self._track(features, None, stamp_s, frame_id, clock, reset_reason, gray)
 
     def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
         """A rectified stereo pair of equal size; tracks follow the left image."""
@@ -236,8 +238,9 @@ class Frontend:
         reset_reason = self._check_continuity(stamp_s, frame_id)
         with clock("extract"):
             features, right_features = self._extract([left, right])  # one forward pass
-        return self._track(features, right_features, stamp_s, frame_id, clock, reset_reason,
-                           self._gray_images([left, right]))
+        with clock("flow_refinement"):
+            gray = self._gray_images([left, right])
+        return self._track(features, right_features, stamp_s, frame_id, clock, reset_reason, gray)
 
     def _gray_images(self, images: list) -> Optional[list]:
         """Contrast-normalised uint8 copies for the optical flow (``superpoint_ros.flow``), only
