@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from superpoint_ros.evaluation.klt import KLTFrontend, to_gray_uint8
+from superpoint_ros.evaluation.klt import KLTFrontend
+from superpoint_ros.image import to_grayscale_uint8
 
 
 def window(image, dx, dy=0, size=(240, 320), origin=(100, 120)):
@@ -15,7 +16,7 @@ def window(image, dx, dy=0, size=(240, 320), origin=(100, 120)):
 def photo():
     from skimage import data
 
-    return to_gray_uint8(data.astronaut())
+    return to_grayscale_uint8(data.astronaut())
 
 
 def test_tracks_follow_a_known_translation_and_keep_their_ids(photo):

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..extractor import Features
 from ..frontend import FrameResult, StereoMatches, TemporalMatches
+from ..image import to_grayscale_uint8
 from ..geometry import ransac_inliers
 from ..params import validate
 
@@ -54,18 +55,6 @@ class _Extractor:
     conf: Dict[str, Any] = field(default_factory=dict)
 
 
-def to_gray_uint8(image: np.ndarray) -> np.ndarray:
-    """Gray/BGR, uint8/uint16/float in [0, 1] -> ``(H, W)`` uint8."""
-    image = np.asarray(image)
-    if image.ndim == 3:
-        image = image[..., 0] if image.shape[2] == 1 else cv2.cvtColor(image[..., :3], cv2.COLOR_BGR2GRAY)
-    if image.dtype == np.uint8:
-        return np.ascontiguousarray(image)
-    if image.dtype == np.uint16:
-        return (image >> 8).astype(np.uint8)
-    return np.clip(np.nan_to_num(image.astype(np.float32)) * 255.0, 0, 255).astype(np.uint8)
-
-
 class KLTFrontend:
     """Shi-Tomasi + pyramidal Lucas-Kanade tracking with the node front-end's interface
     (``process_mono``, ``process_stereo``, ``conf``, ``extractor.weights_path``)."""
@@ -85,12 +74,12 @@ class KLTFrontend:
 
     # --- the two entry points ----------------------------------------------------------------------
     def process_mono(self, image: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
-        return self._process(to_gray_uint8(image), None, stamp_s, frame_id)
+        return self._process(to_grayscale_uint8(image), None, stamp_s, frame_id)
 
     def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
         if np.shape(left)[:2] != np.shape(right)[:2]:
             raise ValueError(f"stereo images differ in size: {np.shape(left)} vs {np.shape(right)}")
-        return self._process(to_gray_uint8(left), to_gray_uint8(right), stamp_s, frame_id)
+        return self._process(to_grayscale_uint8(left), to_grayscale_uint8(right), stamp_s, frame_id)
 
     # --- steps -------------------------------------------------------------------------------------
     def _track(self, image0: np.ndarray, image1: np.ndarray, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
