@@ -1,7 +1,7 @@
 """A VINS-style optical-flow front-end, the classical tracker SLAM users compare against.
 
 What VINS-Mono / VINS-Fusion's feature tracker does (described in their papers and docs; no code
-of theirs is used): Shi-Tomasi corners kept at least ``min_distance`` px apart, tracked frame to
+of theirs is used): optional CLAHE equalisation of each image, Shi-Tomasi corners kept at least ``min_distance`` px apart, tracked frame to
 frame with pyramidal Lucas-Kanade, a forward-backward consistency check, outliers removed with a
 fundamental-matrix RANSAC, new corners added away from the surviving tracks up to a budget; for a
 stereo pair the left corners are tracked into the right image with the same flow.
@@ -34,6 +34,7 @@ default_conf = {
     "window": 21,               # px, Lucas-Kanade window side
     "pyramid_levels": 3,
     "max_flow_back_error": 0.5,  # px, forward-backward consistency
+    "equalize": True,           # CLAHE (clip 3, 8x8 tiles) before tracking, as VINS does by default
 }
 
 
@@ -69,17 +70,22 @@ class KLTFrontend:
         size = int(self.klt["window"])
         self._flow = dict(winSize=(size, size), maxLevel=int(self.klt["pyramid_levels"]),
                           criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
+        self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)) if self.klt["equalize"] else None
         self._previous: Optional[_Previous] = None
         self._next_id = 0
 
     # --- the two entry points ----------------------------------------------------------------------
     def process_mono(self, image: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
-        return self._process(to_grayscale_uint8(image), None, stamp_s, frame_id)
+        return self._process(self._prepare(image), None, stamp_s, frame_id)
 
     def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
         if np.shape(left)[:2] != np.shape(right)[:2]:
             raise ValueError(f"stereo images differ in size: {np.shape(left)} vs {np.shape(right)}")
-        return self._process(to_grayscale_uint8(left), to_grayscale_uint8(right), stamp_s, frame_id)
+        return self._process(self._prepare(left), self._prepare(right), stamp_s, frame_id)
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        gray = to_grayscale_uint8(image)
+        return self._clahe.apply(gray) if self._clahe is not None else gray
 
     # --- steps -------------------------------------------------------------------------------------
     def _track(self, image0: np.ndarray, image1: np.ndarray, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
