@@ -98,3 +98,19 @@ def test_sample_bag_is_cached_and_reproducible(sample, tmp_path):
     first = [m.raw for m in bags.read_messages(sample.bag, [TOPICS["left_image"]])]
     second = [m.raw for m in bags.read_messages(fresh.bag, [TOPICS["left_image"]])]
     assert first == second
+
+
+def test_exposure_jitter_changes_only_the_brightness(sample, tmp_path):
+    """Auto-exposure simulation: same scene and noise stream, a gain per image; off by default
+    (the default bag and its cache key are unchanged)."""
+    from dataclasses import replace
+
+    jittered = ensure_sample_bag(tmp_path, replace(sample.conf, exposure_jitter=0.3))
+    assert jittered.folder.name == sample.folder.name + "_exposure0.3"
+    plain = [f.left.astype(np.float64) for f in iterate_frames(sample.bag, TOPICS["left_image"], TOPICS["right_image"])]
+    bright = [f.left.astype(np.float64) for f in iterate_frames(jittered.bag, TOPICS["left_image"],
+                                                                 TOPICS["right_image"])]
+    gains = [b.mean() / p.mean() for p, b in zip(plain, bright)]
+    assert max(gains) - min(gains) > 0.05 and all(0.7 < g < 1.4 for g in gains)
+    for p, b, g in zip(plain, bright, gains):  # the same image up to the gain (and rounding, clipping)
+        assert np.corrcoef(p.ravel(), b.ravel())[0, 1] > 0.99

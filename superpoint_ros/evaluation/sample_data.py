@@ -48,6 +48,7 @@ class SampleConf:
     baseline_m: float = 0.12
     focal_factor: float = 0.65          # fx = fy = focal_factor * width
     noise_sigma: float = 1.5            # grey levels
+    exposure_jitter: float = 0.0        # auto-exposure: each image's gain is exp(U(-j, j)), per camera
     seed: int = 0
     storage: str = "sqlite3"
 
@@ -164,6 +165,8 @@ def write_sample_bag(folder: Path, conf: SampleConf = SampleConf(), overwrite: b
     height, width = conf.size
     textures = {face[5]: _texture(face[5]) for face in _FACES}
     rng = np.random.default_rng(conf.seed)
+    # its own stream, so that exposure_jitter=0 renders exactly the images it always did
+    exposure_rng = np.random.default_rng([conf.seed, 1])
     p_right = np.hstack([K, np.array([[-K[0, 0] * conf.baseline_m], [0], [0]])])
     PoseStamped = msg_class("geometry_msgs/msg/PoseStamped")
     Pose, Point, Quaternion = (msg_class(f"geometry_msgs/msg/{n}") for n in ("Pose", "Point", "Quaternion"))
@@ -177,6 +180,8 @@ def write_sample_bag(folder: Path, conf: SampleConf = SampleConf(), overwrite: b
             right_centre = centre + rotation @ np.array([conf.baseline_m, 0.0, 0.0])
             for side, cam_centre in (("left", centre), ("right", right_centre)):
                 image, _ = render(textures, K, rotation, cam_centre, conf.size)
+                if conf.exposure_jitter > 0:
+                    image *= np.float32(np.exp(exposure_rng.uniform(-conf.exposure_jitter, conf.exposure_jitter)))
                 image += rng.normal(0.0, conf.noise_sigma, image.shape).astype(np.float32)
                 gray = np.clip(image + 0.5, 0, 255).astype(np.uint8)
                 frame_id = FRAME_IDS[side]
@@ -200,6 +205,8 @@ def write_sample_bag(folder: Path, conf: SampleConf = SampleConf(), overwrite: b
 def ensure_sample_bag(cache_dir: Path, conf: SampleConf = SampleConf()) -> SampleBag:
     """The sample bag for ``conf`` in ``cache_dir/<settings>``, generated only when missing."""
     key = f"sample_{conf.size[0]}x{conf.size[1]}_{conf.num_frames}f_{conf.rate_hz:g}hz_s{conf.seed}_{conf.storage}"
+    if conf.exposure_jitter > 0:
+        key += f"_exposure{conf.exposure_jitter:g}"
     folder = Path(cache_dir) / key
     if (folder / "scene.json").is_file() and (folder / "bag" / "metadata.yaml").is_file():
         K = intrinsics(conf)
