@@ -99,7 +99,7 @@ def test_demo_end_to_end(random_weights, tmp_path):
     result = subprocess.run(
         [sys.executable, "-m", "superpoint_ros.ros.demo", "--weights", random_weights, "--size", "96x128",
          "--frames", "6", "-o", str(out), "--readme-image", str(readme_png),
-         "--set", "extractor.max_keypoints:=150"],
+         "--set", "extractor.max_keypoints:=150", "--exposure-jitter", "0.2"],
         capture_output=True, text=True, timeout=240, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     printed = result.stdout
@@ -123,6 +123,7 @@ def test_demo_end_to_end(random_weights, tmp_path):
     from superpoint_ros.params import load_params
 
     (bag,) = out.glob("cache/*/bag")
+    assert bag.parent.name.endswith("_exposure0.2") and "exposure jitter 0.2" in printed
     params = load_params(default_params_file(stereo=True),
                          overrides={"extractor.weights": random_weights, "extractor.max_keypoints": 150})
     offline, _, _ = evaluate_bag(bag, "/stereo/left/image_rect", "/stereo/right/image_rect", params,
@@ -145,3 +146,10 @@ def test_demo_without_weights_says_what_is_missing(tmp_path, monkeypatch, capsys
     monkeypatch.setattr("superpoint_ros.weights.default_weights_path", missing)
     assert demo.main(["-o", str(tmp_path)]) == 2
     assert "superpoint_ros_v1.pt not found" in capsys.readouterr().err
+
+
+def test_demo_rejects_a_bad_exposure_jitter(tmp_path, capsys):
+    from superpoint_ros.ros import demo
+
+    assert demo.main(["--exposure-jitter", "2", "-o", str(tmp_path)]) == 2
+    assert "--exposure-jitter must be in [0, 1]" in capsys.readouterr().err
