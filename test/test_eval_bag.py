@@ -78,6 +78,32 @@ def test_bag_stats_on_exact_tracks(scene, tmp_path):
     assert len(stats.trails) == n and max(len(t) for t in stats.trails.values()) == 4
 
 
+def test_track_span_error_finds_tracks_that_jump_to_another_point(scene, tmp_path):
+    conf, K, poses, points = scene
+    from superpoint_ros.evaluation.sample_data import rotation_to_quaternion
+
+    frames = 8
+    stamps = [1_000_000_000 + i * 100_000_000 for i in range(frames)]
+    tum = tmp_path / "gt.tum"
+    tum.write_text("\n".join(f"{s // 10**9}.{s % 10**9:09d} " + " ".join(map(str, (*c, *rotation_to_quaternion(r))))
+                             for s, (_, r, c) in zip(stamps, poses[::2][:frames])))
+    stats = bag_eval.BagStats(K, bag_eval.read_tum(tum))
+    n = len(points)
+    ids = np.arange(n)
+    for i, (_, r, c) in enumerate(poses[::2][:frames]):
+        keypoints, _ = project(points, r, c, K)
+        if i == frames - 1:
+            keypoints[:10] = keypoints[10:20] + 0.0  # tracks 0..9 jump to other points at the end
+        stats.add(bag_eval.FrameRecord(stamps[i], keypoints, ids, np.full(n, i + 1, np.int32)))
+    spans = stats.track_span_errors()
+    assert len(spans) == n  # every track is long enough and the camera moved
+    assert np.sort(spans)[: n - 10].max() < 1e-6  # exact tracks stay on their point
+    summary = stats.summary()["pose"]["track_span_epipolar_error_px"]
+    assert summary["count"] == n and summary["median"] < 1e-6
+    assert summary["above_2px"] == pytest.approx(np.mean(spans > 2.0)) and 0 < summary["above_2px"] <= 10 / n
+    assert stats.summary()["pose"]["pairs"] == 0  # no temporal matches were given: no pose pairs
+
+
 def test_time_gap_breaks_pose_pairs(scene):
     conf, K, poses, points = scene
     stats = bag_eval.BagStats(K, None)

@@ -226,6 +226,9 @@ class BagStats:
         self.trail_length, self.min_gt_translation_m = trail_length, min_gt_translation_m
         self.frames: List[dict] = []
         self.track_length: Dict[int, int] = {}
+        #: first and latest observation of every track: (stamp ns, x, y)
+        self.track_first: Dict[int, Tuple[int, float, float]] = {}
+        self.track_last: Dict[int, Tuple[int, float, float]] = {}
         self.trails: "OrderedDict[int, List[Tuple[float, float]]]" = OrderedDict()
         self._previous: Optional[FrameRecord] = None
 
@@ -254,6 +257,9 @@ class BagStats:
         for track_id, length, xy in zip(np.asarray(record.track_ids).tolist(),
                                         np.asarray(record.track_lengths).tolist(), np.asarray(record.keypoints)):
             self.track_length[track_id] = max(length, self.track_length.get(track_id, 0))
+            observation = (int(record.stamp_ns), float(xy[0]), float(xy[1]))
+            self.track_first.setdefault(track_id, observation)
+            self.track_last[track_id] = observation
             trail = self.trails.setdefault(track_id, [])
             trail.append((float(xy[0]), float(xy[1])))
             del trail[: -self.trail_length]
@@ -283,6 +289,28 @@ class BagStats:
         if errors is not None:
             row.update(errors)
 
+    def track_span_errors(self, min_length: int = 5, min_baseline_m: float = 0.02) -> np.ndarray:
+        """GT epipolar distance (px) between the first and the latest observation of every track
+        seen in at least ``min_length`` frames whose two views are ``min_baseline_m`` apart: how
+        well a track stays on one physical point (a landmark for the back-end); re-associations to
+        another point and drift both show up here. Empty without intrinsics or ground truth."""
+        if self.K is None or self.trajectory is None:
+            return np.zeros(0)
+        errors = []
+        for track_id, length in self.track_length.items():
+            if length < min_length:
+                continue
+            (s0, x0, y0), (s1, x1, y1) = self.track_first[track_id], self.track_last[track_id]
+            pose0 = self.trajectory.lookup(s0, self.gt_max_dt_ns)
+            pose1 = self.trajectory.lookup(s1, self.gt_max_dt_ns)
+            if pose0 is None or pose1 is None:
+                continue
+            R, t = relative_pose(pose0, pose1)
+            if np.linalg.norm(t) < min_baseline_m:
+                continue
+            errors.append(epipolar_distances(np.array([[x0, y0]]), np.array([[x1, y1]]), self.K, R, t)[0])
+        return np.asarray(errors, np.float64)
+
     def summary(self) -> dict:
         column = lambda key: [f.get(key) for f in self.frames]  # noqa: E731
         lengths = np.array(list(self.track_length.values()), np.int64)
@@ -307,9 +335,12 @@ class BagStats:
             out["stereo_disparity_px"] = _stats(column("disparity_px"))
         if self.trajectory is not None:
             rotation = _stats(column("rotation_error_deg"))
+            spans = self.track_span_errors()
             out["pose"] = {"pairs": rotation["count"], "rotation_error_deg": rotation,
                            "translation_direction_error_deg": _stats(column("translation_direction_error_deg")),
                            "gt_epipolar_error_px": _stats(column("gt_epipolar_error_px")),
+                           "track_span_epipolar_error_px": {**_stats(spans), "above_2px": (
+                               float(np.mean(spans > 2.0)) if len(spans) else None)},
                            "note": "relative pose of consecutive frames from the essential matrix of the inlier "
                                    "temporal matches (OpenCV 5-point RANSAC, 1 px) vs. ground truth"}
             if self.K is None:
@@ -338,7 +369,8 @@ def format_summary(summary: dict) -> str:
     if "pose" in summary:
         rows += [("rotation error [deg]", summary["pose"]["rotation_error_deg"]),
                  ("translation dir. error [deg]", summary["pose"]["translation_direction_error_deg"]),
-                 ("GT epipolar error [px]", summary["pose"]["gt_epipolar_error_px"])]
+                 ("GT epipolar error [px]", summary["pose"]["gt_epipolar_error_px"]),
+                 ("track first-to-last GT epipolar error [px]", summary["pose"]["track_span_epipolar_error_px"])]
     rows += [("processing time [ms]", summary["time_ms"])]
     if summary["extract_ms"].get("count"):
         rows.append(("  of which extraction [ms]", summary["extract_ms"]))
@@ -366,6 +398,8 @@ COMPARISON_ROWS = (
     ("rotation error [deg]", ("pose", "rotation_error_deg"), "median"),
     ("translation dir. error [deg]", ("pose", "translation_direction_error_deg"), "median"),
     ("GT epipolar error [px]", ("pose", "gt_epipolar_error_px"), "median"),
+    ("track first-to-last GT epipolar error [px]", ("pose", "track_span_epipolar_error_px"), "median"),
+    ("fraction of tracks off by > 2 px", ("pose", "track_span_epipolar_error_px"), "above_2px"),
     ("processing time [ms]", ("time_ms",), "mean"),
 )
 
