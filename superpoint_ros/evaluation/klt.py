@@ -44,6 +44,7 @@ class _Previous:
     points: np.ndarray          # (N, 2) float32 xy px
     track_ids: np.ndarray       # (N,) int64
     track_lengths: np.ndarray   # (N,) int32
+    alive: np.ndarray           # (N,) bool: tracked on into the next frame (RANSAC outliers are not)
     stamp_s: float
     frame_id: str
 
@@ -105,11 +106,12 @@ class KLTFrontend:
             (error <= self.klt["max_flow_back_error"])
         return p1.astype(np.float32), ok, error
 
-    def _new_corners(self, image: np.ndarray, existing: np.ndarray) -> np.ndarray:
-        """Shi-Tomasi corners at least ``min_distance`` px from each other and from ``existing``."""
+    def _new_corners(self, image: np.ndarray, existing: np.ndarray, budget_used: int) -> np.ndarray:
+        """Shi-Tomasi corners at least ``min_distance`` px from each other and from ``existing``,
+        at most ``extractor.max_keypoints - budget_used`` of them."""
         budget = int(self.conf["extractor.max_keypoints"])
         budget = 100000 if budget < 0 else budget
-        wanted = budget - len(existing)
+        wanted = budget - budget_used
         if wanted <= 0:
             return np.zeros((0, 2), np.float32)
         distance = int(self.klt["min_distance"])
@@ -143,9 +145,10 @@ class KLTFrontend:
         previous, temporal = self._previous, None
         kept_points = np.zeros((0, 2), np.float32)
         kept_ids, kept_lengths = np.zeros(0, np.int64), np.zeros(0, np.int32)
+        alive = np.zeros(0, bool)
         if previous is not None:
             moved, ok, error = self._track(previous.image, image, previous.points)
-            source = np.flatnonzero(ok)
+            source = np.flatnonzero(ok & previous.alive)
             inliers, verified, model = np.ones(len(source), bool), False, None
             if conf["ransac.enabled"] and len(source):
                 geometry = ransac_inliers(previous.points[source], moved[source], conf["ransac.model"],
@@ -156,14 +159,17 @@ class KLTFrontend:
             indices = np.stack([source, np.arange(len(source))], axis=1).astype(np.int64).reshape(-1, 2)
             temporal = TemporalMatches(indices, error[source], inliers, previous.stamp_s, previous.frame_id,
                                        verified, model)
-            # an outlier is still a detection of this frame, but its track ends (a new ID below)
+            # an outlier is still a point of this frame (the matches refer to it), but as VINS does,
+            # it is not tracked any further: a one-frame track, and new corners may take its place
             kept_points = moved[source]
             kept_ids = np.where(inliers, previous.track_ids[source], -1)
             kept_lengths = np.where(inliers, previous.track_lengths[source] + 1, 1).astype(np.int32)
+            alive = inliers.copy()
         timings["temporal_match"] = (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
-        fresh = self._new_corners(image, kept_points)
+        fresh = self._new_corners(image, kept_points[alive], budget_used=len(kept_points))
         points = np.concatenate([kept_points, fresh]).astype(np.float32)
+        alive = np.concatenate([alive, np.ones(len(fresh), bool)])
         track_ids = np.concatenate([kept_ids, np.full(len(fresh), -1, np.int64)])
         track_lengths = np.concatenate([kept_lengths, np.ones(len(fresh), np.int32)])
         new = track_ids < 0
@@ -186,6 +192,6 @@ class KLTFrontend:
                                    error[left_index], disparity[left_index].astype(np.float32))
             timings["stereo_match"] = (time.perf_counter() - start) * 1e3
         timings["total"] = sum(timings.values())
-        self._previous = _Previous(image, points, track_ids, track_lengths, float(stamp_s), frame_id)
+        self._previous = _Previous(image, points, track_ids, track_lengths, alive, float(stamp_s), frame_id)
         return FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal, right_features,
                            stereo, timings, reset_reason)
