@@ -134,6 +134,20 @@ class _Clock:
             self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
 
 
+def continuity_break(previous_stamp_s: float, previous_frame_id: str, stamp_s: float, frame_id: str,
+                     max_time_gap_s: float) -> Optional[str]:
+    """Why tracks must not continue from the previous frame to this one (a ``frame_id`` change,
+    time going backwards or repeating, a gap above ``max_time_gap_s`` seconds), or ``None``."""
+    gap = stamp_s - previous_stamp_s
+    if frame_id != previous_frame_id:
+        return f"frame_id changed from {previous_frame_id!r} to {frame_id!r}"
+    if gap <= 0:
+        return f"time went backwards by {-gap:.6f} s" if gap < 0 else "repeated stamp"
+    if gap > max_time_gap_s:
+        return f"time jumped forward by {gap:.3f} s (> tracking.max_time_gap)"
+    return None
+
+
 class Frontend:
     """Stateful front-end for one camera (or one rectified stereo rig).
 
@@ -311,14 +325,8 @@ class Frontend:
         previous = self._previous
         if previous is None:
             return None
-        reason = None
-        gap = stamp_s - previous.stamp_s
-        if frame_id != previous.frame_id:
-            reason = f"frame_id changed from {previous.frame_id!r} to {frame_id!r}"
-        elif gap <= 0:
-            reason = f"time went backwards by {-gap:.6f} s" if gap < 0 else "repeated stamp"
-        elif gap > self.conf["tracking.max_time_gap"]:
-            reason = f"time jumped forward by {gap:.3f} s (> tracking.max_time_gap)"
+        reason = continuity_break(previous.stamp_s, previous.frame_id, stamp_s, frame_id,
+                                  self.conf["tracking.max_time_gap"])
         if reason:
             self.reset()
         return reason

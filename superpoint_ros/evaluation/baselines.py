@@ -141,14 +141,11 @@ class OpenCVFrontendExtractor:
 
     def extract_batch(self, images: list) -> list:
         from ..extractor import Features
+        from ..image import to_grayscale_uint8
 
         out = []
         for image in images:
-            gray = np.asarray(image)
-            if gray.ndim == 3:
-                gray = cv2.cvtColor(gray, cv2.COLOR_BGR2GRAY)
-            if gray.dtype != np.uint8:
-                gray = np.clip(gray * (255.0 if gray.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+            gray = to_grayscale_uint8(image)
             self.method.max_keypoints = int(self.conf.get("max_keypoints") or 100000)
             f = self.method.extract(gray)
             conv = orb_to_unit_float if self.name == "orb" else sift_to_unit_float

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..extractor import Features
-from ..frontend import FrameResult, StereoMatches, TemporalMatches
+from ..frontend import FrameResult, StereoMatches, TemporalMatches, continuity_break
 from ..image import to_grayscale_uint8
 from ..geometry import ransac_inliers
 from ..params import validate
@@ -123,23 +123,12 @@ class KLTFrontend:
         corners = cv2.goodFeaturesToTrack(image, wanted, self.klt["quality_level"], distance, mask=mask)
         return np.zeros((0, 2), np.float32) if corners is None else corners.reshape(-1, 2).astype(np.float32)
 
-    def _reset_reason(self, stamp_s: float, frame_id: str) -> Optional[str]:
-        previous = self._previous
-        if previous is None:
-            return None
-        gap = stamp_s - previous.stamp_s
-        if frame_id != previous.frame_id:
-            return f"frame_id changed from {previous.frame_id!r} to {frame_id!r}"
-        if gap <= 0:
-            return "time went backwards" if gap < 0 else "repeated stamp"
-        if gap > self.conf["tracking.max_time_gap"]:
-            return f"time jumped forward by {gap:.3f} s (> tracking.max_time_gap)"
-        return None
-
     def _process(self, image: np.ndarray, right: Optional[np.ndarray], stamp_s: float, frame_id: str) -> FrameResult:
         conf, timings = self.conf, {}
         start = time.perf_counter()
-        reset_reason = self._reset_reason(stamp_s, frame_id)
+        previous = self._previous
+        reset_reason = None if previous is None else continuity_break(
+            previous.stamp_s, previous.frame_id, stamp_s, frame_id, self.conf["tracking.max_time_gap"])
         if reset_reason:
             self._previous = None
         previous, temporal = self._previous, None
