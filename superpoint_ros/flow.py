@@ -16,7 +16,7 @@ offset change leave (nearly) unchanged (same case: 0.04 px).
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import cv2
 import numpy as np
@@ -44,6 +44,41 @@ default_conf = {
 }
 
 
+def flow_forward_backward(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray,
+                          start1: Optional[np.ndarray] = None, window: int = 15,
+                          pyramid_levels: int = 2) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pyramidal Lucas-Kanade from ``image0`` to ``image1`` and back.
+
+    ``points0``: ``(N, 2)`` xy px; ``start1``: where to start in ``image1`` (``None``: at
+    ``points0``). Returns ``(points1 (N, 2) float32, ok (N,) bool, back_error (N,) float32 px)``:
+    ``ok`` when both directions converged to finite points; ``back_error`` is how far the way back
+    lands from ``points0`` (callers set their own limit).
+    """
+    if image0.shape != image1.shape:
+        raise ValueError(f"images differ in size: {image0.shape} vs {image1.shape}")
+    p0 = np.ascontiguousarray(points0, np.float32).reshape(-1, 1, 2)
+    if len(p0) == 0:
+        return np.zeros((0, 2), np.float32), np.zeros(0, bool), np.zeros(0, np.float32)
+    params = dict(winSize=(window, window), maxLevel=pyramid_levels,
+                  criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
+    if start1 is None:
+        p1, status, _ = cv2.calcOpticalFlowPyrLK(image0, image1, p0, None, **params)
+    else:
+        guess = np.ascontiguousarray(start1, np.float32).reshape(-1, 1, 2).copy()
+        p1, status, _ = cv2.calcOpticalFlowPyrLK(image0, image1, p0, guess, flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
+                                                 **params)
+    if start1 is None:  # plain tracking: the way back starts where the way there ended
+        back, back_status, _ = cv2.calcOpticalFlowPyrLK(image1, image0, p1, None, **params)
+    else:  # guided (e.g. a 12 px stereo disparity): start back at points0, as the way there started
+        # at its guess, else a shallow pyramid cannot bridge the displacement
+        back, back_status, _ = cv2.calcOpticalFlowPyrLK(image1, image0, p1, p0.copy(),
+                                                        flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **params)
+    p1, back = p1.reshape(-1, 2), back.reshape(-1, 2)
+    error = np.linalg.norm(back - p0.reshape(-1, 2), axis=1).astype(np.float32)
+    ok = (status.reshape(-1) == 1) & (back_status.reshape(-1) == 1) & np.isfinite(p1).all(axis=1)
+    return p1.astype(np.float32), ok, error
+
+
 def refine_with_flow(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray, guesses1: np.ndarray,
                      conf: dict = None) -> Tuple[np.ndarray, np.ndarray]:
     """Where the patches around ``points0`` in ``image0`` are in ``image1``.
@@ -56,22 +91,12 @@ def refine_with_flow(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray
     """
     c = {**default_conf, **(conf or {})}
     guesses1 = np.asarray(guesses1, np.float32).reshape(-1, 2)
-    if len(guesses1) == 0:
-        return guesses1.copy(), np.zeros(0, bool)
     if image0.shape != image1.shape:
         raise ValueError(f"images differ in size: {image0.shape} vs {image1.shape}")
-    p0 = np.ascontiguousarray(points0, np.float32).reshape(-1, 1, 2)
-    start = np.ascontiguousarray(guesses1).reshape(-1, 1, 2).copy()
-    params = dict(winSize=(c["window"], c["window"]), maxLevel=c["pyramid_levels"],
-                  criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
-    p1, status, _ = cv2.calcOpticalFlowPyrLK(image0, image1, p0, start, flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **params)
-    back, back_status, _ = cv2.calcOpticalFlowPyrLK(image1, image0, p1, p0.copy(),
-                                                    flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **params)
-    p1, back = p1.reshape(-1, 2), back.reshape(-1, 2)
+    if len(guesses1) == 0:
+        return guesses1.copy(), np.zeros(0, bool)
+    p1, ok, back_error = flow_forward_backward(image0, image1, points0, guesses1, c["window"], c["pyramid_levels"])
     h, w = image1.shape[:2]
-    ok = ((status.reshape(-1) == 1) & (back_status.reshape(-1) == 1)
-          & (np.linalg.norm(back - p0.reshape(-1, 2), axis=1) <= c["max_back_error"])
-          & (np.linalg.norm(p1 - guesses1, axis=1) <= c["max_shift"])
-          & (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5) & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5)
-          & np.isfinite(p1).all(axis=1))
+    ok &= ((back_error <= c["max_back_error"]) & (np.linalg.norm(p1 - guesses1, axis=1) <= c["max_shift"])
+           & (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5) & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5))
     return np.where(ok[:, None], p1, guesses1).astype(np.float32), ok

@@ -23,6 +23,7 @@ import cv2
 import numpy as np
 
 from ..extractor import Features
+from ..flow import flow_forward_backward
 from ..frontend import FrameResult, StereoMatches, TemporalMatches, continuity_break
 from ..image import to_grayscale_uint8
 from ..geometry import ransac_inliers
@@ -68,9 +69,6 @@ class KLTFrontend:
             raise ValueError(f"unknown KLT options: {sorted(unknown)}")
         self.klt = {**default_conf, **(conf or {})}
         self.extractor = _Extractor(conf={"max_keypoints": self.conf["extractor.max_keypoints"]})
-        size = int(self.klt["window"])
-        self._flow = dict(winSize=(size, size), maxLevel=int(self.klt["pyramid_levels"]),
-                          criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
         self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)) if self.klt["equalize"] else None
         self._previous: Optional[_Previous] = None
         self._next_id = 0
@@ -90,21 +88,15 @@ class KLTFrontend:
 
     # --- steps -------------------------------------------------------------------------------------
     def _track(self, image0: np.ndarray, image1: np.ndarray, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Points of ``image0`` followed into ``image1``: ``(moved (N, 2), ok (N,), back_error (N,))``."""
-        if len(points) == 0:
-            return points.copy(), np.zeros(0, bool), np.zeros(0, np.float32)
-        p0 = points.reshape(-1, 1, 2).astype(np.float32)
-        p1, status, _ = cv2.calcOpticalFlowPyrLK(image0, image1, p0, None, **self._flow)
-        back, back_status, _ = cv2.calcOpticalFlowPyrLK(image1, image0, p1, None, **self._flow)
-        p1, back = p1.reshape(-1, 2), back.reshape(-1, 2)
-        error = np.linalg.norm(back - points, axis=1).astype(np.float32)
+        """Points of ``image0`` followed into ``image1``: ``(moved (N, 2), ok (N,), back_error (N,))``;
+        ``ok`` also requires the forward-backward limit and the point inside the border."""
+        moved, ok, error = flow_forward_backward(image0, image1, points, None, self.klt["window"],
+                                                 self.klt["pyramid_levels"])
         h, w = image1.shape
         border = self.conf["extractor.remove_borders"]
-        inside = ((p1[:, 0] >= border) & (p1[:, 0] <= w - 1 - border) &
-                  (p1[:, 1] >= border) & (p1[:, 1] <= h - 1 - border))
-        ok = (status.reshape(-1) == 1) & (back_status.reshape(-1) == 1) & inside & \
-            (error <= self.klt["max_flow_back_error"])
-        return p1.astype(np.float32), ok, error
+        ok &= ((error <= self.klt["max_flow_back_error"]) & (moved[:, 0] >= border) & (moved[:, 0] <= w - 1 - border)
+               & (moved[:, 1] >= border) & (moved[:, 1] <= h - 1 - border))
+        return moved, ok, error
 
     def _new_corners(self, image: np.ndarray, existing: np.ndarray, budget_used: int) -> np.ndarray:
         """Shi-Tomasi corners at least ``min_distance`` px from each other and from ``existing``,
