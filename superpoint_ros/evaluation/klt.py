@@ -1,10 +1,11 @@
 """A VINS-style optical-flow front-end, the classical tracker SLAM users compare against.
 
 What VINS-Mono / VINS-Fusion's feature tracker does (described in their papers and docs; no code
-of theirs is used): optional CLAHE equalisation of each image, Shi-Tomasi corners kept at least ``min_distance`` px apart, tracked frame to
-frame with pyramidal Lucas-Kanade, a forward-backward consistency check, outliers removed with a
-fundamental-matrix RANSAC, new corners added away from the surviving tracks up to a budget; for a
-stereo pair the left corners are tracked into the right image with the same flow.
+of theirs is used): optional CLAHE equalisation of each image, Shi-Tomasi corners kept at least
+``min_distance`` px apart, tracked frame to frame with pyramidal Lucas-Kanade, a forward-backward
+consistency check, outliers removed with a fundamental-matrix RANSAC (and not tracked further),
+new corners added away from the surviving tracks up to a budget; for a stereo pair the left
+corners are tracked into the right image with the same flow.
 
 :class:`KLTFrontend` returns the package's :class:`superpoint_ros.frontend.FrameResult`, so
 ``superpoint-eval-bag --baselines klt`` scores it with exactly the statistics and ground truth
@@ -87,7 +88,8 @@ class KLTFrontend:
         return self._clahe.apply(gray) if self._clahe is not None else gray
 
     # --- steps -------------------------------------------------------------------------------------
-    def _track(self, image0: np.ndarray, image1: np.ndarray, points: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _track(self, image0: np.ndarray, image1: np.ndarray,
+               points: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Points of ``image0`` followed into ``image1``: ``(moved (N, 2), ok (N,), back_error (N,))``;
         ``ok`` also requires the forward-backward limit and the point inside the border."""
         moved, ok, error = flow_forward_backward(image0, image1, points, None, self.klt["window"],
@@ -169,8 +171,8 @@ class KLTFrontend:
             left_index = np.flatnonzero(ok)
             right_features = Features(right_points[left_index], np.ones(len(left_index), np.float32),
                                       np.zeros((len(left_index), 0), np.float32), right.shape[:2])
-            stereo = StereoMatches(np.stack([left_index, np.arange(len(left_index))], 1).astype(np.int64).reshape(-1, 2),
-                                   error[left_index], disparity[left_index].astype(np.float32))
+            pairs = np.stack([left_index, np.arange(len(left_index))], 1).astype(np.int64).reshape(-1, 2)
+            stereo = StereoMatches(pairs, error[left_index], disparity[left_index].astype(np.float32))
             timings["stereo_match"] = (time.perf_counter() - start) * 1e3
         timings["total"] = sum(timings.values())
         self._previous = _Previous(image, points, track_ids, track_lengths, alive, float(stamp_s), frame_id)
