@@ -356,7 +356,11 @@ class Frontend:
             accepted = matches.indices[inliers]
             if gray is not None:
                 with clock("flow_refinement"):
-                    features = self._refine_temporal(features, previous.features, accepted, gray[0])
+                    features, contradicted = self._refine_temporal(features, previous.features, accepted, gray[0])
+                if contradicted.any():  # the patch went elsewhere: a wrong match, though RANSAC kept it
+                    temporal.inliers = inliers.copy()
+                    temporal.inliers[np.flatnonzero(inliers)[contradicted]] = False
+                    accepted = matches.indices[temporal.inliers]
         with clock("tracking"):
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
                                                           self.ratio_test, self.max_distance)
@@ -368,7 +372,8 @@ class Frontend:
                     conf["stereo.epipolar_tolerance"], conf["stereo.min_disparity"], conf["stereo.max_disparity"],
                     self.ratio_test, self.max_distance, device=self.extractor.device)
                 if gray is not None and len(indices):
-                    right_features, disparities = self._refine_stereo(features, right_features, indices, gray)
+                    right_features, disparities, keep = self._refine_stereo(features, right_features, indices, gray)
+                    indices, distances, disparities = indices[keep], distances[keep], disparities[keep]
             stereo = StereoMatches(indices, distances, disparities)
         clock.timings["total"] = sum(clock.timings.values())
         result = FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal,
@@ -379,28 +384,31 @@ class Frontend:
 
     # --- tracking.flow_refinement ----------------------------------------------------------------
     def _refine_temporal(self, features: Features, previous: Features, accepted: np.ndarray,
-                         gray: np.ndarray) -> Features:
+                         gray: np.ndarray) -> tuple:
         """Current positions of the accepted temporal matches ``(prev idx, curr idx)``, refined by
-        flow from the previous image (kept as they are across a size change or without matches)."""
+        flow from the previous image (kept as they are across a size change or without matches).
+        Returns ``(features, contradicted (len(accepted),) bool)``: matches the flow contradicts
+        (:func:`superpoint_ros.flow.refine_with_flow`)."""
         previous_gray = self._previous_gray
         if previous_gray is None or previous_gray.shape != gray.shape or not len(accepted):
-            return features
-        refined, ok = refine_with_flow(previous_gray, gray, previous.keypoints[accepted[:, 0]],
-                                       features.keypoints[accepted[:, 1]])
-        return _with_refined(features, accepted[:, 1], refined, ok)
+            return features, np.zeros(len(accepted), dtype=bool)
+        refined, ok, contradicted = refine_with_flow(previous_gray, gray, previous.keypoints[accepted[:, 0]],
+                                                     features.keypoints[accepted[:, 1]])
+        return _with_refined(features, accepted[:, 1], refined, ok), contradicted
 
     def _refine_stereo(self, left: Features, right: Features, indices: np.ndarray, gray: list) -> tuple:
         """Right points of the stereo matches ``(left idx, right idx)`` refined by flow from the
-        left image -> ``(right features, disparities (K,) float32 px)``."""
+        left image -> ``(right features, disparities (K,) float32 px, keep (K,) bool)``; ``keep`` is
+        False for the matches the flow contradicts."""
         conf = self.conf
         left_xy = left.keypoints[indices[:, 0]]
-        refined, ok = refine_with_flow(gray[0], gray[1], left_xy, right.keypoints[indices[:, 1]])
+        refined, ok, contradicted = refine_with_flow(gray[0], gray[1], left_xy, right.keypoints[indices[:, 1]])
         disparity = left_xy[:, 0] - refined[:, 0]
         # a refined point must still obey the rectified-stereo limits
         ok &= ((np.abs(refined[:, 1] - left_xy[:, 1]) <= conf["stereo.epipolar_tolerance"])
                & (disparity >= conf["stereo.min_disparity"]) & (disparity <= conf["stereo.max_disparity"]))
         right = _with_refined(right, indices[:, 1], refined, ok)
-        return right, (left_xy[:, 0] - right.keypoints[indices[:, 1], 0]).astype(np.float32)
+        return right, (left_xy[:, 0] - right.keypoints[indices[:, 1], 0]).astype(np.float32), ~contradicted
 
 
 def _with_refined(features: Features, rows: np.ndarray, refined: np.ndarray, ok: np.ndarray) -> Features:
