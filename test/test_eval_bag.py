@@ -40,6 +40,28 @@ def test_relative_pose_from_essential_matrix_matches_ground_truth(scene):
     assert np.median(bag_eval.epipolar_distances(p0, p1[rng.permutation(len(p1))], K, R, t)) > 5
 
 
+def test_pose_from_noisy_matches_uses_every_inlier():
+    """0.3 px detector noise and 10 % wrong matches between consecutive 10 Hz frames: the pose comes
+    from all inliers (measured median 0.012 deg; the best 5-point sample alone, i.e. plain RANSAC
+    without a final fit, gives 0.14 deg, which would bury the differences between front-ends)."""
+    conf = SampleConf(size=(480, 640), num_frames=40)
+    K, poses = intrinsics(conf), trajectory(conf)
+    rng = np.random.default_rng(0)
+    points = np.column_stack([rng.uniform(-2.5, 2.5, 400), rng.uniform(-2, 1.2, 400), rng.uniform(2.0, 5.0, 400)])
+    errors = []
+    for (_, r0, c0), (_, r1, c1) in zip(poses[1:20], poses[2:21]):
+        p0, _ = project(points, r0, c0, K)
+        p1, _ = project(points, r1, c1, K)
+        p0, p1 = p0 + rng.normal(0, 0.3, p0.shape), p1 + rng.normal(0, 0.3, p1.shape)
+        wrong = rng.random(len(p1)) < 0.1
+        p1[wrong] = rng.uniform(0, 480, (int(wrong.sum()), 2))
+        R, t = bag_eval.relative_pose((r0, c0), (r1, c1))
+        # non-contiguous views, as the evaluator passes them (OpenCV's USAC refuses those)
+        views = [np.hstack([p, np.ones((len(p), 1))])[:, :2] for p in (p0, p1)]
+        errors.append(bag_eval.pose_errors(*views, np.asfortranarray(K), R, t)["rotation_error_deg"])
+    assert np.median(errors) < 0.05, errors
+
+
 def test_bag_stats_on_exact_tracks(scene, tmp_path):
     conf, K, poses, points = scene
     stamps = [1_000_000_000 + i * 100_000_000 for i in range(4)]

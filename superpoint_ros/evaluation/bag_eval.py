@@ -124,13 +124,17 @@ def direction_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
 def essential_pose(points0: np.ndarray, points1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0,
                    seed: int = 0) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """``(R, t unit)`` of camera 1 w.r.t. camera 0 (``x1 = R x0 + t``) from pixel
-    correspondences via the essential matrix (OpenCV 5-point RANSAC + cheirality), or None."""
+    correspondences via the essential matrix (OpenCV USAC MAGSAC++ with local optimisation and a final
+    fit on all inliers, + cheirality), or None. Plain RANSAC would return the best 5-point sample's
+    model, whose error is dominated by which sample wins (any change in the point set reshuffles it)."""
     if len(points0) < 5:
         return None
-    p0, p1 = np.asarray(points0, np.float64), np.asarray(points1, np.float64)
+    # USAC refuses non-contiguous arrays (the plain RANSAC path copied them)
+    p0, p1 = (np.ascontiguousarray(p, np.float64).reshape(-1, 2) for p in (points0, points1))
+    K = np.ascontiguousarray(K, np.float64)
     cv2.setRNGSeed(seed)
     try:
-        E, mask = cv2.findEssentialMat(p0, p1, K, cv2.RANSAC, 0.999, threshold_px)
+        E, mask = cv2.findEssentialMat(p0, p1, K, cv2.USAC_MAGSAC, 0.999, threshold_px)
         if E is None or E.shape != (3, 3):
             return None
         _, R, t, _ = cv2.recoverPose(E, p0, p1, K, mask=mask)
