@@ -66,7 +66,8 @@ class TemporalMatches:
 
     ``indices``: ``(M, 2)`` int64 rows ``(index into the previous frame's features, index into the
     current frame's features)``; ``distances``: ``(M,)`` float32 descriptor distances;
-    ``inliers``: ``(M,)`` bool geometric inliers (all ``True`` when ``verified`` is ``False``);
+    ``inliers``: ``(M,)`` bool geometric inliers (all ``True`` when ``verified`` is ``False``; with
+    ``tracking.flow_refinement`` also ``False`` where the optical flow contradicts the match);
     ``model``: the 3x3 F or H mapping previous -> current, or ``None``.
     """
 

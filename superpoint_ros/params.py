@@ -105,7 +105,8 @@ PARAMETERS: Dict[str, Param] = {
                                    "backwards also resets", (0.0, 86400.0)),
     "tracking.flow_refinement": Param(False, "Refine matched keypoints (temporal inliers, stereo right points) "
                                       "with Lucas-Kanade flow from their match: sub-pixel, consistent "
-                                      "along tracks; costs a few ms of CPU per frame"),
+                                      "along tracks; matches the flow contradicts (> 2 px away) are "
+                                      "dropped; costs a few ms of CPU per frame"),
     # --- input images (bad or extreme input; docs/reliability.md) ---
     "image.max_size": Param(4096, "Longest image side in px the network runs on; larger images are "
                             "handled per image.oversize; 0 = no limit", (0, 65536)),

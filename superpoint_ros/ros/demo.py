@@ -165,7 +165,7 @@ def frame_line(index: int, total: int, stamp: int, t0: int, row: dict, longest: 
         dy = f"{row['epipolar_error_px']:.2f}" if row["epipolar_error_px"] is not None else "-"
         parts.append(f"stereo {row['stereo_matches']:4d} (|dy| {dy} px)")
     if row["rotation_error_deg"] is not None:
-        parts.append(f"rot.err {row['rotation_error_deg']:5.2f}deg dir.err {row['translation_direction_error_deg']:5.1f}deg")
+        parts.append(f"rot.err {row['rotation_error_deg']:6.3f}deg dir.err {row['translation_direction_error_deg']:5.2f}deg")
     parts.append(f"latency {row['time_ms']:6.0f} ms")
     return "  ".join(parts)
 
