@@ -25,6 +25,8 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 FASTDDS_PROFILE = ROOT / "config" / "fastdds_shm.xml"
+#: The node runs its shipped mono configuration (flow refinement included), as a robot would.
+PARAMS_FILE = ROOT / "config" / "superpoint_mono.yaml"
 
 
 def _isolate_dds() -> None:
@@ -36,7 +38,7 @@ def _isolate_dds() -> None:
 
 
 def node_params(weights: str, device: str, threshold: float) -> dict:
-    """The parameters the node runs with here: its defaults plus the benchmark's weights/threshold."""
+    """What the benchmark sets on top of :data:`PARAMS_FILE`: its weights, device and threshold."""
     return {"extractor.weights": weights, "extractor.device": device, "extractor.detection_threshold": threshold,
             "extractor.max_keypoints": 1000}
 
@@ -62,7 +64,7 @@ def bench_node(report, device, photos, resolutions, threshold, args) -> None:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, PointCloud2
 
-        from superpoint_ros.params import defaults, extractor_conf, validate
+        from superpoint_ros.params import extractor_conf, load_params, validate
         import superpoint_ros.ros.node  # noqa: F401 - the node must import here too
     except Exception as e:  # noqa: BLE001 - ROS not installed / node not written yet
         report.note(f"node section skipped: {type(e).__name__}: {e}")
@@ -74,8 +76,8 @@ def bench_node(report, device, photos, resolutions, threshold, args) -> None:
     from .timing import time_variants
 
     params = node_params(args.weights_path, str(device), threshold)
-    flat = validate({**defaults(), **params})
-    ros_args = [a for name, value in params.items() for a in ("-p", f"{name}:={value}")]
+    flat = validate({**load_params(PARAMS_FILE), **params})
+    ros_args = ["--params-file", str(PARAMS_FILE)] + [a for name, value in params.items() for a in ("-p", f"{name}:={value}")]
     node_log = open(os.path.join(tempfile.gettempdir(), "superpoint_bench_node.log"), "w")
     process = subprocess.Popen([sys.executable, "-m", "superpoint_ros.ros.node", "--ros-args", *ros_args],
                                cwd=ROOT, stdout=node_log, stderr=subprocess.STDOUT, env=dict(os.environ))
