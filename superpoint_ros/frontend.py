@@ -27,6 +27,7 @@ or a forward gap above ``tracking.max_time_gap`` resets them (``result.reset_rea
 from __future__ import annotations
 
 import time
+from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
@@ -47,6 +48,11 @@ from .weights import WeightsError
 #: Parameters fixed when the Frontend is built (they shape the network, not the thresholds).
 FIXED_PARAMETERS = tuple(n for n in FRONTEND_PARAMETERS if PARAMETERS[n].read_only)
 MIN_IMAGE_SIDE = 8  # px: one SuperPoint cell; smaller images have no detector output at all
+#: Flow limits confirming a re-found track (tracking.max_age): stricter than for a match, because
+#: the points matching missed are the hard ones (edge-like patches, where the flow can slide along
+#: the edge and still come back). Sample bag, max_age 2, re-found positions off by > 1 px under
+#: ground truth: 21 % with the match limits (0.5 px back, 2 px shift), 2 % with these.
+REFOUND_FLOW = {"max_back_error": 0.1, "max_shift": 1.0}
 
 
 class FrameSkipped(RuntimeError):
@@ -164,9 +170,12 @@ class Frontend:
         self.warnings: list = []
         self.extractor = extractor if extractor is not None else self._build_extractor()
         self._apply_extractor_thresholds()
-        self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"])
+        self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"],
+                                 verify_refound=self._verify_refound)
         self._previous: Optional[FrameResult] = None
-        self._previous_gray: Optional[np.ndarray] = None  # contrast-normalised uint8, for flow_refinement
+        # contrast-normalised uint8 left images of the last frames, newest last (flow_refinement)
+        self._grays: deque = deque(maxlen=max(1, self.conf["tracking.max_age"]))
+        self._current_gray: Optional[np.ndarray] = None
 
     # --- configuration -------------------------------------------------------------------------
     def update(self, changes: Mapping[str, Any]) -> None:
@@ -182,6 +191,7 @@ class Frontend:
         self._apply_extractor_thresholds()
         self.tracks.max_age = self.conf["tracking.max_age"]
         self.tracks.max_displacement = self.conf["tracking.max_displacement"]
+        self._grays = deque(self._grays, maxlen=max(1, self.conf["tracking.max_age"]))
 
     def _build_extractor(self) -> FeatureExtractor:
         conf = self._extractor_conf()
@@ -225,7 +235,7 @@ class Frontend:
     def reset(self) -> None:
         """Forget the previous frame and all tracks (new track IDs continue from the counter)."""
         self._previous = None
-        self._previous_gray = None
+        self._grays.clear()
         self.tracks.reset()
 
     # --- processing ----------------------------------------------------------------------------
@@ -363,8 +373,11 @@ class Frontend:
                     temporal.inliers[np.flatnonzero(inliers)[contradicted]] = False
                     accepted = matches.indices[temporal.inliers]
         with clock("tracking"):
+            self._current_gray = None if gray is None else gray[0]  # for _verify_refound
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
                                                           self.ratio_test, self.max_distance)
+            if self.tracks.keypoints is not features.keypoints:  # re-found tracks moved to the flow's position
+                features = Features(self.tracks.keypoints, features.scores, features.descriptors, features.image_size)
         stereo = None
         if right_features is not None:
             with clock("stereo_match"):
@@ -380,8 +393,15 @@ class Frontend:
         result = FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal,
                              right_features, stereo, clock.timings, reset_reason)
         self._previous = result
-        self._previous_gray = None if gray is None else gray[0]
+        if gray is None:
+            self._grays.clear()
+        else:
+            self._grays.append(gray[0])
         return result
+
+    @property
+    def _previous_gray(self) -> Optional[np.ndarray]:
+        return self._grays[-1] if self._grays else None
 
     # --- tracking.flow_refinement ----------------------------------------------------------------
     def _refine_temporal(self, features: Features, previous: Features, accepted: np.ndarray,
@@ -410,6 +430,26 @@ class Frontend:
                & (disparity >= conf["stereo.min_disparity"]) & (disparity <= conf["stereo.max_disparity"]))
         right = _with_refined(right, indices[:, 1], refined, ok)
         return right, (left_xy[:, 0] - right.keypoints[indices[:, 1], 0]).astype(np.float32), ~contradicted
+
+    # --- tracking.max_age ------------------------------------------------------------------------
+    def _verify_refound(self, frames_ago: np.ndarray, last_xy: np.ndarray, candidate_xy: np.ndarray) -> tuple:
+        """Whether lost tracks last seen ``frames_ago`` (``(K,)`` int) frames before this one at
+        ``last_xy`` really are at the keypoints ``candidate_xy`` (``(K, 2)`` xy px) the descriptors
+        re-found them on: flow from the image each was last seen in must confirm it within
+        :data:`REFOUND_FLOW`. Returns ``(ok (K,) bool, xy (K, 2))``, xy the flow's positions (as for
+        any refined match). Without flow refinement (no images kept) every candidate is accepted."""
+        current = self._current_gray
+        candidate_xy = np.asarray(candidate_xy, np.float32)
+        if current is None or not self.conf["tracking.flow_refinement"]:
+            return np.ones(len(frames_ago), dtype=bool), candidate_xy
+        ok, xy = np.zeros(len(frames_ago), dtype=bool), candidate_xy.copy()
+        for ago in np.unique(frames_ago):
+            if ago > len(self._grays) or self._grays[-ago].shape != current.shape:
+                continue  # that image is gone (or of another size): cannot confirm
+            rows = np.flatnonzero(frames_ago == ago)
+            xy[rows], ok[rows], _ = refine_with_flow(self._grays[-ago], current, last_xy[rows], candidate_xy[rows],
+                                                     REFOUND_FLOW)
+        return ok, xy
 
 
 def _with_refined(features: Features, rows: np.ndarray, refined: np.ndarray, ok: np.ndarray) -> Features:

@@ -97,8 +97,9 @@ PARAMETERS: Dict[str, Param] = {
                                 "and flagged unverified)", (8, 100000)),
     # --- tracks ---
     "tracking.max_age": Param(0, "Frames a track may go unmatched and still be re-found (by "
-                              "descriptor, within tracking.max_displacement); 0 = must match every frame "
-                              "(recommended: re-found tracks are often another point, docs/node.md)",
+                              "descriptor, within tracking.max_displacement, confirmed by optical flow "
+                              "when tracking.flow_refinement is on); 0 = must match every frame. Without "
+                              "flow_refinement re-found tracks are often another point (docs/node.md)",
                               (0, 1000)),
     "tracking.max_displacement": Param(64.0, "Max px a lost track may move to be re-found", (0.0, 100000.0)),
     "tracking.max_time_gap": Param(1.0, "Seconds between frames beyond which tracks reset; time going "

@@ -3,12 +3,13 @@
 A track is one physical point seen in consecutive frames. Its ID (int64) is handed out once and
 never reused, not even after :meth:`TrackTable.reset`, so a consumer can key a map on it. A track
 lives while it keeps matching; with ``max_age > 0`` a track that was missed for up to ``max_age``
-frames can be re-found by descriptor near its last position (``max_displacement`` px).
+frames can be re-found by descriptor near its last position (``max_displacement`` px), subject to
+the caller's ``verify_refound`` check (the Frontend's: optical flow from the track's last image).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional, Tuple
+from typing import Callable, Optional, Tuple
 
 import numpy as np
 import torch
@@ -43,9 +44,16 @@ class _Lost:
 class TrackTable:
     """Track bookkeeping; the caller supplies matches (geometry already checked)."""
 
-    def __init__(self, max_age: int = 0, max_displacement: float = 64.0):
+    def __init__(self, max_age: int = 0, max_displacement: float = 64.0,
+                 verify_refound: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray],
+                                                   Tuple[np.ndarray, np.ndarray]]] = None):
+        """``verify_refound(frames_ago (K,) int, last_xy (K, 2), candidate_xy (K, 2)) -> (ok (K,)
+        bool, xy (K, 2))``: an optional check of each lost track re-found by descriptor on a new
+        keypoint (e.g. optical flow from the image it was last seen in). Rejected candidates stay
+        lost; accepted ones take position ``xy`` (see :attr:`keypoints`). xy in px."""
         self.max_age = int(max_age)
         self.max_displacement = float(max_displacement)
+        self.verify_refound = verify_refound
         self._next_id = 0
         self._last: Optional[_Observed] = None
         self._lost = _Lost()
@@ -58,6 +66,12 @@ class TrackTable:
     @property
     def next_id(self) -> int:
         return self._next_id
+
+    @property
+    def keypoints(self) -> Optional[np.ndarray]:
+        """``(N, 2)`` float32 xy px of the last frame's keypoints as tracked: the input of
+        :meth:`update`, with re-found tracks at the position ``verify_refound`` gave them."""
+        return None if self._last is None else self._last.keypoints
 
     def _new_ids(self, count: int) -> np.ndarray:
         ids = np.arange(self._next_id, self._next_id + count, dtype=np.int64)
@@ -82,12 +96,12 @@ class TrackTable:
             ids[curr] = self._last.ids[prev]
             lengths[curr] = self._last.lengths[prev] + 1
         self._age_lost_tracks(matches)
+        positions = np.asarray(keypoints, np.float32)
         if len(self._lost) and (ids < 0).any():
-            self._refind(keypoints, descriptors, ids, lengths, ratio_test, max_distance)
+            positions = self._refind(positions, descriptors, ids, lengths, ratio_test, max_distance)
         unassigned = ids < 0
         ids[unassigned] = self._new_ids(int(unassigned.sum()))
-        self._last = _Observed(ids, lengths, np.asarray(keypoints, np.float32),
-                               np.asarray(descriptors, np.float32))
+        self._last = _Observed(ids, lengths, positions, np.asarray(descriptors, np.float32))
         return ids, lengths
 
     def _age_lost_tracks(self, matches: np.ndarray) -> None:
@@ -112,16 +126,24 @@ class TrackTable:
         self._lost = _Lost(pool.ids[alive], pool.lengths[alive], pool.keypoints[alive],
                            None if pool.descriptors is None else pool.descriptors[alive], pool.missed[alive])
 
-    def _refind(self, keypoints, descriptors, ids, lengths, ratio_test, max_distance) -> None:
+    def _refind(self, keypoints, descriptors, ids, lengths, ratio_test, max_distance) -> np.ndarray:
+        """Assign lost tracks to unassigned keypoints (``ids``/``lengths`` in place); returns the
+        keypoints with the accepted ones at their verified positions."""
         free = np.flatnonzero(ids < 0)
         lost = self._lost
-        kp = torch.as_tensor(np.asarray(keypoints, np.float32)[free])
+        kp = torch.as_tensor(keypoints[free])
         near = torch.cdist(torch.as_tensor(lost.keypoints), kp) <= self.max_displacement
         pairs, _ = masked_mutual_nn(torch.as_tensor(lost.descriptors), torch.as_tensor(
             np.asarray(descriptors, np.float32)[free]), near, ratio_test, max_distance)
-        if len(pairs) == 0:
-            return
         pairs = pairs.numpy()
+        if len(pairs) and self.verify_refound is not None:
+            ok, verified_xy = self.verify_refound(lost.missed[pairs[:, 0]], lost.keypoints[pairs[:, 0]],
+                                                  keypoints[free[pairs[:, 1]]])
+            keypoints = keypoints.copy()
+            keypoints[free[pairs[ok, 1]]] = verified_xy[ok]
+            pairs = pairs[ok]
+        if len(pairs) == 0:
+            return keypoints
         target = free[pairs[:, 1]]
         ids[target] = lost.ids[pairs[:, 0]]
         lengths[target] = lost.lengths[pairs[:, 0]] + 1
@@ -129,3 +151,4 @@ class TrackTable:
         keep[pairs[:, 0]] = False
         self._lost = _Lost(lost.ids[keep], lost.lengths[keep], lost.keypoints[keep],
                            lost.descriptors[keep], lost.missed[keep])
+        return keypoints

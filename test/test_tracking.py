@@ -61,3 +61,28 @@ def test_lost_track_is_not_refound_far_away_or_after_max_age():
     table.update(kp[:0], d[:0], none)                        # missed twice > max_age
     ids3, _ = table.update(kp, d, none)
     assert set(ids3).isdisjoint(ids0)
+
+
+def test_refound_tracks_pass_the_verifier_and_take_its_position():
+    """The verifier sees (frames since last seen, last position, candidate position) of each track
+    re-found by descriptor; rejected ones stay lost (new ID), accepted ones move to its position."""
+    d = _desc(3, seed=3)
+    kp = np.array([[10, 10], [100, 100], [200, 50]], np.float32)
+    none = np.zeros((0, 2), np.int64)
+    seen = []
+
+    def verify(frames_ago, last_xy, candidate_xy):
+        seen.append((frames_ago.copy(), last_xy.copy(), candidate_xy.copy()))
+        ok = last_xy[:, 0] < 150                       # reject the track last seen at x = 200
+        return ok, candidate_xy + np.float32([0.25, -0.5])
+
+    table = TrackTable(max_age=2, max_displacement=20.0, verify_refound=verify)
+    ids0, _ = table.update(kp, d, none)
+    table.update(kp[:1], d[:1], np.array([[0, 0]]))   # tracks 1, 2 missed here
+    ids2, lengths2 = table.update(kp + 5.0, d, np.array([[0, 0]]))
+    frames_ago, last_xy, candidate_xy = seen[-1]
+    assert frames_ago.tolist() == [2, 2] and np.allclose(last_xy, kp[1:]) and np.allclose(candidate_xy, kp[1:] + 5)
+    assert ids2[:2].tolist() == ids0[:2].tolist() and lengths2[:2].tolist() == [3, 2]
+    assert ids2[2] not in ids0 and lengths2[2] == 1
+    moved = table.keypoints
+    assert np.allclose(moved[1], kp[1] + 5 + [0.25, -0.5]) and np.allclose(moved[[0, 2]], kp[[0, 2]] + 5)
