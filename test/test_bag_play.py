@@ -25,9 +25,17 @@ def _frame(i):
     return image
 
 
-@pytest.fixture(scope="module", params=["sqlite3", "mcap"])
+@pytest.fixture(scope="module", params=["sqlite3", "mcap", "rosbag1"])
 def small_bag(request, tmp_path_factory):
     path = tmp_path_factory.mktemp("play") / f"bag_{request.param}"
+    if request.param == "rosbag1":  # a ROS 1 .bag is played as ROS 2 messages
+        from ros1_bag import write_ros1_bag
+
+        path = path.with_suffix(".bag")
+        stamps = [T0_NS + i * PERIOD_NS + (1234 if i % 2 else 0) for i in range(NUM_FRAMES)]
+        write_ros1_bag(path, [_frame(i) for i in range(NUM_FRAMES)], stamps, np.eye(3), "/cam/image",
+                       "/cam/camera_info", "cam", receive_delay_ns=2_000_000)
+        return path
     with bags.BagWriter(path, storage=request.param) as bag:
         for i in range(NUM_FRAMES):
             stamp = T0_NS + i * PERIOD_NS + (1234 if i % 2 else 0)  # odd nanoseconds survive

@@ -1,7 +1,7 @@
 """``superpoint-eval-bag BAG``: replay a ROS 2 bag through the node's front-end code, offline.
 
-Reads sqlite3 or mcap bags with ``rosbags`` (no ROS install needed), one image topic (mono) or a
-rectified stereo pair (+ ``camera_info`` for the intrinsics), and runs
+Reads sqlite3 or mcap bags, or ROS 1 ``.bag`` files, with ``rosbags`` (no ROS install needed), one
+image topic (mono) or a rectified stereo pair (+ ``camera_info`` for the intrinsics), and runs
 :class:`superpoint_ros.frontend.Frontend` -- the code the node runs -- configured by the node's own
 parameter file (``--params``, default ``config/superpoint_{mono,stereo}.yaml``).
 
@@ -666,7 +666,7 @@ def output_topics(namespace: str = "/") -> Dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superpoint-eval-bag", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bag", type=Path, help="rosbag2 folder or file (sqlite3 or mcap)")
+    p.add_argument("bag", type=Path, help="rosbag2 folder or file (sqlite3 or mcap), or a ROS 1 .bag")
     p.add_argument("--image-topic", help="mono: the image topic")
     p.add_argument("--left-topic", help="stereo: left rectified image topic")
     p.add_argument("--right-topic", help="stereo: right rectified image topic")

@@ -184,7 +184,8 @@ def topics(path: Union[str, Path]) -> Dict[str, Tuple[str, int]]:
 
 def read_messages(path: Union[str, Path], topic_names: Optional[Sequence[str]] = None,
                   deserialize: bool = True) -> Iterator[BagMessage]:
-    """Messages of ``topic_names`` (all topics when None) in bag (log-time) order.
+    """Messages of ``topic_names`` (all topics when None) in bag (log-time) order, from a rosbag2
+    (sqlite3, mcap) or a ROS 1 ``.bag`` (messages converted to ROS 2: ``raw`` is always CDR).
 
     Raises BagError naming the available topics when a requested topic is not in the bag.
     """
@@ -200,9 +201,26 @@ def read_messages(path: Union[str, Path], topic_names: Optional[Sequence[str]] =
             connections = [c for c in reader.connections if c.topic in set(topic_names)]
         else:
             connections = list(reader.connections)
+        ros1 = not reader.is2
+        cache: dict = {}
         for conn, log_time, raw in reader.messages(connections=connections):
-            message = reader.deserialize(raw, conn.msgtype) if deserialize else None
-            yield BagMessage(conn.topic, conn.msgtype, int(log_time), bytes(raw), message)
+            if ros1:  # ROS 1 bag: the ROS 2 message (no Header.seq, CameraInfo d/k/r/p) and its CDR
+                message = _ros1_to_ros2(reader, conn.msgtype, raw, cache)
+                raw = typestore().serialize_cdr(message, conn.msgtype)
+            else:
+                message = reader.deserialize(raw, conn.msgtype) if deserialize else None
+            yield BagMessage(conn.topic, conn.msgtype, int(log_time), bytes(raw), message if deserialize else None)
+
+
+def _ros1_to_ros2(reader, msgtype: str, raw: bytes, cache: dict):
+    """A ROS 1 message (serialised, as in a ``.bag``) -> the same message as a ROS 2 Kilted object,
+    fields matched by name and type (rosbags' own ROS 1 -> 2 migration)."""
+    from rosbags.convert.converter import migrate_message
+
+    if msgtype not in typestore().types:
+        raise BagError(f"message type {msgtype} of a ROS 1 bag has no ROS 2 equivalent")
+    source = reader.deserialize(raw, msgtype)
+    return migrate_message(reader.typestore, typestore(), msgtype, msgtype, cache, source)
 
 
 def check_image_topics(path: Union[str, Path], image_topics: Iterable[str]) -> Dict[str, Tuple[str, int]]:

@@ -1,8 +1,8 @@
 """``superpoint-bag-play BAG``: publish a bag's messages on their topics with the original timing.
 
 A small stand-in for ``ros2 bag play`` (not installable everywhere): messages are read with
-``rosbags`` (sqlite3 or mcap) and published as their original CDR bytes, so headers, stamps and
-data arrive exactly as recorded. Timing follows the bag's receive times divided by ``--rate``.
+``rosbags`` (sqlite3 or mcap; ROS 1 ``.bag`` files are converted to ROS 2 messages) and published
+as their CDR bytes, so headers, stamps and data arrive exactly as recorded. Timing follows the bag's receive times divided by ``--rate``.
 
     superpoint-bag-play out/demo/sample_480x640_60f_10hz_s0_sqlite3/bag --rate 0.5 \\
         --topics /stereo/left/image_rect /stereo/right/image_rect --wait-for-subscribers 1
@@ -145,7 +145,7 @@ class BagPlayer:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superpoint-bag-play", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bag", type=Path, help="rosbag2 folder (sqlite3 or mcap) or file")
+    p.add_argument("bag", type=Path, help="rosbag2 folder (sqlite3 or mcap) or file, or a ROS 1 .bag")
     p.add_argument("--topics", nargs="+", default=None, help="topics to play (default: all)")
     p.add_argument("--rate", type=float, default=1.0, help="speed factor (2 = twice as fast)")
     p.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
