@@ -62,14 +62,22 @@ def test_eval_bag_runs_orb_and_sift_through_the_same_frontend_side_by_side(tmp_p
     sample = ensure_sample_bag(tmp_path / "bag", SampleConf(size=(240, 320), num_frames=6))
     out = tmp_path / "report"
     code = bag_eval.main([str(sample.bag), "--left-topic", TOPICS["left_image"], "--right-topic",
-                          TOPICS["right_image"], "--groundtruth", str(sample.groundtruth), "--baselines", "orb,sift,klt",
+                          TOPICS["right_image"], "--groundtruth", str(sample.groundtruth),
+                          "--baselines", "orb,sift,klt,sp-reference",
                           "--set", "extractor.max_keypoints=300", "--set", "extractor.device=cpu",
                           "-o", str(out), "--quiet"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "| metric | superpoint | orb | sift | klt |" in printed
+    assert "| metric | superpoint | orb | sift | klt | sp-reference |" in printed
     report = json.loads((out / "summary.json").read_text())
-    assert set(report["baselines"]) == {"orb", "sift", "klt"}
+    assert set(report["baselines"]) == {"orb", "sift", "klt", "sp-reference"}
+    reference = report["baselines"].pop("sp-reference")  # same network, the published demo's rules
+    assert reference["weights"] == report["weights"] and reference["frames"] == report["frames"]
+    assert reference["parameters"]["ransac.enabled"] is False and reference["parameters"]["matching.max_distance"] == 0.7
+    assert reference["inlier_ratio"] == {"count": 0}  # no geometric verification at all
+    # what this front-end adds: measured 0.23 vs 0.69 px GT epipolar error of the matches here
+    ours, theirs = (r["pose"]["gt_epipolar_error_px"]["median"] for r in (report, reference))
+    assert ours < 0.5 * theirs, (ours, theirs)
     for name, run in report["baselines"].items():
         assert run["weights"] == f"opencv-{name}"
         assert run["frames"] == report["frames"] == 6
@@ -88,6 +96,7 @@ def test_baseline_names_are_checked():
 
     assert parse_baselines("ORB, sift,orb") == ["orb", "sift"]
     assert parse_baselines("klt") == ["klt"]
+    assert parse_baselines("sp-reference,orb") == ["sp-reference", "orb"]
     assert parse_baselines("") == []
     with pytest.raises(ValueError, match="unknown method.*akaze"):
         parse_baselines("orb,akaze")

@@ -427,8 +427,19 @@ def format_comparison(summaries: Dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-#: ``--baselines`` choices: OpenCV features through the node's Frontend, or the KLT tracker.
-BASELINES = ("orb", "sift", "klt")
+#: ``--baselines`` choices: OpenCV features through the node's Frontend, the KLT tracker, or the
+#: same network with the association rules of the published SuperPoint demo tracker.
+BASELINES = ("orb", "sift", "klt", "sp-reference")
+#: ``sp-reference``: the published SuperPoint demo's settings (magicleap/SuperPointPretrainedNetwork,
+#: ``demo_superpoint.py`` defaults: NMS 4 px, confidence 0.015, border 4 px, every point above it;
+#: its tracker links mutual nearest neighbours within descriptor distance 0.7), with nothing of this
+#: front-end's own: no ratio test, RANSAC, flow refinement, uniform grid, sub-pixel or re-finding.
+REFERENCE_SUPERPOINT = {
+    "extractor.nms_radius": 4, "extractor.detection_threshold": 0.015, "extractor.remove_borders": 4,
+    "extractor.max_keypoints": -1, "extractor.uniform_cell": 0, "extractor.subpixel": False,
+    "matching.ratio_test": 0.0, "matching.max_distance": 0.7, "ransac.enabled": False,
+    "tracking.flow_refinement": False, "tracking.max_age": 0,
+}
 
 
 def parse_baselines(text: Optional[str]) -> List[str]:
@@ -442,7 +453,9 @@ def parse_baselines(text: Optional[str]) -> List[str]:
 
 def baseline_frontend(name: str, params: Optional[dict]):
     """``orb``/``sift``: the node's Frontend with ``params`` on OpenCV features instead of the
-    network; ``klt``: the VINS-style optical-flow tracker with the same shared parameters."""
+    network; ``klt``: the VINS-style optical-flow tracker with the same shared parameters;
+    ``sp-reference``: the same network and weights with :data:`REFERENCE_SUPERPOINT` (what the
+    front-end adds over the published demo's tracker)."""
     from ..frontend import Frontend
     from ..params import validate
     from .baselines import OpenCVFrontendExtractor
@@ -452,6 +465,8 @@ def baseline_frontend(name: str, params: Optional[dict]):
         from .klt import KLTFrontend
 
         return KLTFrontend(conf)
+    if name == "sp-reference":
+        return Frontend(validate({**conf, **REFERENCE_SUPERPOINT}))
     return Frontend(conf, extractor=OpenCVFrontendExtractor(name, int(conf["extractor.max_keypoints"])))
 
 
@@ -684,9 +699,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", choices=bags.STORAGE_FORMATS, default="sqlite3", help="output bag storage")
     p.add_argument("--output-namespace", default=DEFAULT_NAMESPACE,
                    help="namespace of the node's topics in the output bag (default: the launch files')")
-    p.add_argument("--baselines", default="", metavar="orb,sift,klt",
-                   help="also run the same front-end on OpenCV ORB and/or SIFT features, and/or a VINS-style "
-                        "KLT tracker, same frames and parameters, and print the methods side by side")
+    p.add_argument("--baselines", default="", metavar="orb,sift,klt,sp-reference",
+                   help="also run the same front-end on OpenCV ORB and/or SIFT features, a VINS-style KLT "
+                        "tracker, and/or the same network with the published SuperPoint demo's tracker rules "
+                        "(sp-reference), same frames and parameters, and print the methods side by side")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
