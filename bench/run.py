@@ -149,6 +149,8 @@ def bench_forward(report, model, device, frames, resolution, args):
             from superpoint_ros.backends import OnnxRuntimeRunner
 
             runners["onnxruntime fp32"] = OnnxRuntimeRunner(model, torch.get_num_threads())
+            runners["onnxruntime int8 (static quantisation)"] = OnnxRuntimeRunner(model, torch.get_num_threads(),
+                                                                                   int8=True)
         except Exception as e:  # noqa: BLE001 - optional backend
             report.note(f"onnxruntime forward skipped: {e}")
     else:
@@ -221,6 +223,7 @@ def extractor_variants(device: torch.device, args) -> Dict[str, dict]:
             import onnxruntime  # noqa: F401
 
             variants["onnxruntime fp32 (backend=onnxruntime)"] = {"backend": "onnxruntime"}
+            variants["onnxruntime int8 (precision=int8)"] = {"precision": "int8"}
         except ImportError:
             pass
     if args.compile:

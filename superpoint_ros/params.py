@@ -65,8 +65,11 @@ PARAMETERS: Dict[str, Param] = {
     "extractor.num_threads": Param(0, "CPU threads for torch; 0 = torch's default", (0, 256), read_only=True),
     "extractor.backend": Param("auto", "Network runtime: auto (CPU fp32: ONNX Runtime if installed, else torch), "
                                "torch or onnxruntime", choices=("auto", "torch", "onnxruntime"), read_only=True),
-    "extractor.precision": Param("auto", "auto (CUDA: fp16 if extractor.fp16, else fp32; CPU: fp32), fp32, fp16 "
-                                 "(CUDA) or bf16", choices=("auto", "fp32", "fp16", "bf16"), read_only=True),
+    "extractor.precision": Param("auto", "auto (CUDA: fp16 if extractor.fp16, else fp32; CPU: int8 where the CPU "
+                                 "has VNNI / dot-product instructions and onnxruntime is installed, else fp32), "
+                                 "fp32, fp16 (CUDA), bf16, or int8 (CPU, ONNX Runtime static quantisation: "
+                                 "docs/benchmarks.md)", choices=("auto", "fp32", "fp16", "bf16", "int8"),
+                                 read_only=True),
     "extractor.channels_last": Param(True, "NHWC activations (faster convolutions on oneDNN/cuDNN)", read_only=True),
     "extractor.cuda_graphs": Param(True, "Replay the network as a CUDA graph per input size (CUDA only)",
                                    read_only=True),

@@ -40,6 +40,7 @@ default_conf = {
     "detection_threshold": 0.001,  # SuperPoint detector threshold (the paper used 0.015); lower = more points
     "subpixel": False,          # SuperPoint sub-pixel refinement (the shipped node configs turn it on)
     "device": "auto",
+    "precision": "auto",        # SuperPoint network precision (extractor option; auto = int8 on VNNI CPUs)
 }
 
 
@@ -172,7 +173,7 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
         by_split = [[s for s in sequences if s.name.startswith(p)] for p in ("i_", "v_")]
         sequences = sorted(sum((group[: (max_sequences + 1) // 2] for group in by_split), []))[:max_sequences]
     extractor_conf = {"nms_radius": conf["nms_radius"], "detection_threshold": conf["detection_threshold"],
-                      "device": conf["device"], "subpixel": conf["subpixel"]}
+                      "device": conf["device"], "subpixel": conf["subpixel"], "precision": conf["precision"]}
     methods = [build_method(spec, conf["top_k"], extractor_conf) for spec in method_specs]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
@@ -240,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SuperPoint detector threshold (default 0.001: top-k sets the count)")
     p.add_argument("--subpixel", action="store_true", help="SuperPoint: sub-pixel keypoints (as the node configs)")
     p.add_argument("--device", default=default_conf["device"])
+    p.add_argument("--precision", default=default_conf["precision"], choices=("auto", "fp32", "fp16", "bf16", "int8"),
+                   help="SuperPoint network precision (auto: int8 on CPUs with VNNI, fp16 on CUDA)")
     p.add_argument("--max-sequences", type=int, default=None, help="evaluate only this many sequences")
     p.add_argument("--output", "-o", type=Path, default=Path("out/eval"), help="folder for results.json, mma.png")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -274,7 +277,7 @@ def main(argv=None) -> int:
             return 2
     conf = {"resize": args.resize, "top_k": args.top_k, "detector_top_k": min(args.detector_top_k, args.top_k),
             "nms_radius": args.nms_radius, "detection_threshold": args.detection_threshold, "device": args.device,
-            "subpixel": args.subpixel}
+            "subpixel": args.subpixel, "precision": args.precision}
     try:
         report = run_benchmark(args.dataset, specs, args.output, conf, args.max_sequences, not args.quiet)
     except (DatasetError, WeightsError, ValueError, RuntimeError, OSError) as e:
