@@ -146,7 +146,10 @@ class SuperPointNode(Node):
         ex = self.frontend.extractor
         self.get_logger().info(
             f"{'stereo' if self.stereo else 'mono'} front-end ready: weights {ex.weights_path or 'in-memory'} "
-            f"({ex.provenance.get('format', 'superpoint_ros checkpoint')}), device {ex.device}, descriptor {ex.descriptor_dim}-d")
+            f"({ex.provenance.get('format', 'superpoint_ros checkpoint')}), device {ex.device}, network "
+            f"{ex.backend_name}, descriptor {ex.descriptor_dim}-d")
+        for reason in ex.runner.fallbacks:  # a fast path that could not be used (e.g. int8 quantisation)
+            self.get_logger().warning(f"extractor fall-back: {reason}")
 
     # --- start-up ------------------------------------------------------------------------------
     def _declare_parameters(self) -> Dict[str, Any]:
