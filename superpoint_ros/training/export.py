@@ -7,7 +7,12 @@ that are multiples of 8, and return ``(logits (B, 65, H/8, W/8), descriptors (B,
 run on random and real images of several sizes *different from the export example*; the largest
 absolute difference to eager PyTorch is reported and must stay under ``--tolerance``.
 
-CLI: ``superpoint-export --weights model.pt --out DIR [--formats torchscript onnx]``
+``onnx-int8`` writes the int8 network the extractor runs on CPUs (``precision: int8``; ONNX Runtime
+static quantisation, :func:`superpoint_ros.backends.quantize_onnx`) for other ONNX Runtime
+deployments. Quantisation moves values by design, so it is checked differently: the descriptors'
+5th-percentile cosine similarity to eager PyTorch must be at least ``--int8-min-cosine``.
+
+CLI: ``superpoint-export --weights model.pt --out DIR [--formats torchscript onnx onnx-int8]``
 """
 from __future__ import annotations
 
@@ -22,10 +27,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..backends import export_onnx
+from ..backends import export_onnx, quantize_onnx
 from ..weights import load_model
 
 CHECK_SIZES: Tuple[Tuple[int, int, int], ...] = ((1, 64, 64), (2, 120, 160), (1, 96, 200))
+FORMATS = ("torchscript", "onnx", "onnx-int8")
 
 
 class TupleOutputs(nn.Module):
@@ -97,10 +103,26 @@ def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor]) -> 
     return worst
 
 
+def descriptor_cosine_p05(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor]) -> float:
+    """5th percentile, over every descriptor cell of every input, of the cosine similarity between
+    the ONNX file's descriptors and eager PyTorch's (1.0 = identical directions)."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    cosines = []
+    with torch.no_grad():
+        for x in inputs:
+            eager = TupleOutputs(model)(x)[1]
+            got = torch.from_numpy(session.run(["descriptors"], {"image": x.numpy()})[0])
+            cosines.append((got * eager).sum(dim=1).flatten())
+    return float(torch.quantile(torch.cat(cosines), 0.05))
+
+
 def export(weights: str, out_dir, formats: Sequence[str] = ("torchscript", "onnx"), opset: int = 17,
-           tolerance: float = 1e-3) -> Dict[str, dict]:
+           tolerance: float = 1e-3, int8_min_cosine: float = 0.98) -> Dict[str, dict]:
     """Write the requested formats next to each other and check them; returns a report per format.
-    Raises RuntimeError when an export differs from eager by more than ``tolerance``."""
+    Raises RuntimeError when an export differs from eager by more than ``tolerance`` (int8: when its
+    descriptors' 5th-percentile cosine to eager is below ``int8_min_cosine``)."""
     model, provenance = load_model(weights)
     model = model.float().cpu().eval()
     out = Path(out_dir)
@@ -119,8 +141,16 @@ def export(weights: str, out_dir, formats: Sequence[str] = ("torchscript", "onnx
                 diff = check_onnx(model, path, inputs)
             except ImportError:
                 diff = None  # onnxruntime not installed: written but unchecked (reported as such)
+        elif fmt == "onnx-int8":
+            path = out / f"{stem}.int8.onnx"
+            path.write_bytes(quantize_onnx(model))  # needs onnxruntime: always checked
+            diff = check_onnx(model, path, inputs)
+            report[fmt] = {"path": str(path), "max_abs_diff": diff, "checked": True,
+                           "descriptor_cosine_p05": descriptor_cosine_p05(model, path, inputs),
+                           "checked_shapes": [list(x.shape) for x in inputs]}
+            continue
         else:
-            raise ValueError(f"unknown export format {fmt!r} (torchscript | onnx)")
+            raise ValueError(f"unknown export format {fmt!r} ({' | '.join(FORMATS)})")
         report[fmt] = {"path": str(path), "max_abs_diff": diff, "checked_shapes": [list(x.shape) for x in inputs],
                        "checked": diff is not None}
     (out / f"{stem}.export.json").write_text(json.dumps(
@@ -129,9 +159,12 @@ def export(weights: str, out_dir, formats: Sequence[str] = ("torchscript", "onnx
          "io": {"input": "image (B,1,H,W) float32 in [0,1], H and W multiples of 8",
                 "outputs": ["logits (B,65,H/8,W/8)", "descriptors (B,D,H/8,W/8) L2-normalised"]}}, indent=2))
     bad = {f: r["max_abs_diff"] for f, r in report.items()
-           if r["checked"] and max(r["max_abs_diff"].values()) > tolerance}
+           if r["checked"] and f != "onnx-int8" and max(r["max_abs_diff"].values()) > tolerance}
     if bad:
         raise RuntimeError(f"export differs from eager PyTorch by more than {tolerance}: {bad}")
+    if "onnx-int8" in report and report["onnx-int8"]["descriptor_cosine_p05"] < int8_min_cosine:
+        raise RuntimeError(f"int8 descriptors differ from eager PyTorch: 5th-percentile cosine "
+                           f"{report['onnx-int8']['descriptor_cosine_p05']:.4f} < {int8_min_cosine}")
     return report
 
 
@@ -139,12 +172,14 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="a superpoint_ros checkpoint or published weights")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--formats", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"])
+    parser.add_argument("--formats", nargs="+", default=["torchscript", "onnx"], choices=list(FORMATS))
     parser.add_argument("--opset", type=int, default=17)
     parser.add_argument("--tolerance", type=float, default=1e-3, help="max |export - eager| allowed")
+    parser.add_argument("--int8-min-cosine", type=float, default=0.98,
+                        help="onnx-int8: least 5th-percentile descriptor cosine to eager allowed")
     args = parser.parse_args(argv)
     try:
-        report = export(args.weights, args.out, args.formats, args.opset, args.tolerance)
+        report = export(args.weights, args.out, args.formats, args.opset, args.tolerance, args.int8_min_cosine)
     except RuntimeError as e:
         print(f"superpoint-export: {e}", file=sys.stderr)
         sys.exit(1)
@@ -152,6 +187,8 @@ def main(argv=None) -> None:
         diff = r["max_abs_diff"]
         check = (f"max |diff| logits {diff['logits']:.2e}, descriptors {diff['descriptors']:.2e}"
                  if r["checked"] else "NOT checked (onnxruntime not installed)")
+        if "descriptor_cosine_p05" in r:
+            check += f", descriptor cosine p05 {r['descriptor_cosine_p05']:.4f}"
         print(f"{fmt:<12} {r['path']}  {check}")
 
 
