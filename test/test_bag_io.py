@@ -1,4 +1,5 @@
 """rosbags read/write round trips for both rosbag2 storage formats, and the sample bag."""
+import cv2
 import numpy as np
 import pytest
 
@@ -114,6 +115,22 @@ def test_exposure_jitter_changes_only_the_brightness(sample, tmp_path):
     assert max(gains) - min(gains) > 0.05 and all(0.7 < g < 1.4 for g in gains)
     for p, b, g in zip(plain, bright, gains):  # the same image up to the gain (and rounding, clipping)
         assert np.corrcoef(p.ravel(), b.ravel())[0, 1] > 0.99
+
+
+def test_motion_blur_smears_along_the_motion_only(sample, tmp_path):
+    """Motion blur: the mean of renders over the shutter interval centred on the stamp (so the ground
+    truth pose is the mid-exposure pose); off by default (the default bag and its key unchanged)."""
+    from dataclasses import replace
+
+    blurred = ensure_sample_bag(tmp_path, replace(sample.conf, motion_blur=0.8))
+    assert blurred.folder.name == sample.folder.name + "_blur0.8"
+    pairs = zip(iterate_frames(sample.bag, TOPICS["left_image"]), iterate_frames(blurred.bag, TOPICS["left_image"]))
+    for sharp, smeared in pairs:
+        a, b = sharp.left.astype(np.float64), smeared.left.astype(np.float64)
+        assert abs(a.mean() - b.mean()) < 2.0  # same scene, same exposure
+        detail = [np.abs(cv2.Laplacian(x, cv2.CV_64F)).mean() for x in (a, b)]
+        assert detail[1] < 0.9 * detail[0], detail  # fine detail smeared out
+        assert np.corrcoef(cv2.GaussianBlur(a, (0, 0), 3).ravel(), cv2.GaussianBlur(b, (0, 0), 3).ravel())[0, 1] > 0.98
 
 
 def test_ros1_bags_read_as_ros2_messages_and_evaluate(tmp_path, random_weights):

@@ -49,6 +49,8 @@ class SampleConf:
     focal_factor: float = 0.65          # fx = fy = focal_factor * width
     noise_sigma: float = 1.5            # grey levels
     exposure_jitter: float = 0.0        # auto-exposure: each image's gain is exp(U(-j, j)), per camera
+    motion_blur: float = 0.0            # shutter open for this fraction of the frame period, centred on
+                                        # the stamp (0 = sharp); rendered as the mean of BLUR_SAMPLES poses
     seed: int = 0
     storage: str = "sqlite3"
 
@@ -106,19 +108,36 @@ def rotation_matrix(yaw: float, pitch: float, roll: float) -> np.ndarray:
     return r_yaw @ r_pitch @ r_roll
 
 
-def trajectory(conf: SampleConf) -> List[Tuple[float, np.ndarray, np.ndarray]]:
-    """``[(t seconds from start, R_world_cam (3, 3), C_world (3,))]`` of the left camera: one
-    smooth loop (sideways sweep, forward dolly and back, small yaw/pitch/roll oscillations)."""
+def pose_at(t: float, conf: SampleConf) -> Tuple[np.ndarray, np.ndarray]:
+    """``(R_world_cam (3, 3), C_world (3,))`` of the left camera ``t`` seconds from the start: one
+    smooth loop over the sequence (sideways sweep, forward dolly and back, small yaw/pitch/roll)."""
     duration = conf.num_frames / conf.rate_hz
-    poses = []
-    for i in range(conf.num_frames):
-        t = i / conf.rate_hz
-        phase = 2 * np.pi * t / max(duration, 1e-9)
-        centre = np.array([0.7 * np.sin(phase), 0.12 * np.sin(2 * phase), 0.8 * (1 - np.cos(phase))])
-        rotation = rotation_matrix(np.deg2rad(-9) * np.sin(phase), np.deg2rad(4) * np.sin(2 * phase + 0.5),
-                                   np.deg2rad(2) * np.sin(phase + 1.0))
-        poses.append((t, rotation, centre))
-    return poses
+    phase = 2 * np.pi * t / max(duration, 1e-9)
+    centre = np.array([0.7 * np.sin(phase), 0.12 * np.sin(2 * phase), 0.8 * (1 - np.cos(phase))])
+    rotation = rotation_matrix(np.deg2rad(-9) * np.sin(phase), np.deg2rad(4) * np.sin(2 * phase + 0.5),
+                               np.deg2rad(2) * np.sin(phase + 1.0))
+    return rotation, centre
+
+
+def trajectory(conf: SampleConf) -> List[Tuple[float, np.ndarray, np.ndarray]]:
+    """``[(t seconds from start, R_world_cam (3, 3), C_world (3,))]`` of the left camera per frame."""
+    return [(i / conf.rate_hz, *pose_at(i / conf.rate_hz, conf)) for i in range(conf.num_frames)]
+
+
+#: Poses averaged over the shutter interval when ``SampleConf.motion_blur > 0``.
+BLUR_SAMPLES = 7
+
+
+def render_exposure(textures, K: np.ndarray, t: float, conf: SampleConf, offset: np.ndarray) -> np.ndarray:
+    """The image of the camera ``offset`` (camera frame, m; the right camera is at the baseline)
+    from the left camera at time ``t``: sharp, or the mean over ``conf.motion_blur`` of a period."""
+    times = [t] if conf.motion_blur <= 0 else \
+        t + conf.motion_blur / conf.rate_hz * (np.arange(BLUR_SAMPLES) / (BLUR_SAMPLES - 1) - 0.5)
+    images = []
+    for sample in times:
+        rotation, centre = pose_at(float(sample), conf)
+        images.append(render(textures, K, rotation, centre + rotation @ offset, conf.size)[0])
+    return images[0] if len(images) == 1 else np.mean(images, axis=0, dtype=np.float32)
 
 
 def render(textures: Dict[str, np.ndarray], K: np.ndarray, rotation: np.ndarray, centre: np.ndarray,
@@ -174,12 +193,11 @@ def write_sample_bag(folder: Path, conf: SampleConf = SampleConf(), overwrite: b
     bag_path = folder / "bag"
     tum_lines = []
     with BagWriter(bag_path, storage=conf.storage, overwrite=overwrite) as bag:
-        for index, (_, rotation, centre) in enumerate(trajectory(conf)):
+        for index, (t, rotation, centre) in enumerate(trajectory(conf)):
             stamp = START_TIME_NS + index * period_ns
             log_time = stamp + TRANSPORT_DELAY_NS
-            right_centre = centre + rotation @ np.array([conf.baseline_m, 0.0, 0.0])
-            for side, cam_centre in (("left", centre), ("right", right_centre)):
-                image, _ = render(textures, K, rotation, cam_centre, conf.size)
+            for side, offset in (("left", np.zeros(3)), ("right", np.array([conf.baseline_m, 0.0, 0.0]))):
+                image = render_exposure(textures, K, t, conf, offset)
                 if conf.exposure_jitter > 0:
                     image *= np.float32(np.exp(exposure_rng.uniform(-conf.exposure_jitter, conf.exposure_jitter)))
                 image += rng.normal(0.0, conf.noise_sigma, image.shape).astype(np.float32)
@@ -207,6 +225,8 @@ def ensure_sample_bag(cache_dir: Path, conf: SampleConf = SampleConf()) -> Sampl
     key = f"sample_{conf.size[0]}x{conf.size[1]}_{conf.num_frames}f_{conf.rate_hz:g}hz_s{conf.seed}_{conf.storage}"
     if conf.exposure_jitter > 0:
         key += f"_exposure{conf.exposure_jitter:g}"
+    if conf.motion_blur > 0:
+        key += f"_blur{conf.motion_blur:g}"
     folder = Path(cache_dir) / key
     if (folder / "scene.json").is_file() and (folder / "bag" / "metadata.yaml").is_file():
         K = intrinsics(conf)

@@ -228,6 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra node parameter, e.g. --set extractor.max_keypoints:=500")
     p.add_argument("--exposure-jitter", type=float, default=0.0, metavar="J",
                    help="simulated auto-exposure in the sample bag: each image's gain is exp(U(-J, J)) (default 0)")
+    p.add_argument("--motion-blur", type=float, default=0.0, metavar="F",
+                   help="motion blur in the sample bag: shutter open for this fraction of the frame period (default 0)")
     p.add_argument("--output", "-o", type=Path, default=Path("out/demo"), help="cache and results folder")
     p.add_argument("--readme-image", type=Path, default=None, help="also write a small tracks PNG here")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the node to start / per frame")
@@ -248,6 +250,9 @@ def main(argv=None) -> int:
     if not 0.0 <= args.exposure_jitter <= 1.0:
         print("superpoint-demo: --exposure-jitter must be in [0, 1]", file=sys.stderr)
         return 2
+    if not 0.0 <= args.motion_blur <= 1.0:
+        print("superpoint-demo: --motion-blur must be in [0, 1] (a fraction of the frame period)", file=sys.stderr)
+        return 2
     from ..evaluation.bag_eval import BagStats, default_params_file, format_summary, read_tum, tracks_picture
     from ..evaluation.sample_data import SampleConf, ensure_sample_bag
     from ..weights import WeightsError
@@ -260,10 +265,12 @@ def main(argv=None) -> int:
         print(f"superpoint-demo: {e}", file=sys.stderr)
         return 2
     started = time.monotonic()
-    conf = SampleConf(size=tuple(args.size), num_frames=args.frames, exposure_jitter=args.exposure_jitter)
+    conf = SampleConf(size=tuple(args.size), num_frames=args.frames, exposure_jitter=args.exposure_jitter,
+                      motion_blur=args.motion_blur)
     print(f"[1/4] sample bag ({conf.size[0]}x{conf.size[1]}, {conf.num_frames} stereo frames at "
           f"{conf.rate_hz:g} Hz, exact ground truth"
-          + (f", exposure jitter {conf.exposure_jitter:g}" if conf.exposure_jitter else "") + ") ...", flush=True)
+          + (f", exposure jitter {conf.exposure_jitter:g}" if conf.exposure_jitter else "")
+          + (f", motion blur {conf.motion_blur:g}" if conf.motion_blur else "") + ") ...", flush=True)
     sample = ensure_sample_bag(out / "cache", conf)
     print(f"      {sample.bag}")
     stereo = not args.mono
