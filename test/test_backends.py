@@ -157,6 +157,20 @@ def test_int8_network_keeps_keypoints_and_descriptors_of_the_trained_model(astro
     assert np.median(cosine) > 0.99 and fb.descriptors.dtype == np.float32
 
 
+def test_failed_int8_quantisation_falls_back_to_float32(random_model, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    from superpoint_ros import backends
+
+    def broken(graph):
+        raise RuntimeError("quantiser exploded")
+
+    monkeypatch.setattr(backends, "_quantize", broken)
+    monkeypatch.setattr(backends, "_quantized", {})
+    extractor = FeatureExtractor(model=random_model, device="cpu", precision="int8")
+    assert extractor.backend_name == "onnxruntime+float32"
+    assert any("quantiser exploded" in reason for reason in extractor.runner.fallbacks)
+
+
 def test_int8_calibration_uses_training_photos_only():
     from superpoint_ros.backends import CALIBRATION_DIR, calibration_batches
     from superpoint_ros.data_splits import split_of
