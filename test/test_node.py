@@ -129,6 +129,7 @@ def test_debug_image_only_while_subscribed_and_diagnostics(base, harness_factory
     status = h.received["/diagnostics"][-1].status[0]
     values = {kv.key: kv.value for kv in status.values}
     assert "superpoint_node" in status.name and values["device"] == "cpu" and float(values["mean_extract_ms"]) > 0
+    assert values["network"] == h.node.frontend.extractor.backend_name  # e.g. onnxruntime+int8
 
 
 def test_bad_input_is_skipped_and_the_node_stays_alive(base, harness_factory, camera_image):

@@ -431,9 +431,10 @@ class SuperPointNode(Node):
             "frames_skipped": s.skipped, "debug_images": s.debug_images, "rate_hz": f"{s.window_processed / window:.2f}",
             "mean_latency_ms": f"{latency:.2f}", "last_error": s.last_error, "last_track_reset": s.last_reset,
             "weights": str(self.frontend.extractor.weights_path), "device": str(self.frontend.extractor.device),
+            "network": self.frontend.extractor.backend_name,
         }
         if s.timings:
-            for stage in ("extract", "temporal_match", "ransac", "tracking", "stereo_match", "total"):
+            for stage in ("extract", "temporal_match", "ransac", "flow_refinement", "tracking", "stereo_match", "total"):
                 samples = [t[stage] for t in s.timings if stage in t]
                 if samples:
                     values[f"mean_{stage}_ms"] = f"{np.mean(samples):.2f}"
