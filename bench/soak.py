@@ -1,6 +1,6 @@
 """Soak test: thousands of frames through the live ``superpoint_node`` (its own process, loopback DDS).
 
-    python -m bench.soak --frames 5000 --rate 0 --size 480x640 --out soak.json       # on the robot's box
+    python -m bench.soak --frames 5000 --rate 0 --size 480x640 --params config/superpoint_mono.yaml --out soak.json
     python -m bench.soak --frames 150 --rate 30 --size 96x128 --weights random       # the CI version
 
 A driver node in this process publishes ``sensor_msgs/Image`` frames of a camera panning over a
@@ -63,6 +63,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p.add_argument("--max-rss-growth-mb", type=float, default=64.0,
                    help="allowed RSS growth end - start (after warm-up) in MiB")
     p.add_argument("--param", action="append", default=[], metavar="NAME:=VALUE", help="extra node parameter")
+    p.add_argument("--params", type=Path, default=None,
+                   help="node parameter file (e.g. config/superpoint_mono.yaml); default: the node's defaults")
     p.add_argument("--out", default="", help="write the JSON report here too")
     args = p.parse_args(argv)
     try:
@@ -158,9 +160,11 @@ def run(args: argparse.Namespace) -> dict:
 
     workdir = tempfile.mkdtemp(prefix="superpoint_soak_")
     weights = random_weights_file(workdir) if args.weights == "random" else args.weights
-    params = {"extractor.weights": weights, "extractor.device": args.device, "input.queue_size": args.queue_size,
-              "diagnostics.period": 0.5}
-    ros_args = [a for name, value in params.items() for a in ("-p", f"{name}:={value}")]
+    params = {"extractor.device": args.device, "input.queue_size": args.queue_size, "diagnostics.period": 0.5}
+    if weights:  # rcl cannot parse an empty override (-p name:=); the node's default is the shipped model
+        params["extractor.weights"] = weights
+    ros_args = ["--params-file", str(args.params)] if args.params else []
+    ros_args += [a for name, value in params.items() for a in ("-p", f"{name}:={value}")]
     for extra in args.param:
         ros_args += ["-p", extra]
     log_path = os.path.join(workdir, "node.log")

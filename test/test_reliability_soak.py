@@ -40,6 +40,19 @@ def test_short_soak(tmp_path, rate):
     assert rss["samples"] >= 2 and rss["start"] > 100 and abs(rss["growth"]) <= 48
 
 
+def test_soak_runs_the_shipped_model_and_config(tmp_path):
+    """The documented long-run command, shortened: the shipped model (no --weights) and the shipped
+    mono parameter file (flow refinement, re-finding, the CPU's default network)."""
+    out = tmp_path / "soak.json"
+    result = subprocess.run([sys.executable, "-m", "bench.soak", "--frames", "20", "--rate", "0", "--size", "96x128",
+                             "--params", str(ROOT / "config" / "superpoint_mono.yaml"), "--out", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=240, env=dict(os.environ))
+    assert out.exists(), result.stderr[-3000:]
+    r = json.loads(out.read_text())
+    assert result.returncode == 0 and r["ok"] and r["node_exit_code"] == 0, json.dumps(r, indent=1)
+    assert r["received_features"] + r["dropped"] == 20 and r["received_features"] >= 15
+
+
 def test_soak_reports_a_node_that_cannot_start(tmp_path):
     result = subprocess.run([sys.executable, "-m", "bench.soak", "--frames", "5", "--size", "96x128", "--weights",
                              str(tmp_path / "missing.pt")], cwd=ROOT, capture_output=True, text=True, timeout=120)
