@@ -82,3 +82,10 @@ def test_shipped_parameter_files_start_the_node_and_sigint_stops_it(config, rand
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_help_prints_usage_and_does_not_start_the_node():
+    result = subprocess.run([sys.executable, "-m", "superpoint_ros.ros.node", "--help"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: superpoint_node"), result.stderr
+    assert "--params-file" in result.stdout and "features" in result.stdout and "front-end ready" not in result.stderr

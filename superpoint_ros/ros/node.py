@@ -465,8 +465,21 @@ class SuperPointNode(Node):
         super().destroy_node()
 
 
+USAGE = f"""usage: {NODE_NAME} [--help] --ros-args [--params-file FILE] [-p NAME:=VALUE ...] [-r FROM:=TO ...]
+
+  {NODE_NAME} --ros-args --params-file config/superpoint_mono.yaml -r image:=/camera/image_raw
+  {NODE_NAME} --ros-args --params-file config/superpoint_stereo.yaml \\
+      -r left/image_rect:=/stereo/left/image_rect -r right/image_rect:=/stereo/right/image_rect
+"""
+
+
 def main(args: Optional[List[str]] = None) -> int:
     """``ros2 run superpoint_ros superpoint_node --ros-args --params-file config/superpoint_mono.yaml``"""
+    argv = sys.argv[1:] if args is None else list(args[1:])
+    own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
+    if "-h" in own or "--help" in own:  # before --ros-args: ours (rclpy would start the node)
+        print(USAGE + "\n" + __doc__.split("Threading:")[0].strip())
+        return 0
     try:
         rclpy.init(args=args)
     except RuntimeError as e:  # rcl's RCLError: --ros-args it cannot parse (e.g. a YAML-invalid -p value)
