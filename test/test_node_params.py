@@ -88,3 +88,7 @@ def test_docs_list_every_parameter():
     text = (ROOT / "docs" / "node.md").read_text()
     missing = [name for name in PARAMETERS if f"`{name}`" not in text]
     assert not missing, f"docs/node.md lacks {missing}"
+    # each parameter's row in the table carries the description of the table in params.py
+    rows = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| `")}
+    stale = [name for name, p in PARAMETERS.items() if p.description not in rows.get(name, "")]
+    assert not stale, f"docs/node.md rows out of date with superpoint_ros/params.py: {stale}"
