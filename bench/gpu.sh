@@ -18,7 +18,7 @@ print("device:", torch.cuda.get_device_name(0))
 PY
 # Main run: every GPU section except the node (no ROS there), all three resolutions.
 # A per-table time budget keeps the whole run well inside 3 minutes.
-timeout 170 "$PY" -m bench.run --device cuda --sections forward,decode,extractor,stereo,matching \
+timeout 170 "$PY" -m bench.run --device cuda --sections forward,decode,extractor,stereo,frontend,matching \
     --repeats 30 --budget 6 --json "$OUT_DIR/bench_gpu.json" 2>&1 | tee "$OUT_DIR/bench_gpu.txt"
 # Optional extra (only if time is left and BENCH_COMPILE=1): torch.compile at 480x640.
 if [ "${BENCH_COMPILE:-0}" = "1" ]; then

@@ -11,6 +11,10 @@ ratio to the section's baseline:
 - ``extractor``: image in, Features out (the plain reference extractor vs the optimised one and
   its options), plus OpenCV ORB and SIFT on the same frames as classical anchors;
 - ``stereo``: a left/right pair batched through one forward pass vs two calls;
+- ``frontend``: the whole per-frame front-end as the node runs it (``Frontend.process_stereo`` with
+  the shipped stereo config: extraction, matching, RANSAC, flow refinement, re-finding, stereo) on a
+  moving stereo camera, vs the batched extraction alone, with the time of each stage; on a GPU the
+  CPU-side stages are most of it;
 - ``matching``: 1000x1000 real descriptors, mutual NN (torch) vs OpenCV BFMatcher cross-check;
 - ``node``: image published -> features received over loopback DDS (bench/node_e2e.py);
 - memory: peak RSS (and CUDA max allocated) per resolution, recorded in the extractor section.
@@ -50,7 +54,7 @@ from .timing import device_description, peak_rss_mb, reset_peak_rss, summary, sy
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINED = ROOT / "models" / "superpoint_ros_v1.pt"
-SECTIONS = ("forward", "decode", "extractor", "stereo", "matching", "node")
+SECTIONS = ("forward", "decode", "extractor", "stereo", "frontend", "matching", "node")
 #: detection threshold for random weights: their heatmap is ~1/65 everywhere, so the trained
 #: default (0.005) would make every pixel a candidate; this keeps the keypoint count realistic.
 RANDOM_WEIGHTS_THRESHOLD = 0.0155
@@ -401,6 +405,52 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def moving_stereo(photos, size, steps: int = 24, disparity_px: int = 8) -> List[tuple]:
+    """``(left, right)`` BGR pairs of a rectified stereo camera panning over a real photo: the right
+    image is the left one's view ``disparity_px`` further right (content shifted left)."""
+    from .node_e2e import moving_camera
+
+    h, w = size
+    wide = moving_camera(photos, (h, w + 2 * disparity_px), steps=steps)
+    return [(np.ascontiguousarray(f[:, disparity_px:disparity_px + w]),
+             np.ascontiguousarray(f[:, 2 * disparity_px:2 * disparity_px + w])) for f in wide]
+
+
+def bench_frontend(report, device, photos, size, resolution, threshold, args):
+    from superpoint_ros.frontend import Frontend
+    from superpoint_ros.params import load_params
+
+    pairs = moving_stereo(photos, size)
+    conf = load_params(ROOT / "config" / "superpoint_stereo.yaml", overrides={
+        "extractor.weights": args.weights_path or "", "extractor.device": str(device),
+        "extractor.detection_threshold": threshold, "stereo.max_disparity": 64.0})
+    shipped = Frontend(conf)
+    plain = Frontend({**conf, "tracking.flow_refinement": False, "tracking.max_age": 0}, extractor=shipped.extractor)
+    stages: Dict[str, List[float]] = {}
+
+    def run_frontend(frontend, record):
+        calls = [0]
+
+        def run(i):
+            calls[0] += 1  # stamps always move forward (the warm-up calls reuse the indices)
+            left, right = pairs[calls[0] % len(pairs)]
+            result = frontend.process_stereo(left, right, 0.1 * calls[0], "bench_stereo")
+            if record:
+                for stage, ms in result.timings.items():
+                    stages.setdefault(stage, []).append(ms)
+        return run
+
+    baseline = "batched extraction only (network + decoding)"
+    variants = {baseline: lambda i: shipped.extractor.extract_batch(list(pairs[i % len(pairs)])),
+                "Frontend.process_stereo, shipped stereo config": run_frontend(shipped, True),
+                "Frontend.process_stereo, no flow refinement, max_age 0": run_frontend(plain, False)}
+    samples = time_variants(variants, args.repeats, args.warmup, device, args.budget)
+    split = ", ".join(f"{stage} {np.median(ms):.1f}" for stage, ms in stages.items() if stage != "total")
+    report.add("frontend", resolution, samples, baseline,
+               {"Frontend.process_stereo, shipped stereo config": {"stage_ms": split,
+                                                                   "network": shipped.extractor.backend_name}})
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     device = torch.device(args.device)
@@ -459,6 +509,8 @@ def main(argv=None) -> int:
             section("extractor", resolution, bench_extractor, report, model, device, frames, resolution, threshold, args)
         if "stereo" in sections:
             section("stereo", resolution, bench_stereo, report, device, photos, size, resolution, threshold, args)
+        if "frontend" in sections:
+            section("frontend", resolution, bench_frontend, report, device, photos, size, resolution, threshold, args)
     if "matching" in sections:
         section("matching", "", bench_matching, report, device, photos, threshold, args)
     if "node" in sections:

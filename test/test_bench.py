@@ -65,6 +65,18 @@ def test_time_variants_interleaves_and_summarises():
     assert s["ms_median"] == 2.0 and s["n"] == 3
 
 
+def test_frontend_section_times_the_shipped_stereo_frontend(tmp_path, random_weights):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--sections", "frontend", "--resolutions",
+                             "240x320", "--repeats", "3", "--weights", random_weights, "--json", str(out)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    rows = {r["variant"]: r for r in json.loads(out.read_text())["results"] if r["section"] == "frontend"}
+    shipped = rows["Frontend.process_stereo, shipped stereo config"]
+    assert rows["batched extraction only (network + decoding)"]["ms_median"] > 0 and shipped["n"] >= 3
+    assert "flow_refinement" in shipped["stage_ms"] and "stereo_match" in shipped["stage_ms"], shipped
+
+
 def test_the_one_command_writes_json(tmp_path, random_weights):
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "bench.run", "--quick", "--sections", "matching", "--weights",
