@@ -6,8 +6,9 @@ Once descriptors have matched two keypoints, flow started at the second one's de
 where the first one's patch really went, to a few hundredths of a pixel on textured patches.
 A refined position is kept only when the flow is consistent forwards and backwards and stays
 near the detection; otherwise the detection is kept, and when the flow is consistent but lands
-clearly elsewhere the match itself is reported as contradicted (the caller drops it). Pixel convention: as everywhere in the
-package, xy with integer values at pixel centres (OpenCV's flow uses the same).
+clearly elsewhere the match itself is reported as contradicted (the caller drops it). Pixel
+convention: as everywhere in the package, xy with integer values at pixel centres (OpenCV's flow
+uses the same).
 
 Lucas-Kanade assumes constant brightness; auto-exposure and a stereo pair's two sensors break
 that, and the flow then lands a few tenths of a pixel off while still passing the

@@ -29,6 +29,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional
 
@@ -170,12 +171,10 @@ class Frontend:
         self.warnings: list = []
         self.extractor = extractor if extractor is not None else self._build_extractor()
         self._apply_extractor_thresholds()
-        self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"],
-                                 verify_refound=self._verify_refound)
+        self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"])
         self._previous: Optional[FrameResult] = None
         # contrast-normalised uint8 left images of the last frames, newest last (flow_refinement)
         self._grays: deque = deque(maxlen=max(1, self.conf["tracking.max_age"]))
-        self._current_gray: Optional[np.ndarray] = None
 
     # --- configuration -------------------------------------------------------------------------
     def update(self, changes: Mapping[str, Any]) -> None:
@@ -373,9 +372,9 @@ class Frontend:
                     temporal.inliers[np.flatnonzero(inliers)[contradicted]] = False
                     accepted = matches.indices[temporal.inliers]
         with clock("tracking"):
-            self._current_gray = None if gray is None else gray[0]  # for _verify_refound
+            verify = None if gray is None else partial(self._verify_refound, gray[0])
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
-                                                          self.ratio_test, self.max_distance)
+                                                          self.ratio_test, self.max_distance, verify)
             if self.tracks.keypoints is not features.keypoints:  # re-found tracks moved to the flow's position
                 features = Features(self.tracks.keypoints, features.scores, features.descriptors, features.image_size)
         stereo = None
@@ -432,16 +431,14 @@ class Frontend:
         return right, (left_xy[:, 0] - right.keypoints[indices[:, 1], 0]).astype(np.float32), ~contradicted
 
     # --- tracking.max_age ------------------------------------------------------------------------
-    def _verify_refound(self, frames_ago: np.ndarray, last_xy: np.ndarray, candidate_xy: np.ndarray) -> tuple:
-        """Whether lost tracks last seen ``frames_ago`` (``(K,)`` int) frames before this one at
-        ``last_xy`` really are at the keypoints ``candidate_xy`` (``(K, 2)`` xy px) the descriptors
-        re-found them on: flow from the image each was last seen in must confirm it within
-        :data:`REFOUND_FLOW`. Returns ``(ok (K,) bool, xy (K, 2))``, xy the flow's positions (as for
-        any refined match). Without flow refinement (no images kept) every candidate is accepted."""
-        current = self._current_gray
+    def _verify_refound(self, current: np.ndarray, frames_ago: np.ndarray, last_xy: np.ndarray,
+                        candidate_xy: np.ndarray) -> tuple:
+        """Whether lost tracks last seen ``frames_ago`` (``(K,)`` int) frames before the image
+        ``current`` at ``last_xy`` really are at the keypoints ``candidate_xy`` (``(K, 2)`` xy px)
+        the descriptors re-found them on: flow from the image each was last seen in must confirm it
+        within :data:`REFOUND_FLOW`. Returns ``(ok (K,) bool, xy (K, 2))``, xy the flow's positions
+        (as for any refined match). Used only with flow refinement (without it, nothing confirms)."""
         candidate_xy = np.asarray(candidate_xy, np.float32)
-        if current is None or not self.conf["tracking.flow_refinement"]:
-            return np.ones(len(frames_ago), dtype=bool), candidate_xy
         ok, xy = np.zeros(len(frames_ago), dtype=bool), candidate_xy.copy()
         for ago in np.unique(frames_ago):
             if ago > len(self._grays) or self._grays[-ago].shape != current.shape:

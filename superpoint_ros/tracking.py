@@ -4,7 +4,8 @@ A track is one physical point seen in consecutive frames. Its ID (int64) is hand
 never reused, not even after :meth:`TrackTable.reset`, so a consumer can key a map on it. A track
 lives while it keeps matching; with ``max_age > 0`` a track that was missed for up to ``max_age``
 frames can be re-found by descriptor near its last position (``max_displacement`` px), subject to
-the caller's ``verify_refound`` check (the Frontend's: optical flow from the track's last image).
+the ``verify_refound`` check the caller passes to :meth:`TrackTable.update` (the Frontend's:
+optical flow from the track's last image).
 """
 from __future__ import annotations
 
@@ -44,16 +45,9 @@ class _Lost:
 class TrackTable:
     """Track bookkeeping; the caller supplies matches (geometry already checked)."""
 
-    def __init__(self, max_age: int = 0, max_displacement: float = 64.0,
-                 verify_refound: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray],
-                                                   Tuple[np.ndarray, np.ndarray]]] = None):
-        """``verify_refound(frames_ago (K,) int, last_xy (K, 2), candidate_xy (K, 2)) -> (ok (K,)
-        bool, xy (K, 2))``: an optional check of each lost track re-found by descriptor on a new
-        keypoint (e.g. optical flow from the image it was last seen in). Rejected candidates stay
-        lost; accepted ones take position ``xy`` (see :attr:`keypoints`). xy in px."""
+    def __init__(self, max_age: int = 0, max_displacement: float = 64.0):
         self.max_age = int(max_age)
         self.max_displacement = float(max_displacement)
-        self.verify_refound = verify_refound
         self._next_id = 0
         self._last: Optional[_Observed] = None
         self._lost = _Lost()
@@ -70,7 +64,7 @@ class TrackTable:
     @property
     def keypoints(self) -> Optional[np.ndarray]:
         """``(N, 2)`` float32 xy px of the last frame's keypoints as tracked: the input of
-        :meth:`update`, with re-found tracks at the position ``verify_refound`` gave them."""
+        :meth:`update`, with re-found tracks at the position its ``verify_refound`` gave them."""
         return None if self._last is None else self._last.keypoints
 
     def _new_ids(self, count: int) -> np.ndarray:
@@ -79,13 +73,19 @@ class TrackTable:
         return ids
 
     def update(self, keypoints: np.ndarray, descriptors: np.ndarray, matches: np.ndarray,
-               ratio_test: Optional[float] = None, max_distance: Optional[float] = None
+               ratio_test: Optional[float] = None, max_distance: Optional[float] = None,
+               verify_refound: Optional[Callable[[np.ndarray, np.ndarray, np.ndarray],
+                                                 Tuple[np.ndarray, np.ndarray]]] = None
                ) -> Tuple[np.ndarray, np.ndarray]:
         """Advance by one frame.
 
         ``keypoints``: ``(N, 2)`` xy px and ``descriptors``: ``(N, D)`` of the new frame;
         ``matches``: ``(K, 2)`` int rows ``(index in previous frame, index in new frame)``, the
         accepted temporal matches (ignored when there is no previous frame).
+        ``verify_refound(frames_ago (K,) int, last_xy (K, 2), candidate_xy (K, 2)) -> (ok (K,)
+        bool, xy (K, 2))``: an optional check of each lost track re-found by descriptor on a new
+        keypoint (e.g. optical flow from the image it was last seen in). Rejected candidates stay
+        lost; accepted ones take position ``xy`` (see :attr:`keypoints`). xy in px.
         Returns ``(track_ids (N,) int64, track_lengths (N,) int32)``.
         """
         n = len(keypoints)
@@ -98,7 +98,7 @@ class TrackTable:
         self._age_lost_tracks(matches)
         positions = np.asarray(keypoints, np.float32)
         if len(self._lost) and (ids < 0).any():
-            positions = self._refind(positions, descriptors, ids, lengths, ratio_test, max_distance)
+            positions = self._refind(positions, descriptors, ids, lengths, ratio_test, max_distance, verify_refound)
         unassigned = ids < 0
         ids[unassigned] = self._new_ids(int(unassigned.sum()))
         self._last = _Observed(ids, lengths, positions, np.asarray(descriptors, np.float32))
@@ -126,7 +126,7 @@ class TrackTable:
         self._lost = _Lost(pool.ids[alive], pool.lengths[alive], pool.keypoints[alive],
                            None if pool.descriptors is None else pool.descriptors[alive], pool.missed[alive])
 
-    def _refind(self, keypoints, descriptors, ids, lengths, ratio_test, max_distance) -> np.ndarray:
+    def _refind(self, keypoints, descriptors, ids, lengths, ratio_test, max_distance, verify_refound) -> np.ndarray:
         """Assign lost tracks to unassigned keypoints (``ids``/``lengths`` in place); returns the
         keypoints with the accepted ones at their verified positions."""
         free = np.flatnonzero(ids < 0)
@@ -136,8 +136,8 @@ class TrackTable:
         pairs, _ = masked_mutual_nn(torch.as_tensor(lost.descriptors), torch.as_tensor(
             np.asarray(descriptors, np.float32)[free]), near, ratio_test, max_distance)
         pairs = pairs.numpy()
-        if len(pairs) and self.verify_refound is not None:
-            ok, verified_xy = self.verify_refound(lost.missed[pairs[:, 0]], lost.keypoints[pairs[:, 0]],
+        if len(pairs) and verify_refound is not None:
+            ok, verified_xy = verify_refound(lost.missed[pairs[:, 0]], lost.keypoints[pairs[:, 0]],
                                                   keypoints[free[pairs[:, 1]]])
             keypoints = keypoints.copy()
             keypoints[free[pairs[ok, 1]]] = verified_xy[ok]

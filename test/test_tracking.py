@@ -76,10 +76,10 @@ def test_refound_tracks_pass_the_verifier_and_take_its_position():
         ok = last_xy[:, 0] < 150                       # reject the track last seen at x = 200
         return ok, candidate_xy + np.float32([0.25, -0.5])
 
-    table = TrackTable(max_age=2, max_displacement=20.0, verify_refound=verify)
-    ids0, _ = table.update(kp, d, none)
-    table.update(kp[:1], d[:1], np.array([[0, 0]]))   # tracks 1, 2 missed here
-    ids2, lengths2 = table.update(kp + 5.0, d, np.array([[0, 0]]))
+    table = TrackTable(max_age=2, max_displacement=20.0)
+    ids0, _ = table.update(kp, d, none, verify_refound=verify)
+    table.update(kp[:1], d[:1], np.array([[0, 0]]), verify_refound=verify)   # tracks 1, 2 missed here
+    ids2, lengths2 = table.update(kp + 5.0, d, np.array([[0, 0]]), verify_refound=verify)
     frames_ago, last_xy, candidate_xy = seen[-1]
     assert frames_ago.tolist() == [2, 2] and np.allclose(last_xy, kp[1:]) and np.allclose(candidate_xy, kp[1:] + 5)
     assert ids2[:2].tolist() == ids0[:2].tolist() and lengths2[:2].tolist() == [3, 2]

@@ -17,7 +17,8 @@ the network (:class:`superpoint_ros.evaluation.baselines.OpenCVFrontendExtractor
 descriptors become unit vectors, so ``matching.ratio_test``/``max_distance`` apply unchanged; only
 ``extractor.max_keypoints`` carries over) and prints the methods side by side. ``klt`` adds the
 VINS-style optical-flow tracker (:mod:`superpoint_ros.evaluation.klt`: Shi-Tomasi + Lucas-Kanade,
-forward-backward check, the same RANSAC and stereo limits).
+forward-backward check, the same RANSAC and stereo limits); ``sp-reference`` runs the same network
+with the published SuperPoint demo's tracker rules (:data:`REFERENCE_SUPERPOINT`).
 
 Writes ``summary.json`` (+ per-frame values; baselines under ``"baselines"``), ``per_frame.png``,
 ``tracks.png`` into ``--output``; ``--output-bag`` also writes the node's output topics (same names
@@ -346,7 +347,8 @@ class BagStats:
                            "track_span_epipolar_error_px": {**_stats(spans), "above_2px": (
                                float(np.mean(spans > 2.0)) if len(spans) else None)},
                            "note": "relative pose of consecutive frames from the essential matrix of the inlier "
-                                   "temporal matches (OpenCV 5-point RANSAC, 1 px) vs. ground truth"}
+                                   "temporal matches (OpenCV USAC MAGSAC++, 1 px, fit on all inliers) vs. ground "
+                                   "truth"}
             if self.K is None:
                 out["pose"]["note"] = "no intrinsics (camera_info) in the bag: pose metrics skipped"
         return out
