@@ -60,12 +60,14 @@ def cpu_has_fast_int8() -> bool:
     return re.search(r"\b(avx512_vnni|avx_vnni|asimddp)\b", cpuinfo) is not None
 
 
-def auto_precision_is_int8(device: torch.device, conf: dict) -> bool:
+def auto_precision_is_int8(device: torch.device, conf: dict, cpu_dot_product: Optional[bool] = None) -> bool:
     """Whether ``precision='auto'`` picks int8: CPU, ``backend='auto'``, no ``compile``, a CPU with
-    :func:`cpu_has_fast_int8`, and ONNX Runtime + onnx installed. Measured on such a CPU
-    (docs/benchmarks.md): 2.2-2.9x faster than float32 with the same homography and rosbag metrics."""
+    :func:`cpu_has_fast_int8` (``cpu_dot_product``; ``None`` = this CPU), and ONNX Runtime + onnx
+    installed. Measured on such a CPU (docs/benchmarks.md): 2.2-2.9x faster than float32 with the
+    same homography and rosbag metrics."""
+    fast = cpu_has_fast_int8() if cpu_dot_product is None else cpu_dot_product
     return (device.type == "cpu" and conf["precision"] == "auto" and conf["backend"] == "auto"
-            and not conf["compile"] and cpu_has_fast_int8()
+            and not conf["compile"] and fast
             and importlib.util.find_spec("onnxruntime") is not None and importlib.util.find_spec("onnx") is not None)
 
 
@@ -318,18 +320,33 @@ def calibration_batches() -> List[np.ndarray]:
     return batches
 
 
-def quantize_onnx(model: SuperPointNet) -> bytes:
-    """:func:`export_onnx` statically quantised to int8 by ONNX Runtime: QDQ format, per-channel
-    int8 weights, uint8 activations with ranges measured on :func:`calibration_batches`, the
+def int8_weight_type(cpu_dot_product: Optional[bool] = None) -> str:
+    """Weight type of the int8 network for a CPU: ``"int8"`` where the CPU has int8 dot products
+    (:func:`cpu_has_fast_int8`; ``None`` = this CPU), else ``"uint8"``. x86 CPUs without VNNI
+    multiply uint8 activations by int8 weights with an instruction that saturates at 16 bits,
+    which ONNX Runtime documents and which measured here (AVX2, no VNNI) left 44 % of the
+    keypoints within 1 px of float32's and a descriptor cosine p05 of 0.05; uint8 weights take a
+    path that does not saturate (87 % within 1 px, as on VNNI)."""
+    fast = cpu_has_fast_int8() if cpu_dot_product is None else cpu_dot_product
+    return "int8" if fast else "uint8"
+
+
+def quantize_onnx(model: SuperPointNet, weight_type: Optional[str] = None) -> bytes:
+    """:func:`export_onnx` statically quantised by ONNX Runtime: QDQ format, per-channel weights of
+    ``weight_type`` (``"int8"`` or ``"uint8"``; ``None`` = :func:`int8_weight_type` for this
+    CPU), uint8 activations with ranges measured on :func:`calibration_batches`, the
     :data:`INT8_FLOAT_LAYERS` left in float32. Fast on CPUs with int8 dot products (AVX512-VNNI,
     AVX-VNNI, ARM dot-product). Cached per weights within the process."""
-    key = _fingerprint(model, 17)
+    weight_type = int8_weight_type() if weight_type is None else weight_type
+    if weight_type not in ("int8", "uint8"):
+        raise ValueError(f"int8 weight_type must be 'int8' or 'uint8', got {weight_type!r}")
+    key = _fingerprint(model, 17) + weight_type
     if key not in _quantized:
-        _quantized[key] = _quantize(export_onnx(model))
+        _quantized[key] = _quantize(export_onnx(model), weight_type)
     return _quantized[key]
 
 
-def _quantize(graph: bytes) -> bytes:
+def _quantize(graph: bytes, weight_type: str) -> bytes:
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -355,7 +372,8 @@ def _quantize(graph: bytes) -> bytes:
             # shape inference + graph clean-up first, as ONNX Runtime recommends before quantising
             quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
             quantize_static(str(prepared), str(target), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
                             nodes_to_exclude=keep_float)
         finally:
             quiet.setLevel(level)
@@ -412,4 +430,4 @@ def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
 
 
 __all__ = ["OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "auto_precision_is_int8", "calibration_batches",
-           "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "make_runner", "quantize_onnx", "resolve_precision", "single_threaded_torch"]
+           "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "int8_weight_type", "make_runner", "quantize_onnx", "resolve_precision", "single_threaded_torch"]

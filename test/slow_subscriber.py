@@ -1,5 +1,6 @@
 """A separate process that subscribes to ``features`` (reliable, depth 1) and takes 0.5 s per
-message; prints ``received <stamp ns>`` per message. Used by test_reliability_runtime.py."""
+message (``--stuck``: stays in its first message until terminated); prints ``received <stamp ns>``
+per message. Used by test_reliability_runtime.py."""
 import sys
 import time
 
@@ -9,12 +10,15 @@ from sensor_msgs.msg import PointCloud2
 
 
 def main() -> None:
+    seconds_per_message = 3600.0 if "--stuck" in sys.argv[1:] else 0.5
     rclpy.init()
     node = rclpy.create_node("slow_subscriber")
 
     def on_features(msg) -> None:
         print("received", msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec, flush=True)
-        time.sleep(0.5)
+        end = time.monotonic() + seconds_per_message
+        while time.monotonic() < end and rclpy.ok():  # SIGTERM shuts the context down: leave then
+            time.sleep(0.05)
 
     node.create_subscription(PointCloud2, "features", on_features,
                              QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))

@@ -1,4 +1,6 @@
 """The fast paths (issue 7) give the same answers as the plain ones."""
+import importlib.util
+
 import numpy as np
 import pytest
 import torch
@@ -157,11 +159,53 @@ def test_int8_network_keeps_keypoints_and_descriptors_of_the_trained_model(astro
     assert np.median(cosine) > 0.99 and fb.descriptors.dtype == np.float32
 
 
+@pytest.mark.cpu_precision  # the real decision, not the suite's pin
+def test_auto_precision_follows_the_cpus_int8_instructions():
+    from superpoint_ros.backends import auto_precision_is_int8, int8_weight_type
+
+    cpu = torch.device("cpu")
+    conf = dict(precision="auto", backend="auto", compile=False)
+    has_ort = all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx"))
+    assert auto_precision_is_int8(cpu, conf, cpu_dot_product=True) == has_ort
+    assert not auto_precision_is_int8(cpu, conf, cpu_dot_product=False)
+    for other in (dict(precision="fp32"), dict(backend="torch"), dict(compile=True)):
+        assert not auto_precision_is_int8(cpu, {**conf, **other}, cpu_dot_product=True)
+    assert not auto_precision_is_int8(torch.device("cuda"), conf, cpu_dot_product=True)
+    # weights that do not saturate on x86 CPUs without VNNI
+    assert (int8_weight_type(True), int8_weight_type(False)) == ("int8", "uint8")
+
+
+@pytest.mark.cpu_precision
+def test_auto_precision_is_what_this_cpu_runs(random_weights):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from superpoint_ros.backends import cpu_has_fast_int8
+
+    auto = FeatureExtractor(weights=random_weights, device="cpu")
+    assert auto.backend_name == ("onnxruntime+int8" if cpu_has_fast_int8() else "onnxruntime+float32")
+
+
+def test_int8_weight_types_quantise_differently(random_model):
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    from superpoint_ros.backends import quantize_onnx
+
+    kinds = {}
+    for weight_type in ("int8", "uint8"):
+        graph = onnx.load_from_string(quantize_onnx(random_model, weight_type))
+        kinds[weight_type] = {onnx.helper.tensor_dtype_to_np_dtype(t.data_type).name for t in graph.graph.initializer
+                              if t.name.endswith("_quantized")}
+    assert "int8" in kinds["int8"] and "uint8" not in kinds["int8"]
+    assert "uint8" in kinds["uint8"] and "int8" not in kinds["uint8"]
+    with pytest.raises(ValueError, match="weight_type"):
+        quantize_onnx(random_model, "int4")
+
+
 def test_failed_int8_quantisation_falls_back_to_float32(random_model, monkeypatch):
     pytest.importorskip("onnxruntime")
     from superpoint_ros import backends
 
-    def broken(graph):
+    def broken(graph, weight_type):
         raise RuntimeError("quantiser exploded")
 
     monkeypatch.setattr(backends, "_quantize", broken)
@@ -227,9 +271,11 @@ def test_heatmap_of_channels_last_logits_is_unchanged():
 
 def test_input_scale_runs_smaller_and_maps_keypoints_back(random_weights, astronaut_bgr):
     image = astronaut_bgr[:480, :480]
-    full = FeatureExtractor(weights=random_weights, device="cpu", max_keypoints=200, detection_threshold=0.0155)
-    half = FeatureExtractor(weights=random_weights, device="cpu", max_keypoints=200, detection_threshold=0.0155,
-                            input_scale=0.5)
+    # float32 on every CPU: this compares the resampling, not the int8 network
+    full = FeatureExtractor(weights=random_weights, device="cpu", precision="fp32", max_keypoints=200,
+                            detection_threshold=0.0155)
+    half = FeatureExtractor(weights=random_weights, device="cpu", precision="fp32", max_keypoints=200,
+                            detection_threshold=0.0155, input_scale=0.5)
     seen = []
     hook = half.model.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape[-2:])))
     f = half(image)

@@ -7,6 +7,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from superpoint_ros.image import ImageError, to_grayscale_float
 from superpoint_ros.ros.image_decoding import ImageDecodingError, decode_compressed_image, decode_image
 
+pytestmark = pytest.mark.ros
+
 
 def make_msg(array: np.ndarray, encoding: str, pad: int = 0, big_endian: bool = False) -> Image:
     """An rclpy Image with ``pad`` garbage bytes at the end of every row."""

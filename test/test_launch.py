@@ -9,6 +9,8 @@ import pytest
 from superpoint_ros.params import load_params
 from superpoint_ros.ros.node import INPUT_TOPICS
 
+pytestmark = pytest.mark.ros
+
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH_FILES = sorted((ROOT / "launch").glob("*.launch.py"))
 

@@ -9,6 +9,8 @@ from superpoint_ros.ros.messages import (
     CloudLayoutError, decode_features, decode_stereo_matches, decode_temporal_matches, pack_features,
     pack_stereo_matches, pack_temporal_matches, to_pointcloud2, unpack)
 
+pytestmark = pytest.mark.ros
+
 
 def random_features(n, dim, seed=0):
     rng = np.random.default_rng(seed)

@@ -14,6 +14,8 @@ from rclpy.parameter_client import AsyncParameterClient
 from node_harness import Harness, image_msg
 from superpoint_ros.ros.messages import decode_features, decode_stereo_matches, decode_temporal_matches
 
+pytestmark = pytest.mark.ros
+
 SHIFT = 8
 
 

@@ -4,6 +4,8 @@ from sensor_msgs.msg import Image
 
 from superpoint_ros.ros.sync import StereoSynchronizer, stamp_ns
 
+pytestmark = pytest.mark.ros
+
 
 def msg(t_ns: int, tag: str) -> Image:
     m = Image()

@@ -13,6 +13,8 @@ from superpoint_ros.frontend import Frontend
 from superpoint_ros.image import ImageError
 from superpoint_ros.ros.messages import decode_features
 
+pytestmark = pytest.mark.ros
+
 SIZE = (96, 128)  # small frames: a node test must take seconds on 2 shared cores
 
 

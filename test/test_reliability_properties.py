@@ -16,6 +16,8 @@ from superpoint_ros.ros.messages import (
     CloudLayoutError, decode_features, decode_stereo_matches, decode_temporal_matches, pack_features,
     pack_stereo_matches, pack_temporal_matches, to_pointcloud2, unpack)
 
+pytestmark = pytest.mark.ros
+
 PROPERTY = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 #: encoding -> (numpy dtype, channels, expected decoder output from the pixel array)

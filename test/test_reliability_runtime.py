@@ -19,6 +19,8 @@ from node_harness import Harness, image_msg
 from superpoint_ros.frontend import FrameSkipped, Frontend
 from superpoint_ros.ros.messages import decode_features
 
+pytestmark = pytest.mark.ros
+
 SIZE = (96, 128)
 
 
@@ -84,31 +86,37 @@ def test_camera_stops_and_resumes(base, harness_factory, camera_image, capfd):
 
 
 def assert_paced_by_the_node(h, frames, camera_image, slow_count):
-    """Publish ``frames`` frames lock-step; the node must keep its own pace while a slow
-    subscriber is attached. ``slow_count()``: messages the slow one has received so far."""
+    """Get a subscriber stuck in its first message, then publish ``frames`` more frames lock-step:
+    the node must keep its own pace. ``slow_count()``: messages the stuck one has received."""
     pub = h.publisher("image")
-    start = time.monotonic()
-    for k in range(frames):
+    k = 0
+    # a reader that has just matched can miss the first samples: publish until it has one
+    while slow_count() == 0 and k < 40:
         h.publish_and_wait(pub, image_msg(crop(camera_image, k % 8), 10 ** 9 + k * 10 ** 8))
-    elapsed = time.monotonic() - start
-    # every frame processed and delivered to the fast subscriber, at the node's own pace
-    h.wait_for(lambda: h.node.stats.processed == frames, 2.0, "the counter of the last frame")
+        k += 1
+        time.sleep(0.25)  # delivery to the other process
+    assert slow_count() == 1, "the slow subscriber never received a message"
+    first = k
+    for k in range(first, first + frames):
+        h.publish_and_wait(pub, image_msg(crop(camera_image, k % 8), 10 ** 9 + k * 10 ** 8))
+    # every frame processed and delivered to the fast subscriber...
+    h.wait_for(lambda: h.node.stats.processed == first + frames, 2.0, "the counter of the last frame")
     assert h.node.stats.dropped == 0
-    assert slow_count() <= elapsed / 0.5 + 1  # the slow one really was slow...
-    assert elapsed < 0.5 * frames * 0.8, elapsed  # ...and did not set the pace
-    latencies = list(h.node.stats.latency_ms)
-    assert np.median(latencies[-4:]) < 3 * np.median(latencies[:4]) + 50, latencies  # no build-up
+    # ...while the slow one is still stuck in its first message: had the node waited for it, the
+    # fast one could not have seen a single further frame. (Counts, not clocks: timing is bench/'s.)
+    assert slow_count() == 1, (slow_count(), frames)
 
 
 def test_a_slow_subscriber_does_not_back_up_the_pipeline(base, harness_factory, camera_image):
     h = harness_factory(base)
-    # a consumer that takes 0.5 s per message, on its own node and executor in this process
+    # a consumer stuck in its first message until the test releases it, on its own node and
+    # executor in this process
     slow_node = rclpy.create_node("slow_consumer", context=h.context)
-    slow_received = []
+    slow_received, release = [], threading.Event()
 
     def slow_callback(msg):
         slow_received.append(stamp(msg))
-        time.sleep(0.5)
+        release.wait(timeout=30.0)
 
     slow_node.create_subscription(PointCloud2, "features", slow_callback,
                                   QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
@@ -120,6 +128,7 @@ def test_a_slow_subscriber_does_not_back_up_the_pipeline(base, harness_factory, 
         h.wait_for(lambda: h.node.features_pub.get_subscription_count() >= 2, 5.0, "the slow subscriber")
         assert_paced_by_the_node(h, 12, camera_image, lambda: len(slow_received))
     finally:
+        release.set()
         executor.shutdown(timeout_sec=2.0)
         spin.join(timeout=3.0)
         slow_node.destroy_node()
@@ -129,14 +138,13 @@ def test_a_slow_subscriber_in_another_process_does_not_back_up_the_pipeline(base
     h = harness_factory(base)
     lines = []
     # same ROS_DOMAIN_ID and localhost-only discovery: inherited from conftest's environment
-    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("slow_subscriber.py"))],
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("slow_subscriber.py")), "--stuck"],
                             stdout=subprocess.PIPE, text=True)
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
         h.wait_for(lambda: h.node.features_pub.get_subscription_count() >= 2, 20.0, "the slow subscriber process")
         assert_paced_by_the_node(h, 12, camera_image, lambda: sum(line.startswith("received") for line in lines))
-        h.wait_for(lambda: any(line.startswith("received") for line in lines), 5.0, "the slow subscriber's first message")
     finally:
         proc.terminate()
         proc.wait(timeout=10)

@@ -65,10 +65,11 @@ def test_cli_fails_when_the_tolerance_is_not_met(tmp_path, tiny_weights, capsys)
 
 def test_int8_export_is_the_extractors_int8_network_and_checked(tmp_path):
     """``--formats onnx-int8`` writes what ``precision: int8`` runs, checked by descriptor
-    direction (the trained model: 5th-percentile cosine 0.993 measured)."""
+    direction (the trained model's 5th-percentile cosine: 0.993 with int8 weights on a VNNI CPU,
+    0.963 with the uint8 weights a CPU without VNNI runs: ``INT8_MIN_COSINE``)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from superpoint_ros.backends import quantize_onnx
+    from superpoint_ros.backends import int8_weight_type, quantize_onnx
     from superpoint_ros.weights import WeightsError, default_weights_path
 
     try:
@@ -77,7 +78,8 @@ def test_int8_export_is_the_extractors_int8_network_and_checked(tmp_path):
         pytest.skip(f"needs the trained default model: {e}")
     report = ex.export(str(weights), tmp_path, formats=["onnx-int8"])
     r = report["onnx-int8"]
-    assert r["checked"] and 0.98 <= r["descriptor_cosine_p05"] <= 1.0
+    assert r["weight_type"] == int8_weight_type()
+    assert r["checked"] and ex.INT8_MIN_COSINE[r["weight_type"]] <= r["descriptor_cosine_p05"] <= 1.0
     assert max(r["max_abs_diff"].values()) > 1e-3  # really quantised, not a float copy
     model, _ = load_model(weights)
     assert (tmp_path / f"{weights.stem}.int8.onnx").read_bytes() == quantize_onnx(model.float().eval())
