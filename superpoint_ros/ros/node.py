@@ -286,9 +286,13 @@ class SuperPointNode(Node):
         self._warn_throttled(f"skipped a frame: {reason}")
 
     def _warn_throttled(self, message: str) -> None:
-        """A warning at most once per LOG_THROTTLE_S per kind of message (the text with its numbers
-        blanked), not per call site as rclpy's throttle does: a flood of one fault must not hide
-        the first report of another. Repeats in between are counted in the next report."""
+        self._log_throttled(message, "warning")
+
+    def _log_throttled(self, message: str, severity: str = "warning") -> None:
+        """Log ``message`` (``severity``: a logger method name) at most once per LOG_THROTTLE_S per
+        kind of message (the text with its numbers blanked), not per call site as rclpy's throttle
+        does: a flood of one fault, or one reason, must not hide the first report of another.
+        Repeats in between are counted in the next report."""
         kind = re.sub(r"\d+(\.\d+)?", "#", message)[:160]
         now = time.monotonic()
         with self.stats.lock:
@@ -302,7 +306,7 @@ class SuperPointNode(Node):
                 similar, report[0], report[1] = report[1] - 1, now, 0
         if log:
             more = f" ({similar} more like it since the last report)" if similar else ""
-            self.get_logger().warning(message + more)
+            getattr(self.get_logger(), severity)(message + more)
 
     def _decode(self, msg) -> np.ndarray:
         return decode_compressed_image(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
@@ -311,10 +315,10 @@ class SuperPointNode(Node):
         header = item[0].header
         stamp_s = stamp_seconds(header)
         if len(item) == 2:
+            left, right = self._decode(item[0]), self._decode(item[1])  # an unsupported encoding says so first
             encodings = [getattr(m, "encoding", None) for m in item]
             if isinstance(item[0], Image) and encodings[0] != encodings[1]:
                 raise ImageError(f"stereo images differ in encoding: left {encodings[0]!r}, right {encodings[1]!r}")
-            left, right = self._decode(item[0]), self._decode(item[1])
             with self._frontend_lock:
                 result = self.frontend.process_stereo(left, right, stamp_s, header.frame_id)
             image = left
@@ -337,7 +341,7 @@ class SuperPointNode(Node):
             if result.reset_reason:
                 stats.last_reset = result.reset_reason
         if result.reset_reason:
-            self.get_logger().info(f"tracks reset: {result.reset_reason}", throttle_duration_sec=LOG_THROTTLE_S)
+            self._log_throttled(f"tracks reset: {result.reset_reason}", "info")  # throttled per reason
         self._previous_stamp = (header.stamp.sec, header.stamp.nanosec)
 
     def _publish(self, result: FrameResult, header, item) -> None:
