@@ -96,6 +96,12 @@ class _Stats:
         self.unpaired_seen = 0  # the built-in synchroniser's drop counter at the last window
         self.pairing_window_start = time.monotonic()
         self.window_processed = self.window_dropped = self.window_skipped = 0
+        # "processing slower than input" reports: drops since the last one, when it was (monotonic s),
+        # recent arrival times (monotonic s) and per-frame processing times (ms)
+        self.drops_unreported, self.drops_reported_at = 0, None
+        self.arrivals: deque = deque(maxlen=20)
+        self.process_ms: deque = deque(maxlen=20)
+        self.busy_since: Optional[float] = None  # perf_counter s the worker began the current frame
 
 
 class SuperPointNode(Node):
@@ -225,14 +231,41 @@ class SuperPointNode(Node):
         self._enqueue((left, right))
 
     def _enqueue(self, item) -> None:
+        report = None
         with self._wakeup, self.stats.lock:
-            self.stats.received += 1
-            self.stats.last_received_at = time.monotonic()
+            s = self.stats
+            s.received += 1
+            s.last_received_at = time.monotonic()
+            s.arrivals.append(s.last_received_at)
             if len(self._queue) == self._queue.maxlen:
-                self.stats.dropped += 1  # the deque drops the oldest: the newest frame wins
-                self.stats.window_dropped += 1
+                s.dropped += 1  # the deque drops the oldest: the newest frame wins
+                s.window_dropped += 1
+                s.drops_unreported += 1
+                report = self._drop_report()
             self._queue.append((time.perf_counter(), item))
             self._wakeup.notify()
+        if report:
+            self.get_logger().warning(report)
+
+    def _drop_report(self) -> Optional[str]:
+        """Why frames are being dropped, at most once per LOG_THROTTLE_S (stats lock held): the
+        drops since the last report, the recent processing time per frame and input period."""
+        s, now = self.stats, time.monotonic()
+        since = s.drops_reported_at if s.drops_reported_at is not None else s.arrivals[0]
+        if s.drops_reported_at is not None and now - since < LOG_THROTTLE_S:
+            return None
+        if s.process_ms:
+            processing = f"processing {np.mean(s.process_ms):.0f} ms per frame"
+        elif s.busy_since is not None:  # the first frame is still running
+            processing = f"the first frame still processing after {(time.perf_counter() - s.busy_since) * 1e3:.0f} ms"
+        else:
+            processing = "processing not started"
+        if len(s.arrivals) > 1:
+            processing += f" > input period {(s.arrivals[-1] - s.arrivals[0]) / (len(s.arrivals) - 1) * 1e3:.0f} ms"
+        n, s.drops_unreported, s.drops_reported_at = s.drops_unreported, 0, now
+        return (f"dropped {n} frame(s) in the last {now - since:.1f} s: {processing} (input.queue_size="
+                f"{self._queue.maxlen}, the newest frame wins); lower the input rate or the work per frame, or raise "
+                f"input.queue_size (rides out bursts)")
 
     def on_set_parameters(self, parameters) -> SetParametersResult:
         changes = {}
@@ -257,9 +290,12 @@ class SuperPointNode(Node):
     def on_diagnostics_timer(self) -> None:
         with self.stats.lock:
             warnings = self._input_warnings()
+            drops = self._drop_report() if self.stats.drops_unreported else None  # drops that stopped
             diagnostics = self._diagnostics(warnings)
         for warning in warnings:
             self._warn_throttled(warning)
+        if drops:
+            self.get_logger().warning(drops)
         self.diagnostics_pub.publish(diagnostics)
 
     # --- worker ----------------------------------------------------------------------------------
@@ -271,12 +307,18 @@ class SuperPointNode(Node):
                 if not self._running:
                     return
                 received_at, item = self._queue.popleft()
+            started = time.perf_counter()
+            with self.stats.lock:
+                self.stats.busy_since = started
             try:
                 self._process(item, received_at)
             except (ImageError, FrameSkipped) as e:  # bad input, OOM: log (throttled), skip the frame, stay alive
                 self._skip(str(e))
             except Exception as e:  # noqa: BLE001 - the node must outlive one bad frame
                 self._skip(f"{type(e).__name__}: {e}")
+            with self.stats.lock:
+                self.stats.busy_since = None
+                self.stats.process_ms.append((time.perf_counter() - started) * 1e3)
 
     def _skip(self, reason: str) -> None:
         with self.stats.lock:
