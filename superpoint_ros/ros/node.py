@@ -1,8 +1,10 @@
 """``superpoint_node``: the SuperPoint visual front-end as a ROS 2 node.
 
 Subscribes (relative names, remap as usual):
-  mono:   ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage, ``input.compressed``)
+  mono:   ``image`` (sensor_msgs/Image) or ``<image>/compressed`` (CompressedImage, ``input.compressed``:
+          the resolved ``image`` topic + ``/compressed``, as image_transport names it)
   stereo: ``left/image_rect`` + ``right/image_rect`` (``stereo.enabled``; ``/compressed`` likewise)
+  with the reliability the publishers offer (``qos.reliability: auto``) unless told otherwise
 Publishes:
   ``features`` (PointCloud2: track_id, x, y, score, track_length, descriptor[D]) for the mono/left image
   ``features_right`` (stereo) the right image's features, same stamp
@@ -36,6 +38,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from ..frontend import FrameResult, FrameSkipped, Frontend
@@ -44,16 +47,17 @@ from ..params import PARAMETERS, ParamsError, check_value, coerce, validate
 from ..visualization import draw_keypoints, draw_tracks
 from ..weights import WeightsError
 from .image_decoding import decode_compressed_image, decode_image
+from .inputs import COMPRESSED_SUFFIX, ImageInput, SharedMemoryCheck, input_topic
 from .messages import pack_features, pack_stereo_matches, pack_temporal_matches, to_pointcloud2
 from .sync import StereoSynchronizer
 
 NODE_NAME = "superpoint_node"
 MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC = "image", "left/image_rect", "right/image_rect"
-COMPRESSED_SUFFIX = "/compressed"
 #: every topic the node subscribes to (relative names; remap them)
 INPUT_TOPICS = tuple(t + s for t in (MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC) for s in ("", COMPRESSED_SUFFIX))
 LOG_THROTTLE_S = 5.0
 PAIRING_WINDOW_S = 2.0  # stereo: left/right arrivals are judged over at least this long (slow cameras)
+INPUT_REFRESH_S = 0.5  # qos.reliability auto: how often the input topics' publishers are looked up
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
@@ -102,6 +106,7 @@ class _Stats:
         self.arrivals: deque = deque(maxlen=20)
         self.process_ms: deque = deque(maxlen=20)
         self.busy_since: Optional[float] = None  # perf_counter s the worker began the current frame
+        self.transport_warning = ""  # frames too large for the shared-memory segment (SharedMemoryCheck)
 
 
 class SuperPointNode(Node):
@@ -117,9 +122,6 @@ class SuperPointNode(Node):
         self._frontend_lock = threading.Lock()
         self.stereo = p["stereo.enabled"]
 
-        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"],
-                                reliability=ReliabilityPolicy.BEST_EFFORT if p["qos.reliability"] == "best_effort"
-                                else ReliabilityPolicy.RELIABLE)
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"], reliability=ReliabilityPolicy.RELIABLE)
         self.features_pub = self.create_publisher(PointCloud2, "features", out_qos)
         self.temporal_pub = self.create_publisher(PointCloud2, "temporal_matches", out_qos)
@@ -136,12 +138,14 @@ class SuperPointNode(Node):
         self._previous_stamp = (0, 0)
         self._trails: Dict[int, deque] = {}
 
-        image_type = CompressedImage if p["input.compressed"] else Image
-        suffix = COMPRESSED_SUFFIX if p["input.compressed"] else ""
+        self._shm_check = SharedMemoryCheck(get_rmw_implementation_identifier())
         if self.stereo:
-            self.synchronizer = self._make_synchronizer(image_type, suffix, sensor_qos)
+            self.synchronizer, feeds = self._make_synchronizer()
+            self.inputs = [self._image_input(LEFT_TOPIC, feeds[0]), self._image_input(RIGHT_TOPIC, feeds[1])]
         else:
-            self.image_sub = self.create_subscription(image_type, MONO_TOPIC + suffix, self.on_image, sensor_qos)
+            self.inputs = [self._image_input(MONO_TOPIC, self.on_image)]
+        if any(i.auto for i in self.inputs):  # publishers come and go: follow what they offer
+            self.input_timer = self.create_timer(INPUT_REFRESH_S, self.on_input_timer)
 
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.diagnostics_timer = self.create_timer(p["diagnostics.period"], self.on_diagnostics_timer)
@@ -149,6 +153,11 @@ class SuperPointNode(Node):
         self._worker.start()
         for warning in self.frontend.warnings:
             self.get_logger().warning(warning)
+        outputs = [self.features_pub, self.temporal_pub, self.debug_pub, self.diagnostics_pub]
+        if self.stereo:
+            outputs[1:1] = [self.right_features_pub, self.stereo_pub]
+        self.get_logger().info(f"inputs: {'; '.join(i.describe() for i in self.inputs)}; "
+                               f"outputs: {', '.join(pub.topic_name for pub in outputs)}")
         ex = self.frontend.extractor
         self.get_logger().info(
             f"{'stereo' if self.stereo else 'mono'} front-end ready: weights {ex.weights_path or 'in-memory'} "
@@ -183,40 +192,58 @@ class SuperPointNode(Node):
             self.declare_parameter(name, param.default, descriptor_for(name))
         return validate({name: self.get_parameter(name).value for name in PARAMETERS})
 
-    def _make_synchronizer(self, image_type, suffix: str, qos: QoSProfile):
+    def _image_input(self, name: str, callback) -> ImageInput:
+        """The subscription of input ``name`` (e.g. ``"image"``), resolved, compressed or not."""
         p = self.params
-        left, right = LEFT_TOPIC + suffix, RIGHT_TOPIC + suffix
+        image_type = CompressedImage if p["input.compressed"] else Image
+
+        def on_message(msg) -> None:
+            self._check_frame_size(msg)
+            callback(msg)
+
+        return ImageInput(self, image_type, input_topic(self, name, p["input.compressed"]), on_message,
+                          p["qos.depth"], p["qos.reliability"])
+
+    def _make_synchronizer(self):
+        """The stereo pairing and its (left, right) feeds for the subscriptions: message_filters'
+        synchronisers when the ROS install has them, else :class:`StereoSynchronizer`."""
+        p = self.params
         try:  # the standard tool when the ROS install has it
             import message_filters
         except ImportError:
             sync = StereoSynchronizer(self.on_stereo_pair, p["sync.mode"], p["sync.slop"], p["sync.queue_size"])
-            self.synchronizer = sync  # the callbacks below use it before this method returns
-            self.left_sub = self.create_subscription(image_type, left, self._on_left, qos)
-            self.right_sub = self.create_subscription(image_type, right, self._on_right, qos)
-            return sync
-        subs = [message_filters.Subscriber(self, image_type, left, qos_profile=qos),
-                message_filters.Subscriber(self, image_type, right, qos_profile=qos)]
-        for side, sub in enumerate(subs):
-            sub.registerCallback(self._mark_side, side)  # per-side arrivals, for "never pair" reports
-        if p["sync.mode"] == "exact":
-            sync = message_filters.TimeSynchronizer(subs, p["sync.queue_size"])
+            feeds = (sync.add_left, sync.add_right)
         else:
-            sync = message_filters.ApproximateTimeSynchronizer(subs, p["sync.queue_size"], p["sync.slop"])
-        sync.registerCallback(self.on_stereo_pair)
-        self._message_filter_subs = subs
-        return sync
+            # plain filters fed by our own subscriptions (qos.reliability auto may re-create them)
+            sides = [message_filters.SimpleFilter(), message_filters.SimpleFilter()]
+            if p["sync.mode"] == "exact":
+                sync = message_filters.TimeSynchronizer(sides, p["sync.queue_size"])
+            else:
+                sync = message_filters.ApproximateTimeSynchronizer(sides, p["sync.queue_size"], p["sync.slop"])
+            sync.registerCallback(self.on_stereo_pair)
+            feeds = tuple(side.signalMessage for side in sides)
+        return sync, [self._side_feed(feed, side) for side, feed in enumerate(feeds)]
+
+    def _side_feed(self, feed, side: int):
+        def on_side(msg) -> None:
+            feed(msg)
+            self._mark_side(msg, side)  # per-side arrivals, for "never pair" reports
+        return on_side
 
     # --- callbacks: enqueue only -----------------------------------------------------------------
     def on_image(self, msg) -> None:
         self._enqueue((msg,))
 
-    def _on_left(self, msg) -> None:
-        self.synchronizer.add_left(msg)
-        self._mark_side(msg, 0)
+    def _check_frame_size(self, msg) -> None:
+        warning = self._shm_check.check(msg)  # once: None after the first too-large frame
+        if warning:
+            with self.stats.lock:
+                self.stats.transport_warning = warning
+            self.get_logger().warning(warning)
 
-    def _on_right(self, msg) -> None:
-        self.synchronizer.add_right(msg)
-        self._mark_side(msg, 1)
+    def on_input_timer(self) -> None:
+        for image_input in self.inputs:
+            image_input.refresh()
 
     def _mark_side(self, msg, side: int) -> None:
         with self.stats.lock:
@@ -470,6 +497,8 @@ class SuperPointNode(Node):
         if s.window_skipped:
             problems.append(f"{s.window_skipped} bad frames skipped: {s.last_error}")
         problems.extend(warnings)
+        if s.transport_warning:
+            problems.append(s.transport_warning)
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         status.message = "; ".join(problems) if problems else ("running" if s.processed else "waiting for images")
         values = {
@@ -478,7 +507,11 @@ class SuperPointNode(Node):
             "mean_latency_ms": f"{latency:.2f}", "last_error": s.last_error, "last_track_reset": s.last_reset,
             "weights": str(self.frontend.extractor.weights_path), "device": str(self.frontend.extractor.device),
             "network": self.frontend.extractor.backend_name,
+            "input_topics": ", ".join(i.topic for i in self.inputs),
+            "input_reliability": ", ".join(i.reliability_text() for i in self.inputs),
         }
+        if s.transport_warning:
+            values["transport_warning"] = s.transport_warning
         if s.timings:
             for stage in ("extract", "temporal_match", "ransac", "flow_refinement", "tracking", "stereo_match", "total"):
                 samples = [t[stage] for t in s.timings if stage in t]
