@@ -19,6 +19,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from node_harness import Harness, image_msg
 from superpoint_ros.ros.inputs import FASTDDS_DEFAULT_SEGMENT_BYTES, PROFILE_ENV, SharedMemoryCheck, shm_segment_bytes
 
+pytestmark = pytest.mark.ros
+
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).with_name("camera_driver.py")
 FRAMES = 6
