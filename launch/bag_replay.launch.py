@@ -1,6 +1,6 @@
 """Replay a rosbag2 (sqlite3 or mcap) through superpoint_node: superpoint-bag-play + the node.
 
-    ros2 launch superpoint_ros bag_replay.launch.py bag:=out/demo/<sample>/bag
+    ros2 launch superpoint_ros bag_replay.launch.py bag:=out/demo/cache/sample_480x640_40f_10hz_s0_sqlite3/bag
     ros2 launch superpoint_ros bag_replay.launch.py bag:=my_bag stereo:=false image:=/cam/image_raw rate:=0.5
 
 The player waits until the node subscribes, then publishes with the bag's timing / ``rate``.

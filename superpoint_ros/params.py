@@ -125,12 +125,16 @@ PARAMETERS: Dict[str, Param] = {
     # --- ROS node only ---
     "stereo.enabled": Param(False, "Subscribe to a rectified stereo pair (left/image_rect, right/image_rect) "
                             "instead of one image", read_only=True, frontend=False),
-    "input.compressed": Param(False, "Subscribe to sensor_msgs/CompressedImage (<topic>/compressed)",
+    "input.compressed": Param(False, "Subscribe to sensor_msgs/CompressedImage on the resolved image topic + "
+                              "/compressed, as image_transport names it (remapping image is enough)",
                               read_only=True, frontend=False),
     "input.queue_size": Param(1, "Frames waiting for the processing thread; when full the oldest is "
-                              "dropped (newest frame wins) and counted", (1, 100), read_only=True, frontend=False),
-    "qos.reliability": Param("best_effort", "Image subscription reliability (sensor-data QoS default)",
-                             choices=("best_effort", "reliable"), read_only=True, frontend=False),
+                              "dropped (newest frame wins), counted and logged (throttled)", (1, 100), read_only=True,
+                              frontend=False),
+    "qos.reliability": Param("auto", "Image subscription reliability: auto (what the topic's publishers offer, "
+                             "as rosbag2 does: reliable when all of them are, else best_effort; chosen when the "
+                             "first publisher appears, logged), reliable or best_effort",
+                             choices=("auto", "reliable", "best_effort"), read_only=True, frontend=False),
     "qos.depth": Param(5, "Subscription and publisher history depth", (1, 1000), read_only=True, frontend=False),
     "sync.mode": Param("approximate", "Stereo pairing: exact stamps or approximate within sync.slop",
                        choices=("exact", "approximate"), read_only=True, frontend=False),

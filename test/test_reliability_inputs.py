@@ -233,6 +233,32 @@ def test_stereo_pair_of_different_encodings_is_skipped(base, harness_factory, ca
     assert h.count("features") == 1
 
 
+def test_an_unsupported_encoding_in_a_stereo_pair_is_reported_as_unsupported(base, harness_factory, camera_image):
+    h = harness_factory({**base, "stereo.enabled": True}, topics=("features", "stereo_matches"))
+    pub_l, pub_r = h.publisher("left/image_rect"), h.publisher("right/image_rect")
+    left = crop(camera_image)
+    for k, (left_encoding, right_encoding) in enumerate([("mono8", "mono9"), ("mono9", "mono8")], start=1):
+        pub_l.publish(image_msg(left, k * 10 ** 9, "l", encoding=left_encoding))
+        pub_r.publish(image_msg(left, k * 10 ** 9, "r", encoding=right_encoding))
+        h.wait_for(lambda: h.node.stats.skipped == k, 5.0, f"pair {k} to be skipped")
+        # the real fault, not its symptom ("differ in encoding")
+        assert "unsupported image encoding 'mono9'" in h.node.stats.last_error, h.node.stats.last_error
+    assert h.count("features") == 0
+
+
+def test_different_reset_reasons_in_quick_succession_are_each_logged(base, harness_factory, camera_image, capfd):
+    h = harness_factory(base)
+    pub = h.publisher("image")
+    capfd.readouterr()
+    for k, stamp_s in enumerate([10, 20, 15, 16]):  # then a jump forward, then a bag loop, within 5 s
+        h.publish_and_wait(pub, image_msg(crop(camera_image, k), stamp_s * 10 ** 9))
+    time.sleep(0.1)
+    lines = [line for line in capfd.readouterr().err.splitlines() if "tracks reset" in line]
+    assert any("time jumped forward by 10.000 s" in line for line in lines), lines
+    assert any("time went backwards by 5.000000 s" in line for line in lines), lines  # not hidden by the jump
+    assert len(lines) == 2, lines
+
+
 def test_left_right_stamps_that_never_pair_are_reported(base, harness_factory, camera_image, capfd):
     params = {**base, "stereo.enabled": True, "sync.slop": 0.002}
     h = harness_factory(params, topics=("features", "stereo_matches", "/diagnostics"))

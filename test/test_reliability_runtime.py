@@ -151,6 +151,30 @@ def test_a_slow_subscriber_in_another_process_does_not_back_up_the_pipeline(base
         reader.join(timeout=5)
 
 
+def test_frames_dropped_by_a_slow_node_are_logged_with_the_reason(base, harness_factory, camera_image, capfd):
+    h = harness_factory({**base, "input.queue_size": 1})
+    pub = h.publisher("image")
+    frames = [image_msg(crop(camera_image, k), 10 ** 9 + k * 10 ** 7) for k in range(8)]
+    for msg in frames:  # a burst: far faster than the node processes
+        pub.publish(msg)
+        time.sleep(0.005)
+    h.wait_for(lambda: h.count("features") and stamp(h.received["features"][-1]) == stamp(frames[-1]), 10.0,
+               "the newest frame's features")
+    assert h.node.stats.dropped >= 1, vars(h.node.stats)
+    log = []
+
+    def logged_drops():
+        log.extend(line for line in capfd.readouterr().err.splitlines() if "dropped" in line)
+        return sum(int(line.split("dropped ")[1].split(" ")[0]) for line in log)
+
+    # the first drop is reported at once, the rest within the next 5 s throttle window (by the timer)
+    h.wait_for(lambda: logged_drops() == h.node.stats.dropped, 8.0, "every drop in the log")
+    assert all("frame(s) in the last" in line and "ms" in line and "lower the input rate or the work per frame, or raise input.queue_size" in line
+               for line in log), log
+    assert any("ms > input period" in line for line in log), log
+    assert len(log) <= 2, log  # throttled: not one line per drop
+
+
 @pytest.mark.parametrize("error", [
     torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB (GPU 0; 7.79 GiB total capacity)"),
     RuntimeError("CUDA error: out of memory"),

@@ -4,8 +4,12 @@ A small stand-in for ``ros2 bag play`` (not installable everywhere): messages ar
 ``rosbags`` (sqlite3 or mcap; ROS 1 ``.bag`` files are converted to ROS 2 messages) and published
 as their CDR bytes, so headers, stamps and data arrive exactly as recorded. Timing follows the bag's receive times divided by ``--rate``.
 
-    superpoint-bag-play out/demo/sample_480x640_60f_10hz_s0_sqlite3/bag --rate 0.5 \\
+    superpoint-bag-play out/demo/cache/sample_480x640_40f_10hz_s0_sqlite3/bag --rate 0.5 \\
         --topics /stereo/left/image_rect /stereo/right/image_rect --wait-for-subscribers 1
+
+(``out/demo/cache/sample_480x640_40f_10hz_s0_sqlite3/bag`` is the sample bag ``superpoint-demo``
+writes with its defaults; any rosbag2 folder or ROS 1 ``.bag`` works.) At ``--rate 1`` a node
+slower than the bag drops frames (the newest wins) and logs how many and why.
 
 ``--remap FROM:=TO`` renames topics. ``--wait-for-subscribers N`` holds the first message until
 every played image topic (every topic, if the bag has no images) has N subscribers, so nothing is

@@ -35,7 +35,8 @@ NS = 1_000_000_000
 NAMESPACE = "/superpoint"
 RETRY_S = 30.0  # lock-step: resend a frame the node has not answered after this many seconds
 #: Node parameters the demo sets before the user's --set: a reliable image subscription, so that a
-#: replay on a busy machine loses no frame (the shipped default is best-effort sensor QoS).
+#: replay on a busy machine loses no frame (explicit, though the default ``auto`` picks the same
+#: from the reliable player).
 DEMO_NODE_PARAMETERS = ("qos.reliability:=reliable",)
 TRAIL_LENGTH = 12  # frames of each track drawn in the pictures
 README_IMAGE_BYTES = 300_000

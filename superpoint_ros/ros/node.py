@@ -1,8 +1,10 @@
 """``superpoint_node``: the SuperPoint visual front-end as a ROS 2 node.
 
 Subscribes (relative names, remap as usual):
-  mono:   ``image`` (sensor_msgs/Image) or ``image/compressed`` (CompressedImage, ``input.compressed``)
+  mono:   ``image`` (sensor_msgs/Image) or ``<image>/compressed`` (CompressedImage, ``input.compressed``:
+          the resolved ``image`` topic + ``/compressed``, as image_transport names it)
   stereo: ``left/image_rect`` + ``right/image_rect`` (``stereo.enabled``; ``/compressed`` likewise)
+  with the reliability the publishers offer (``qos.reliability: auto``) unless told otherwise
 Publishes:
   ``features`` (PointCloud2: track_id, x, y, score, track_length, descriptor[D]) for the mono/left image
   ``features_right`` (stereo) the right image's features, same stamp
@@ -36,6 +38,7 @@ from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from ..frontend import FrameResult, FrameSkipped, Frontend
@@ -44,16 +47,17 @@ from ..params import PARAMETERS, ParamsError, check_value, coerce, validate
 from ..visualization import draw_keypoints, draw_tracks
 from ..weights import WeightsError
 from .image_decoding import decode_compressed_image, decode_image
+from .inputs import COMPRESSED_SUFFIX, ImageInput, SharedMemoryCheck, input_topic
 from .messages import pack_features, pack_stereo_matches, pack_temporal_matches, to_pointcloud2
 from .sync import StereoSynchronizer
 
 NODE_NAME = "superpoint_node"
 MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC = "image", "left/image_rect", "right/image_rect"
-COMPRESSED_SUFFIX = "/compressed"
 #: every topic the node subscribes to (relative names; remap them)
 INPUT_TOPICS = tuple(t + s for t in (MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC) for s in ("", COMPRESSED_SUFFIX))
 LOG_THROTTLE_S = 5.0
 PAIRING_WINDOW_S = 2.0  # stereo: left/right arrivals are judged over at least this long (slow cameras)
+INPUT_REFRESH_S = 0.5  # qos.reliability auto: how often the input topics' publishers are looked up
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
@@ -96,6 +100,13 @@ class _Stats:
         self.unpaired_seen = 0  # the built-in synchroniser's drop counter at the last window
         self.pairing_window_start = time.monotonic()
         self.window_processed = self.window_dropped = self.window_skipped = 0
+        # "processing slower than input" reports: drops since the last one, when it was (monotonic s),
+        # recent arrival times (monotonic s) and per-frame processing times (ms)
+        self.drops_unreported, self.drops_reported_at = 0, None
+        self.arrivals: deque = deque(maxlen=20)
+        self.process_ms: deque = deque(maxlen=20)
+        self.busy_since: Optional[float] = None  # perf_counter s the worker began the current frame
+        self.transport_warning = ""  # frames too large for the shared-memory segment (SharedMemoryCheck)
 
 
 class SuperPointNode(Node):
@@ -111,9 +122,6 @@ class SuperPointNode(Node):
         self._frontend_lock = threading.Lock()
         self.stereo = p["stereo.enabled"]
 
-        sensor_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"],
-                                reliability=ReliabilityPolicy.BEST_EFFORT if p["qos.reliability"] == "best_effort"
-                                else ReliabilityPolicy.RELIABLE)
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"], reliability=ReliabilityPolicy.RELIABLE)
         self.features_pub = self.create_publisher(PointCloud2, "features", out_qos)
         self.temporal_pub = self.create_publisher(PointCloud2, "temporal_matches", out_qos)
@@ -130,12 +138,14 @@ class SuperPointNode(Node):
         self._previous_stamp = (0, 0)
         self._trails: Dict[int, deque] = {}
 
-        image_type = CompressedImage if p["input.compressed"] else Image
-        suffix = COMPRESSED_SUFFIX if p["input.compressed"] else ""
+        self._shm_check = SharedMemoryCheck(get_rmw_implementation_identifier())
         if self.stereo:
-            self.synchronizer = self._make_synchronizer(image_type, suffix, sensor_qos)
+            self.synchronizer, feeds = self._make_synchronizer()
+            self.inputs = [self._image_input(LEFT_TOPIC, feeds[0]), self._image_input(RIGHT_TOPIC, feeds[1])]
         else:
-            self.image_sub = self.create_subscription(image_type, MONO_TOPIC + suffix, self.on_image, sensor_qos)
+            self.inputs = [self._image_input(MONO_TOPIC, self.on_image)]
+        if any(i.auto for i in self.inputs):  # publishers come and go: follow what they offer
+            self.input_timer = self.create_timer(INPUT_REFRESH_S, self.on_input_timer)
 
         self.add_on_set_parameters_callback(self.on_set_parameters)
         self.diagnostics_timer = self.create_timer(p["diagnostics.period"], self.on_diagnostics_timer)
@@ -143,6 +153,11 @@ class SuperPointNode(Node):
         self._worker.start()
         for warning in self.frontend.warnings:
             self.get_logger().warning(warning)
+        outputs = [self.features_pub, self.temporal_pub, self.debug_pub, self.diagnostics_pub]
+        if self.stereo:
+            outputs[1:1] = [self.right_features_pub, self.stereo_pub]
+        self.get_logger().info(f"inputs: {'; '.join(i.describe() for i in self.inputs)}; "
+                               f"outputs: {', '.join(pub.topic_name for pub in outputs)}")
         ex = self.frontend.extractor
         self.get_logger().info(
             f"{'stereo' if self.stereo else 'mono'} front-end ready: weights {ex.weights_path or 'in-memory'} "
@@ -177,40 +192,58 @@ class SuperPointNode(Node):
             self.declare_parameter(name, param.default, descriptor_for(name))
         return validate({name: self.get_parameter(name).value for name in PARAMETERS})
 
-    def _make_synchronizer(self, image_type, suffix: str, qos: QoSProfile):
+    def _image_input(self, name: str, callback) -> ImageInput:
+        """The subscription of input ``name`` (e.g. ``"image"``), resolved, compressed or not."""
         p = self.params
-        left, right = LEFT_TOPIC + suffix, RIGHT_TOPIC + suffix
+        image_type = CompressedImage if p["input.compressed"] else Image
+
+        def on_message(msg) -> None:
+            self._check_frame_size(msg)
+            callback(msg)
+
+        return ImageInput(self, image_type, input_topic(self, name, p["input.compressed"]), on_message,
+                          p["qos.depth"], p["qos.reliability"])
+
+    def _make_synchronizer(self):
+        """The stereo pairing and its (left, right) feeds for the subscriptions: message_filters'
+        synchronisers when the ROS install has them, else :class:`StereoSynchronizer`."""
+        p = self.params
         try:  # the standard tool when the ROS install has it
             import message_filters
         except ImportError:
             sync = StereoSynchronizer(self.on_stereo_pair, p["sync.mode"], p["sync.slop"], p["sync.queue_size"])
-            self.synchronizer = sync  # the callbacks below use it before this method returns
-            self.left_sub = self.create_subscription(image_type, left, self._on_left, qos)
-            self.right_sub = self.create_subscription(image_type, right, self._on_right, qos)
-            return sync
-        subs = [message_filters.Subscriber(self, image_type, left, qos_profile=qos),
-                message_filters.Subscriber(self, image_type, right, qos_profile=qos)]
-        for side, sub in enumerate(subs):
-            sub.registerCallback(self._mark_side, side)  # per-side arrivals, for "never pair" reports
-        if p["sync.mode"] == "exact":
-            sync = message_filters.TimeSynchronizer(subs, p["sync.queue_size"])
+            feeds = (sync.add_left, sync.add_right)
         else:
-            sync = message_filters.ApproximateTimeSynchronizer(subs, p["sync.queue_size"], p["sync.slop"])
-        sync.registerCallback(self.on_stereo_pair)
-        self._message_filter_subs = subs
-        return sync
+            # plain filters fed by our own subscriptions (qos.reliability auto may re-create them)
+            sides = [message_filters.SimpleFilter(), message_filters.SimpleFilter()]
+            if p["sync.mode"] == "exact":
+                sync = message_filters.TimeSynchronizer(sides, p["sync.queue_size"])
+            else:
+                sync = message_filters.ApproximateTimeSynchronizer(sides, p["sync.queue_size"], p["sync.slop"])
+            sync.registerCallback(self.on_stereo_pair)
+            feeds = tuple(side.signalMessage for side in sides)
+        return sync, [self._side_feed(feed, side) for side, feed in enumerate(feeds)]
+
+    def _side_feed(self, feed, side: int):
+        def on_side(msg) -> None:
+            feed(msg)
+            self._mark_side(msg, side)  # per-side arrivals, for "never pair" reports
+        return on_side
 
     # --- callbacks: enqueue only -----------------------------------------------------------------
     def on_image(self, msg) -> None:
         self._enqueue((msg,))
 
-    def _on_left(self, msg) -> None:
-        self.synchronizer.add_left(msg)
-        self._mark_side(msg, 0)
+    def _check_frame_size(self, msg) -> None:
+        warning = self._shm_check.check(msg)  # once: None after the first too-large frame
+        if warning:
+            with self.stats.lock:
+                self.stats.transport_warning = warning
+            self.get_logger().warning(warning)
 
-    def _on_right(self, msg) -> None:
-        self.synchronizer.add_right(msg)
-        self._mark_side(msg, 1)
+    def on_input_timer(self) -> None:
+        for image_input in self.inputs:
+            image_input.refresh()
 
     def _mark_side(self, msg, side: int) -> None:
         with self.stats.lock:
@@ -225,14 +258,41 @@ class SuperPointNode(Node):
         self._enqueue((left, right))
 
     def _enqueue(self, item) -> None:
+        report = None
         with self._wakeup, self.stats.lock:
-            self.stats.received += 1
-            self.stats.last_received_at = time.monotonic()
+            s = self.stats
+            s.received += 1
+            s.last_received_at = time.monotonic()
+            s.arrivals.append(s.last_received_at)
             if len(self._queue) == self._queue.maxlen:
-                self.stats.dropped += 1  # the deque drops the oldest: the newest frame wins
-                self.stats.window_dropped += 1
+                s.dropped += 1  # the deque drops the oldest: the newest frame wins
+                s.window_dropped += 1
+                s.drops_unreported += 1
+                report = self._drop_report()
             self._queue.append((time.perf_counter(), item))
             self._wakeup.notify()
+        if report:
+            self.get_logger().warning(report)
+
+    def _drop_report(self) -> Optional[str]:
+        """Why frames are being dropped, at most once per LOG_THROTTLE_S (stats lock held): the
+        drops since the last report, the recent processing time per frame and input period."""
+        s, now = self.stats, time.monotonic()
+        since = s.drops_reported_at if s.drops_reported_at is not None else s.arrivals[0]
+        if s.drops_reported_at is not None and now - since < LOG_THROTTLE_S:
+            return None
+        if s.process_ms:
+            processing = f"processing {np.mean(s.process_ms):.0f} ms per frame"
+        elif s.busy_since is not None:  # the first frame is still running
+            processing = f"the first frame still processing after {(time.perf_counter() - s.busy_since) * 1e3:.0f} ms"
+        else:
+            processing = "processing not started"
+        if len(s.arrivals) > 1:
+            processing += f" > input period {(s.arrivals[-1] - s.arrivals[0]) / (len(s.arrivals) - 1) * 1e3:.0f} ms"
+        n, s.drops_unreported, s.drops_reported_at = s.drops_unreported, 0, now
+        return (f"dropped {n} frame(s) in the last {now - since:.1f} s: {processing} (input.queue_size="
+                f"{self._queue.maxlen}, the newest frame wins); lower the input rate or the work per frame, or raise "
+                f"input.queue_size (rides out bursts)")
 
     def on_set_parameters(self, parameters) -> SetParametersResult:
         changes = {}
@@ -257,9 +317,12 @@ class SuperPointNode(Node):
     def on_diagnostics_timer(self) -> None:
         with self.stats.lock:
             warnings = self._input_warnings()
+            drops = self._drop_report() if self.stats.drops_unreported else None  # drops that stopped
             diagnostics = self._diagnostics(warnings)
         for warning in warnings:
             self._warn_throttled(warning)
+        if drops:
+            self.get_logger().warning(drops)
         self.diagnostics_pub.publish(diagnostics)
 
     # --- worker ----------------------------------------------------------------------------------
@@ -271,12 +334,18 @@ class SuperPointNode(Node):
                 if not self._running:
                     return
                 received_at, item = self._queue.popleft()
+            started = time.perf_counter()
+            with self.stats.lock:
+                self.stats.busy_since = started
             try:
                 self._process(item, received_at)
             except (ImageError, FrameSkipped) as e:  # bad input, OOM: log (throttled), skip the frame, stay alive
                 self._skip(str(e))
             except Exception as e:  # noqa: BLE001 - the node must outlive one bad frame
                 self._skip(f"{type(e).__name__}: {e}")
+            with self.stats.lock:
+                self.stats.busy_since = None
+                self.stats.process_ms.append((time.perf_counter() - started) * 1e3)
 
     def _skip(self, reason: str) -> None:
         with self.stats.lock:
@@ -286,9 +355,13 @@ class SuperPointNode(Node):
         self._warn_throttled(f"skipped a frame: {reason}")
 
     def _warn_throttled(self, message: str) -> None:
-        """A warning at most once per LOG_THROTTLE_S per kind of message (the text with its numbers
-        blanked), not per call site as rclpy's throttle does: a flood of one fault must not hide
-        the first report of another. Repeats in between are counted in the next report."""
+        self._log_throttled(message, "warning")
+
+    def _log_throttled(self, message: str, severity: str = "warning") -> None:
+        """Log ``message`` (``severity``: a logger method name) at most once per LOG_THROTTLE_S per
+        kind of message (the text with its numbers blanked), not per call site as rclpy's throttle
+        does: a flood of one fault, or one reason, must not hide the first report of another.
+        Repeats in between are counted in the next report."""
         kind = re.sub(r"\d+(\.\d+)?", "#", message)[:160]
         now = time.monotonic()
         with self.stats.lock:
@@ -302,7 +375,7 @@ class SuperPointNode(Node):
                 similar, report[0], report[1] = report[1] - 1, now, 0
         if log:
             more = f" ({similar} more like it since the last report)" if similar else ""
-            self.get_logger().warning(message + more)
+            getattr(self.get_logger(), severity)(message + more)
 
     def _decode(self, msg) -> np.ndarray:
         return decode_compressed_image(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
@@ -311,10 +384,10 @@ class SuperPointNode(Node):
         header = item[0].header
         stamp_s = stamp_seconds(header)
         if len(item) == 2:
+            left, right = self._decode(item[0]), self._decode(item[1])  # an unsupported encoding says so first
             encodings = [getattr(m, "encoding", None) for m in item]
             if isinstance(item[0], Image) and encodings[0] != encodings[1]:
                 raise ImageError(f"stereo images differ in encoding: left {encodings[0]!r}, right {encodings[1]!r}")
-            left, right = self._decode(item[0]), self._decode(item[1])
             with self._frontend_lock:
                 result = self.frontend.process_stereo(left, right, stamp_s, header.frame_id)
             image = left
@@ -337,7 +410,7 @@ class SuperPointNode(Node):
             if result.reset_reason:
                 stats.last_reset = result.reset_reason
         if result.reset_reason:
-            self.get_logger().info(f"tracks reset: {result.reset_reason}", throttle_duration_sec=LOG_THROTTLE_S)
+            self._log_throttled(f"tracks reset: {result.reset_reason}", "info")  # throttled per reason
         self._previous_stamp = (header.stamp.sec, header.stamp.nanosec)
 
     def _publish(self, result: FrameResult, header, item) -> None:
@@ -424,6 +497,8 @@ class SuperPointNode(Node):
         if s.window_skipped:
             problems.append(f"{s.window_skipped} bad frames skipped: {s.last_error}")
         problems.extend(warnings)
+        if s.transport_warning:
+            problems.append(s.transport_warning)
         status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
         status.message = "; ".join(problems) if problems else ("running" if s.processed else "waiting for images")
         values = {
@@ -432,7 +507,11 @@ class SuperPointNode(Node):
             "mean_latency_ms": f"{latency:.2f}", "last_error": s.last_error, "last_track_reset": s.last_reset,
             "weights": str(self.frontend.extractor.weights_path), "device": str(self.frontend.extractor.device),
             "network": self.frontend.extractor.backend_name,
+            "input_topics": ", ".join(i.topic for i in self.inputs),
+            "input_reliability": ", ".join(i.reliability_text() for i in self.inputs),
         }
+        if s.transport_warning:
+            values["transport_warning"] = s.transport_warning
         if s.timings:
             for stage in ("extract", "temporal_match", "ransac", "flow_refinement", "tracking", "stereo_match", "total"):
                 samples = [t[stage] for t in s.timings if stage in t]
