@@ -10,7 +10,7 @@ keeps its ``--top-k`` best keypoints (default 1000) for the descriptor metrics a
 mutual nearest neighbour without ratio test; homographies are estimated with OpenCV RANSAC (3 px).
 Pairs are (1, k) for k = 2..6 of every sequence. A sequence's split is its name up to the first
 ``_``: HPatches' ``v_*`` (viewpoint) and ``i_*`` (illumination), the Oxford sets' ``b_*`` (blur) and
-``n_*`` (noise / JPEG), ``superpoint-make-dataset --conditions``' ``rot_*``, ``scale_*``, ... --
+``n_*`` (noise / JPEG), ``superpoint-make-dataset --conditions``' ``rotation_*``, ``scale_*``, ... --
 every split is reported, plus ``overall``; along a sequence the change grows with k (its *level*).
 Metric definitions: ``superpoint_ros.evaluation.metrics``; the keypoint-count ratio of a pair is
 the keypoints of image k over those of image 1 of its sequence (reported as min / median per split).
@@ -57,12 +57,12 @@ class DatasetError(ValueError):
 
 
 #: Splits in report order (others follow alphabetically); titles for tables and plots.
-SPLIT_ORDER = ("v", "i", "b", "n", "rot", "scale", "noise", "blur", "jpeg", "lowlight")
+SPLIT_ORDER = ("v", "i", "b", "n", "rotation", "scale", "noise", "blur", "jpeg", "lowlight")
 
 
 def split_of_sequence(name: str) -> Optional[str]:
     """The split of a sequence folder name: its lower-case letters before the first ``_``
-    (``v_wall`` -> ``v``, ``rot_astronaut_2`` -> ``rot``), or None for a name that has none."""
+    (``v_wall`` -> ``v``, ``rotation_astronaut_2`` -> ``rotation``), or None for a name that has none."""
     prefix, sep, rest = name.partition("_")
     if not sep or not rest or not prefix.isalpha() or not prefix.islower():
         return None

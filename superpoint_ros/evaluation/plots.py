@@ -16,7 +16,7 @@ def _pyplot():
     return plt
 
 
-SPLIT_TITLES = {"i": "Illumination", "v": "Viewpoint", "b": "Blur", "n": "Noise / JPEG", "rot": "Rotation",
+SPLIT_TITLES = {"i": "Illumination", "v": "Viewpoint", "b": "Blur", "n": "Noise / JPEG", "rotation": "Rotation",
                 "scale": "Scale", "noise": "Sensor noise", "blur": "Motion blur", "jpeg": "JPEG",
                 "lowlight": "Low light", "overall": "Overall"}
 
