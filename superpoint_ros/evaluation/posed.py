@@ -392,7 +392,8 @@ def main(argv=None) -> int:
         print(f"superpoint-eval-posed: {e}", file=sys.stderr)
         return 2
     protocol = report["protocol"]
-    print(f"\n{len(protocol['sequences'])} sequences ({', '.join(f'{n}: {c} frames' for n, c in protocol['frames'].items())}), "
+    frames = ", ".join(f"{name}: {count} frames" for name, count in protocol["frames"].items())
+    print(f"\n{len(protocol['sequences'])} sequences ({frames}), "
           f"resolution {protocol['resolution']}, top-k {conf['top_k']}, gaps {list(conf['gaps'])}, "
           f"essential matrix MAGSAC++ {conf['pose_threshold']:g} px\n")
     for name, description in report["methods"].items():
