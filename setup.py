@@ -62,6 +62,7 @@ setup(
             "superpoint-eval = superpoint_ros.evaluation.hpatches:main",
             "superpoint-make-dataset = superpoint_ros.evaluation.make_dataset:main",
             "superpoint-eval-bag = superpoint_ros.evaluation.bag_eval:main",
+            "superpoint-eval-posed = superpoint_ros.evaluation.posed:main",
         ],
     },
 )

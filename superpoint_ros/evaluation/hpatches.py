@@ -8,10 +8,18 @@ homographies are rescaled accordingly; ``--resize native`` keeps the original si
 keeps its ``--top-k`` best keypoints (default 1000) for the descriptor metrics and the first
 ``--detector-top-k`` of those (default 300) for repeatability / localisation error. Matching is
 mutual nearest neighbour without ratio test; homographies are estimated with OpenCV RANSAC (3 px).
-Pairs are (1, k) for k = 2..6 of every sequence; ``i_*`` sequences are the illumination split,
-``v_*`` the viewpoint split. Metric definitions: ``superpoint_ros.evaluation.metrics``.
+Pairs are (1, k) for k = 2..6 of every sequence. A sequence's split is its name up to the first
+``_``: HPatches' ``v_*`` (viewpoint) and ``i_*`` (illumination), the Oxford sets' ``b_*`` (blur) and
+``n_*`` (noise / JPEG), ``superpoint-make-dataset --conditions``' ``rotation_*``, ``scale_*``, ... --
+every split is reported, plus ``overall``; along a sequence the change grows with k (its *level*).
+Metric definitions: ``superpoint_ros.evaluation.metrics``; the keypoint-count ratio of a pair is
+the keypoints of image k over those of image 1 of its sequence (reported as min / median per split).
 
-Writes ``results.json`` (config, per-method/per-split metrics, per-pair values) and ``mma.png``.
+``--sizes 240x320,480x640`` runs the whole benchmark once per size (one table each).
+
+Writes ``results.json`` (config, per-method/per-split metrics, per-sequence and per-level
+aggregates, per-pair values; schema in docs/evaluation.md) and ``mma.png``; with ``--sizes`` one
+``<HxW>/results.json`` + ``<HxW>/mma.png`` per size under ``--output``.
 """
 from __future__ import annotations
 
@@ -48,14 +56,36 @@ class DatasetError(ValueError):
     """A dataset folder that does not have the HPatches layout, with the reason."""
 
 
+#: Splits in report order (others follow alphabetically); titles for tables and plots.
+SPLIT_ORDER = ("v", "i", "b", "n", "rotation", "scale", "noise", "blur", "jpeg", "lowlight")
+
+
+def split_of_sequence(name: str) -> Optional[str]:
+    """The split of a sequence folder name: its lower-case letters before the first ``_``
+    (``v_wall`` -> ``v``, ``rotation_astronaut_2`` -> ``rotation``), or None for a name that has none."""
+    prefix, sep, rest = name.partition("_")
+    if not sep or not rest or not prefix.isalpha() or not prefix.islower():
+        return None
+    return prefix
+
+
+def ordered_splits(splits) -> List[str]:
+    """``splits`` in report order: :data:`SPLIT_ORDER` first, then the others alphabetically."""
+    splits = set(splits)
+    known = [s for s in SPLIT_ORDER if s in splits]
+    return known + sorted(splits - set(known))
+
+
 def find_sequences(root: Path) -> List[Path]:
-    """Sequence folders (``i_*`` / ``v_*``) under ``root``, sorted by name."""
+    """Sequence folders (``<split>_<name>``: ``v_*``, ``i_*``, ``b_*``, ``n_*``, ...) under ``root``,
+    sorted by name."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset folder not found: {root}")
-    sequences = sorted(p for p in root.iterdir() if p.is_dir() and p.name[:2] in ("i_", "v_"))
+    sequences = sorted(p for p in root.iterdir() if p.is_dir() and split_of_sequence(p.name))
     if not sequences:
-        raise DatasetError(f"{root}: no HPatches sequences (expected sub-folders named i_* or v_*)")
+        raise DatasetError(f"{root}: no HPatches sequences (expected sub-folders named <split>_<name>, "
+                           "e.g. v_wall, i_leuven)")
     return sequences
 
 
@@ -118,20 +148,50 @@ def evaluate_method(method, sequences: Sequence[Path], conf: dict, progress=None
                 f0.keypoints, fk.keypoints, method.match(f0, fk), homographies[k - 2], images[0].shape[:2],
                 images[k - 1].shape[:2], detector_top_k=conf["detector_top_k"],
                 correct_threshold=conf["correct_threshold"], ransac_threshold=conf["ransac_threshold"])
-            pairs.append({"sequence": folder.name, "split": folder.name[0], "pair": [1, k], **result})
+            counts = {"num_keypoints_first": int(len(f0.keypoints)), "num_keypoints_other": int(len(fk.keypoints)),
+                      "keypoint_ratio": len(fk.keypoints) / max(len(f0.keypoints), 1)}
+            pairs.append({"sequence": folder.name, "split": split_of_sequence(folder.name), "pair": [1, k],
+                          **result, **counts})
         if progress is not None:
             progress.update(1)
     return pairs, 1000.0 * extract_seconds / max(extracted, 1)
 
 
+def aggregate_with_counts(pairs: List[dict]) -> dict:
+    """:func:`metrics.aggregate` plus the keypoint-count ratios (image k / image 1 of the sequence):
+    ``keypoint_ratio_min`` and ``keypoint_ratio_median``."""
+    out = metrics.aggregate(pairs)
+    if pairs:
+        ratios = np.array([p["keypoint_ratio"] for p in pairs], np.float64)
+        out["keypoint_ratio_min"] = float(ratios.min())
+        out["keypoint_ratio_median"] = float(np.median(ratios))
+    return out
+
+
 def summarize(pairs: List[dict]) -> Dict[str, dict]:
-    """``{"i": ..., "v": ..., "overall": ...}`` aggregates (splits without pairs are omitted)."""
+    """``{split: aggregate, ..., "overall": aggregate}`` for every split that has pairs, in
+    :func:`ordered_splits` order."""
     out = {}
-    for split in ("i", "v"):
+    for split in ordered_splits(p["split"] for p in pairs):
+        out[split] = aggregate_with_counts([p for p in pairs if p["split"] == split])
+    out["overall"] = aggregate_with_counts(pairs)
+    return out
+
+
+def summarize_sequences(pairs: List[dict]) -> Dict[str, dict]:
+    """``{sequence: aggregate}`` over each sequence's five pairs."""
+    names = sorted({p["sequence"] for p in pairs})
+    return {name: aggregate_with_counts([p for p in pairs if p["sequence"] == name]) for name in names}
+
+
+def summarize_levels(pairs: List[dict]) -> Dict[str, Dict[str, dict]]:
+    """``{split: {"2": aggregate, ..., "6": aggregate}}``: pairs (1, k) grouped by k, the level of
+    change along the sequence."""
+    out = {}
+    for split in ordered_splits(p["split"] for p in pairs):
         subset = [p for p in pairs if p["split"] == split]
-        if subset:
-            out[split] = metrics.aggregate(subset)
-    out["overall"] = metrics.aggregate(pairs)
+        out[split] = {str(k): aggregate_with_counts([p for p in subset if p["pair"][1] == k])
+                      for k in sorted({p["pair"][1] for p in subset})}
     return out
 
 
@@ -139,14 +199,17 @@ COLUMNS = [("Rep", "repeatability", "{:.3f}"), ("LocErr", "localization_error", 
            ("H@1", ("homography_accuracy", "1"), "{:.3f}"), ("H@3", ("homography_accuracy", "3"), "{:.3f}"),
            ("H@5", ("homography_accuracy", "5"), "{:.3f}"), ("MS", "matching_score", "{:.3f}"),
            ("MMA@1", ("mma", 0), "{:.3f}"), ("MMA@3", ("mma", 2), "{:.3f}"), ("MMA@5", ("mma", 4), "{:.3f}"),
-           ("#kp", "num_keypoints", "{:.0f}"), ("#match", "num_matches", "{:.0f}")]
+           ("#kp", "num_keypoints", "{:.0f}"), ("#match", "num_matches", "{:.0f}"),
+           ("kp min", "keypoint_ratio_min", "{:.2f}"), ("kp med", "keypoint_ratio_median", "{:.2f}")]
 
 
 def format_table(results: Dict[str, Dict[str, dict]], timings_ms: Dict[str, float]) -> str:
-    """Markdown table: one row per (split, method)."""
+    """Markdown table: one row per (split, method); splits in :func:`ordered_splits` order, then
+    overall. ``kp min`` / ``kp med``: min / median keypoint-count ratio image k / image 1."""
     header = ["split", "method"] + [c[0] for c in COLUMNS] + ["ms/img"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for split in ("i", "v", "overall"):
+    splits = ordered_splits(s for by_split in results.values() for s in by_split if s != "overall")
+    for split in splits + ["overall"]:
         for method, by_split in results.items():
             if split not in by_split or not by_split[split].get("num_pairs"):
                 continue
@@ -160,6 +223,17 @@ def format_table(results: Dict[str, Dict[str, dict]], timings_ms: Dict[str, floa
     return "\n".join(lines)
 
 
+def truncate_sequences(sequences: List[Path], max_sequences: int) -> List[Path]:
+    """At most ``max_sequences`` sequences, taken round-robin over the splits (every split keeps
+    sequences while the budget allows), sorted by name."""
+    groups = [[s for s in sequences if split_of_sequence(s.name) == split]
+              for split in ordered_splits(split_of_sequence(s.name) for s in sequences)]
+    chosen = []
+    for rank in range(max(len(g) for g in groups)):
+        chosen += [g[rank] for g in groups if rank < len(g)]
+    return sorted(chosen[:max_sequences])
+
+
 def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[Path], conf: Optional[dict] = None,
                   max_sequences: Optional[int] = None, show_progress: bool = True) -> dict:
     """Evaluate every method on every sequence; returns the report (also written to ``output``)."""
@@ -169,16 +243,14 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
         raise ValueError(f"unknown benchmark options: {sorted(unknown)}")
     sequences = find_sequences(dataset)
     if max_sequences:
-        # keep both splits represented when truncating
-        by_split = [[s for s in sequences if s.name.startswith(p)] for p in ("i_", "v_")]
-        sequences = sorted(sum((group[: (max_sequences + 1) // 2] for group in by_split), []))[:max_sequences]
+        sequences = truncate_sequences(sequences, max_sequences)
     extractor_conf = {"nms_radius": conf["nms_radius"], "detection_threshold": conf["detection_threshold"],
                       "device": conf["device"], "subpixel": conf["subpixel"], "precision": conf["precision"]}
     methods = [build_method(spec, conf["top_k"], extractor_conf) for spec in method_specs]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names} (use NAME=WEIGHTS)")
-    results, timings, all_pairs = {}, {}, {}
+    results, timings, all_pairs, sequence_results, level_results = {}, {}, {}, {}, {}
     progress = None
     if show_progress:
         from tqdm import tqdm
@@ -189,6 +261,8 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
             progress.set_postfix_str(method.name)
         pairs, timings[method.name] = evaluate_method(method, sequences, conf, progress)
         results[method.name] = summarize(pairs)
+        sequence_results[method.name] = summarize_sequences(pairs)
+        level_results[method.name] = summarize_levels(pairs)
         all_pairs[method.name] = pairs
     if progress is not None:
         progress.close()
@@ -204,7 +278,10 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
         },
         "methods": {m.name: m.describe() for m in methods},
         "extract_ms_per_image": timings,
+        "splits": ordered_splits(split_of_sequence(s.name) for s in sequences),
         "results": results,
+        "sequences": sequence_results,
+        "levels": level_results,
         "pairs": all_pairs,
     }
     if output is not None:
@@ -225,6 +302,21 @@ def parse_resize(text: str) -> Optional[Tuple[int, int]]:
     return parse_size(text)
 
 
+def parse_sizes(text: str) -> List[Optional[Tuple[int, int]]]:
+    """``"240x320,480x640"`` -> ``[(240, 320), (480, 640)]`` (``native`` allowed), no duplicates."""
+    sizes = [parse_resize(part.strip()) for part in text.split(",") if part.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError(f"--sizes needs at least one HxW, got {text!r}")
+    if len(set(sizes)) != len(sizes):
+        raise argparse.ArgumentTypeError(f"--sizes lists a size twice: {text!r}")
+    return sizes
+
+
+def size_label(size: Optional[Tuple[int, int]]) -> str:
+    """``(240, 320)`` -> ``"240x320"``; None -> ``"native"`` (the per-size output folder name)."""
+    return "native" if size is None else f"{size[0]}x{size[1]}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superpoint-eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -234,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-default-model", action="store_true", help="don't add the shipped default model")
     p.add_argument("--baselines", default="orb,sift", help="comma-separated OpenCV baselines ('' for none)")
     p.add_argument("--resize", type=parse_resize, default=default_conf["resize"], help="HxW or 'native'")
+    p.add_argument("--sizes", type=parse_sizes, default=None, metavar="HxW,HxW",
+                   help="run once per size (e.g. 240x320,480x640; overrides --resize): one table each, "
+                        "OUTPUT/<HxW>/results.json")
     p.add_argument("--top-k", type=int, default=default_conf["top_k"])
     p.add_argument("--detector-top-k", type=int, default=default_conf["detector_top_k"])
     p.add_argument("--nms-radius", type=int, default=default_conf["nms_radius"])
@@ -275,24 +370,33 @@ def main(argv=None) -> int:
         except WeightsError as e:
             print(f"superpoint-eval: {e}\n(pass --weights PATH, or --no-default-model to skip it)", file=sys.stderr)
             return 2
-    conf = {"resize": args.resize, "top_k": args.top_k, "detector_top_k": min(args.detector_top_k, args.top_k),
-            "nms_radius": args.nms_radius, "detection_threshold": args.detection_threshold, "device": args.device,
-            "subpixel": args.subpixel, "precision": args.precision}
-    try:
-        report = run_benchmark(args.dataset, specs, args.output, conf, args.max_sequences, not args.quiet)
-    except (DatasetError, WeightsError, ValueError, RuntimeError, OSError) as e:
-        # dataset / weights / device problems: one clear line, no traceback
-        print(f"superpoint-eval: {e}", file=sys.stderr)
-        return 2
+    sizes = args.sizes or [args.resize]
+    for size in sizes:
+        output = args.output / size_label(size) if args.sizes else args.output
+        conf = {"resize": size, "top_k": args.top_k, "detector_top_k": min(args.detector_top_k, args.top_k),
+                "nms_radius": args.nms_radius, "detection_threshold": args.detection_threshold,
+                "device": args.device, "subpixel": args.subpixel, "precision": args.precision}
+        try:
+            report = run_benchmark(args.dataset, specs, output, conf, args.max_sequences, not args.quiet)
+        except (DatasetError, WeightsError, ValueError, RuntimeError, OSError) as e:
+            # dataset / weights / device problems: one clear line, no traceback
+            print(f"superpoint-eval: {e}", file=sys.stderr)
+            return 2
+        print_report(report, conf, output)
+    return 0
+
+
+def print_report(report: dict, conf: dict, output: Path) -> None:
+    """The protocol line, the weights of each SuperPoint model and the table of one run."""
     protocol = report["protocol"]
-    print(f"\n{protocol['num_sequences']} sequences, resolution {protocol['resolution']}, top-k {conf['top_k']} "
-          f"(detector metrics: top {conf['detector_top_k']}), NMS {conf['nms_radius']} px\n")
+    print(f"\n{protocol['num_sequences']} sequences (splits {', '.join(report['splits'])}), resolution "
+          f"{protocol['resolution']}, top-k {conf['top_k']} (detector metrics: top {conf['detector_top_k']}), "
+          f"NMS {conf['nms_radius']} px\n")
     for name, description in report["methods"].items():
         if "weights" in description:
             print(f"{name}: weights {description['weights']}")
     print(format_table(report["results"], report["extract_ms_per_image"]))
-    print(f"\nwrote {args.output / 'results.json'} and {args.output / 'mma.png'}")
-    return 0
+    print(f"\nwrote {output / 'results.json'} and {output / 'mma.png'}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,16 @@ installed; any ``--images DIR``) it writes two sequences of six images:
 - ``i_<name>``: illumination. Identity geometry; images 2..6 get increasing photometric changes
   (gamma, gain, colour cast, a smooth shading field and sensor noise).
 
+``--conditions rotation,scale,noise,blur,jpeg,lowlight`` (or ``all``) adds one split per condition
+the model is known to find hard, each a ``<condition>_<name>`` sequence per photo and variant whose
+images 2..6 are levels 1..5 of increasing strength (:data:`CONDITION_LEVELS`): in-plane rotation
+about the centre (12..60 deg, random sign), scale about the centre (2^0.2 .. 2^1, i.e. up to 2x
+zoom in or out, random direction), sensor noise (Poisson shot noise + Gaussian read noise), linear
+motion blur (random direction), JPEG compression and low light (darker exposure with shot noise,
+read noise and 8-bit quantisation). Rotation and scale are geometric (true homographies); the
+others keep image 1's geometry (identity homographies). The default output (no ``--conditions``)
+is unchanged.
+
 Layout (as HPatches): ``<seq>/1.png .. 6.png`` and ``<seq>/H_1_2 .. H_1_6`` (3x3 text, mapping
 image-1 pixels to image-k pixels, pixel-centre convention) plus ``dataset.json`` (sources, seed,
 parameters). Same arguments -> same bytes.
@@ -19,8 +29,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zlib
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -36,6 +47,21 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".tif", ".tiff")
 #: opencv-doc sample images that are not photographs (disparity maps, drawings, patterns).
 NOT_PHOTOS = ("aloegt", "gradient", "chessboard", "pca_test1", "pic1", "pic2", "pic3", "pic4", "pic5", "pic6")
 NUM_IMAGES = 6
+
+#: Condition splits of ``--conditions``: the parameter of images 2..6 (levels 1..5) and its unit.
+CONDITION_LEVELS = {
+    "rotation": ((12.0, 24.0, 36.0, 48.0, 60.0), "deg in-plane rotation about the image centre, random sign"),
+    "scale": ((0.2, 0.4, 0.6, 0.8, 1.0), "log2 of the zoom about the image centre (2^l in or out, random)"),
+    "noise": ((1000.0, 300.0, 100.0, 40.0, 15.0), "photo-electrons at white (Poisson shot noise) with Gaussian "
+              "read noise of 2, 4, 6, 8, 10 grey levels: noise std at mid-grey ~6, 11, 19, 30, 48 grey levels"),
+    "blur": ((3.0, 7.0, 11.0, 15.0, 21.0), "px length of a linear motion-blur kernel, random direction"),
+    "jpeg": ((50.0, 30.0, 20.0, 10.0, 5.0), "JPEG quality (OpenCV IMWRITE_JPEG_QUALITY)"),
+    "lowlight": ((0.5, 0.3, 0.18, 0.1, 0.06), "exposure relative to image 1 (no gain), shot noise at "
+                 "1000 electrons white, read noise 1.5 grey levels, 8-bit quantisation"),
+}
+CONDITIONS = tuple(CONDITION_LEVELS)
+#: Read noise (grey levels) of the "noise" condition's levels 1..5.
+NOISE_READ_SIGMA = (2.0, 4.0, 6.0, 8.0, 10.0)
 
 default_conf = {
     "size": (480, 640),         # (height, width) of every written image
@@ -213,6 +239,91 @@ def illumination_sequence(image: np.ndarray, rng: np.random.Generator, conf: dic
     return images, [np.eye(3) for _ in range(2, NUM_IMAGES + 1)]
 
 
+def centred_similarity(size: Tuple[int, int], angle_deg: float = 0.0, scale: float = 1.0) -> np.ndarray:
+    """3x3 map of pixel coordinates: rotation by ``angle_deg`` (positive turns +x towards +y, i.e.
+    clockwise on screen, y being down) and scaling by ``scale`` about the centre of an (H, W) image,
+    pixel-centre convention."""
+    height, width = size
+    centre = np.array([(width - 1) / 2.0, (height - 1) / 2.0])
+    a = np.deg2rad(angle_deg)
+    linear = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+    h = np.eye(3)
+    h[:2, :2] = linear
+    h[:2, 2] = centre - linear @ centre
+    return h
+
+
+def sensor_noise(image: np.ndarray, rng: np.random.Generator, electrons_at_white: float, read_sigma: float,
+                 exposure: float = 1.0) -> np.ndarray:
+    """BGR uint8 -> BGR uint8 seen by a sensor: the scene (``image``) at ``exposure`` times the
+    reference exposure, Poisson shot noise with ``electrons_at_white`` photo-electrons for a white
+    pixel at the reference exposure, Gaussian read noise of ``read_sigma`` grey levels, rounding and
+    clipping to 8 bits (no gain: a dim exposure stays dark)."""
+    electrons_per_level = electrons_at_white / 255.0
+    expected = image.astype(np.float64) * exposure * electrons_per_level
+    grey = rng.poisson(expected) / electrons_per_level + rng.normal(0.0, read_sigma, image.shape)
+    return np.clip(np.round(grey), 0, 255).astype(np.uint8)
+
+
+def motion_blur(image: np.ndarray, length_px: float, angle_deg: float) -> np.ndarray:
+    """Linear motion blur: a normalised line kernel of ``length_px`` centred on the pixel (no
+    shift of the image content), direction ``angle_deg``."""
+    radius = int(np.ceil(length_px / 2.0))
+    size = 2 * radius + 1
+    kernel = np.zeros((size, size), np.float32)
+    a = np.deg2rad(angle_deg)
+    for t in np.linspace(-length_px / 2.0, length_px / 2.0, 4 * size):
+        x, y = radius + t * np.cos(a), radius + t * np.sin(a)
+        kernel[int(round(y)), int(round(x))] += 1.0
+    kernel = 0.5 * (kernel + kernel[::-1, ::-1])  # exactly symmetric: the blur does not move the content
+    return cv2.filter2D(image, -1, kernel / kernel.sum(), borderType=cv2.BORDER_REFLECT_101)
+
+
+def jpeg_compress(image: np.ndarray, quality: int) -> np.ndarray:
+    """BGR uint8 through an OpenCV JPEG encode/decode at ``quality`` (1..100)."""
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise OSError("JPEG encoding failed")
+    return cv2.imdecode(encoded, cv2.IMREAD_COLOR)
+
+
+def condition_sequence(image: np.ndarray, rng: np.random.Generator, conf: dict,
+                       condition: str) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """Six images and the five homographies H_1_k of a ``condition`` sequence (a key of
+    :data:`CONDITION_LEVELS`); image k shows level k-1."""
+    size = tuple(conf["size"])
+    # 2x zoom-out and 60 deg rotation see up to ~2x the reference view: a wider source keeps the
+    # photo (not its mirror image) in view
+    margin = 2.1 if condition in ("rotation", "scale") else 1.5
+    source, to_source = prepare_source(image, size, margin=margin, shift=tuple(conf["_shift"]))
+    dsize = (size[1], size[0])
+    reference = cv2.warpPerspective(source, np.linalg.inv(to_source), dsize, flags=cv2.INTER_LINEAR,
+                                    borderMode=cv2.BORDER_REFLECT_101)
+    images, homographies = [reference], []
+    for index, level in enumerate(CONDITION_LEVELS[condition][0]):
+        h = np.eye(3)
+        if condition in ("rotation", "scale"):
+            sign = rng.choice([-1.0, 1.0])
+            h = (centred_similarity(size, angle_deg=sign * level) if condition == "rotation"
+                 else centred_similarity(size, scale=2.0 ** (sign * level)))
+            view = cv2.warpPerspective(source, h @ np.linalg.inv(to_source), dsize, flags=cv2.INTER_LINEAR,
+                                       borderMode=cv2.BORDER_REFLECT_101)
+            view = add_noise(view, rng, conf["noise_sigma"])
+        elif condition == "noise":
+            view = sensor_noise(reference, rng, level, read_sigma=NOISE_READ_SIGMA[index])
+        elif condition == "blur":
+            view = motion_blur(reference, level, rng.uniform(0.0, 180.0))
+        elif condition == "jpeg":
+            view = jpeg_compress(reference, int(level))
+        elif condition == "lowlight":
+            view = sensor_noise(reference, rng, 1000.0, read_sigma=1.5, exposure=level)
+        else:
+            raise ValueError(f"unknown condition {condition!r} (expected one of {', '.join(CONDITIONS)})")
+        images.append(view)
+        homographies.append(h)
+    return images, homographies
+
+
 def write_sequence(folder: Path, images: List[np.ndarray], homographies: List[np.ndarray]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     for k, image in enumerate(images, start=1):
@@ -223,8 +334,11 @@ def write_sequence(folder: Path, images: List[np.ndarray], homographies: List[np
 
 
 def make_dataset(output: Path, conf: Optional[dict] = None, sources: Optional[List[Tuple[str, np.ndarray]]] = None,
-                 kinds: str = "iv", max_sources: Optional[int] = None) -> Dict:
-    """Build the dataset; returns the manifest also written to ``output/dataset.json``."""
+                 kinds: str = "iv", max_sources: Optional[int] = None, conditions: Sequence[str] = ()) -> Dict:
+    """Build the dataset; returns the manifest also written to ``output/dataset.json``.
+
+    ``kinds``: any of ``"i"``, ``"v"`` (may be empty); ``conditions``: keys of
+    :data:`CONDITION_LEVELS`, one split each."""
     conf = {**default_conf, **(conf or {})}
     unknown = set(conf) - set(default_conf)
     if unknown:
@@ -237,6 +351,11 @@ def make_dataset(output: Path, conf: Optional[dict] = None, sources: Optional[Li
         raise ValueError(f"variants must be >= 1, got {conf['variants']}")
     if not sources:
         raise ValueError("no source photos found (scikit-image missing? pass --images DIR)")
+    unknown_conditions = [c for c in conditions if c not in CONDITION_LEVELS]
+    if unknown_conditions:
+        raise ValueError(f"unknown conditions {unknown_conditions} (expected some of {', '.join(CONDITIONS)})")
+    if not kinds and not conditions:
+        raise ValueError("nothing to build: no kinds and no conditions")
     output = Path(output)
     sequences = []
     for index, (name, image) in enumerate(sources):
@@ -250,10 +369,22 @@ def make_dataset(output: Path, conf: Optional[dict] = None, sources: Optional[Li
                 sequence = f"{kind}_{name}" + (f"_{variant + 1}" if variant else "")
                 write_sequence(output / sequence, images, homographies)
                 sequences.append(sequence)
+        for condition in conditions:
+            for variant in range(conf["variants"]):
+                # its own stream per condition, so adding a condition leaves the others' bytes alone
+                rng = np.random.default_rng([conf["seed"], index, zlib.crc32(condition.encode()), variant])
+                shift = (0.0, 0.0) if variant == 0 else tuple(rng.uniform(-1, 1, 2))
+                images, homographies = condition_sequence(image, rng, {**conf, "_shift": shift}, condition)
+                sequence = f"{condition}_{name}" + (f"_{variant + 1}" if variant else "")
+                write_sequence(output / sequence, images, homographies)
+                sequences.append(sequence)
     manifest = {"layout": "hpatches", "sequences": sequences, "sources": [n for n, _ in sources],
                 "conf": {k: list(v) if isinstance(v, tuple) else v for k, v in conf.items()},
                 "homography_convention": "H_1_k maps image-1 pixels to image-k pixels; integer coordinates "
                                          "at pixel centres"}
+    if conditions:
+        manifest["conditions"] = {c: {"levels": list(CONDITION_LEVELS[c][0]), "unit": CONDITION_LEVELS[c][1]}
+                                  for c in conditions}
     (output / "dataset.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 
@@ -280,8 +411,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", type=Path, action="append", default=[], help="extra folder of photos (repeatable)")
     p.add_argument("--no-skimage", action="store_true", help="don't use scikit-image's photos")
     p.add_argument("--max-sources", type=int, default=None, help="use at most this many photos")
-    p.add_argument("--kinds", default="iv", choices=["i", "v", "iv"], help="illumination and/or viewpoint")
+    p.add_argument("--kinds", default="iv", choices=["i", "v", "iv", "none"],
+                   help="illumination and/or viewpoint sequences ('none': only --conditions)")
+    p.add_argument("--conditions", type=parse_conditions, default=(), metavar="C,C",
+                   help=f"also build these condition splits: {','.join(CONDITIONS)} or 'all' (default none)")
     return p
+
+
+def parse_conditions(text: str) -> Tuple[str, ...]:
+    """``"rotation,jpeg"`` -> ``("rotation", "jpeg")``; ``"all"`` -> :data:`CONDITIONS`."""
+    if text.strip().lower() == "all":
+        return CONDITIONS
+    names = tuple(dict.fromkeys(c.strip().lower() for c in text.split(",") if c.strip()))
+    unknown = [c for c in names if c not in CONDITION_LEVELS]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown condition(s) {', '.join(unknown)}: expected {','.join(CONDITIONS)}")
+    return names
 
 
 def main(argv=None) -> int:
@@ -292,8 +437,8 @@ def main(argv=None) -> int:
             return 2
     sources = collect_sources(args.images, use_skimage=not args.no_skimage, min_size=default_conf["min_source_size"])
     try:
-        manifest = make_dataset(args.output, {"size": args.size, "seed": args.seed, "variants": args.variants}, sources, args.kinds,
-                                args.max_sources)
+        manifest = make_dataset(args.output, {"size": args.size, "seed": args.seed, "variants": args.variants},
+                                sources, "" if args.kinds == "none" else args.kinds, args.max_sources, args.conditions)
     except (ValueError, OSError) as e:
         print(f"superpoint-make-dataset: {e}", file=sys.stderr)
         return 2

@@ -16,28 +16,41 @@ def _pyplot():
     return plt
 
 
-SPLIT_TITLES = {"i": "Illumination", "v": "Viewpoint", "overall": "Overall"}
+SPLIT_TITLES = {"i": "Illumination", "v": "Viewpoint", "b": "Blur", "n": "Noise / JPEG", "rotation": "Rotation",
+                "scale": "Scale", "noise": "Sensor noise", "blur": "Motion blur", "jpeg": "JPEG",
+                "lowlight": "Low light", "overall": "Overall"}
 
 
 def plot_mma(results: Mapping[str, Mapping[str, dict]], thresholds: Sequence[float], path: Path) -> Path:
-    """MMA-vs-threshold curves, one panel per split, one line per method.
+    """MMA-vs-threshold curves, one panel per split (in the order of ``results``' keys, overall
+    last; at most 4 panels a row), one line per method.
 
     ``results[method][split]`` is a :func:`metrics.aggregate` dict with ``"mma"`` (len(thresholds)).
     """
     plt = _pyplot()
-    splits = [s for s in ("i", "v", "overall") if any(s in r and r[s].get("num_pairs") for r in results.values())]
-    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.6), squeeze=False, sharey=True)
-    for ax, split in zip(axes[0], splits):
+    names = []
+    for by_split in results.values():
+        names += [s for s in by_split if s not in names and s != "overall"]
+    splits = [s for s in names + ["overall"] if any(r.get(s, {}).get("num_pairs") for r in results.values())]
+    cols = min(len(splits), 4)
+    rows = (len(splits) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.6 * rows), squeeze=False, sharey=True)
+    for ax, split in zip(axes.ravel(), splits):
+        pairs = 0
         for method, by_split in results.items():
             if by_split.get(split, {}).get("num_pairs"):
                 ax.plot(thresholds, by_split[split]["mma"], marker="o", markersize=3, label=method)
-        ax.set_title(f"{SPLIT_TITLES[split]} ({next(iter(results.values()))[split]['num_pairs']} pairs)")
+                pairs = by_split[split]["num_pairs"]
+        ax.set_title(f"{SPLIT_TITLES.get(split, split)} ({pairs} pairs)")
         ax.set_xlabel("threshold [px]")
         ax.set_xlim(min(thresholds), max(thresholds))
         ax.set_ylim(0, 1)
         ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("MMA")
-    axes[0][-1].legend(loc="lower right")
+    for extra in axes.ravel()[len(splits):]:
+        extra.axis("off")
+    for row in axes:
+        row[0].set_ylabel("MMA")
+    axes.ravel()[len(splits) - 1].legend(loc="lower right")
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
