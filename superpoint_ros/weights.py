@@ -196,7 +196,8 @@ def _zip_problem(path: Path) -> Optional[str]:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
     except (zipfile.BadZipFile, OSError, ValueError):
-        return None  # let torch.load report the truncation
+        # a zip's directory is at its end: a file cut short (an interrupted save or copy) lands here
+        return "truncated or corrupt torch file (its zip directory is missing or unreadable)"
     if any("/code/" in n or n.endswith("constants.pkl") for n in names):
         return f"a TorchScript export: {_EXPORT_ADVICE}"
     if any(n.endswith(("archive_format", "models/model.json")) for n in names):
@@ -234,6 +235,12 @@ def _torch_load(path: Path):
         return torch.load(path, map_location="cpu", weights_only=True)
 
 
+def read_tensor_file(path: os.PathLike | str):
+    """What ``torch.load(weights_only=True)`` reads from ``path``, or WeightsError with the reason
+    (missing, empty, an export, not torch, code-carrying, truncated); for any torch file of ours."""
+    return _read(Path(path).expanduser())
+
+
 def _read(path: Path):
     if not path.exists():
         raise WeightsError(f"weight file not found: {path}")
@@ -251,9 +258,9 @@ def _read(path: Path):
         if name:
             raise WeightsError(f"{path}: refused to load: the file holds a Python object ({name}), "
                                "not plain tensor data; weights are only loaded as tensor data") from None
-        raise WeightsError(f"{path}: not a PyTorch checkpoint (no tensor data torch can read)") from None
+        raise WeightsError(f"{path}: not a PyTorch checkpoint") from None
     except Exception as e:  # torch raises many types for bytes that are not a torch file
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = str(e).splitlines()[0].split(" This is an internal")[0] if str(e) else type(e).__name__
         if "central directory" in msg or "failed reading" in msg or isinstance(e, EOFError):
             raise WeightsError(f"{path}: truncated or corrupt torch file ({msg})") from None
         raise WeightsError(f"{path}: not a PyTorch checkpoint") from None
