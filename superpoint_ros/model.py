@@ -121,4 +121,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["CELL", "DETECTOR_CHANNELS", "ENCODER_LAYERS", "ChannelAffine", "SMALL", "SuperPointConfig", "SuperPointNet", "count_parameters"]
+__all__ = ["CELL", "DETECTOR_CHANNELS", "ENCODER_LAYERS", "ChannelAffine", "SMALL", "SuperPointConfig", "SuperPointNet",
+           "count_parameters"]
