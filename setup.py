@@ -43,7 +43,7 @@ setup(
         ],
         "eval": ["rosbags>=0.10", "rosbags-image>=0.10", "matplotlib>=3.7", "scikit-image>=0.22"],
         "train": ["tensorboard>=2.14", "scikit-image>=0.22", "onnx>=1.15", "onnxruntime>=1.17"],
-        "dev": ["pytest>=7", "hypothesis>=6", "colcon-core", "colcon-ros", "catkin_pkg", "psutil"],
+        "dev": ["pytest>=7", "hypothesis>=6", "colcon-core", "colcon-ros", "colcon-bash", "catkin_pkg", "psutil"],
     },
     zip_safe=True,
     entry_points={

@@ -5,10 +5,13 @@
 #
 # STAGE is one of magicpoint, images, adapt, superpoint, adapt2, superpoint2, finalize: stop after it (to split the run
 # over several shorter jobs; a later call on the same OUT_DIR skips the finished stages).
-# Runs from the repo root with plain python3 (no install needed; PYTHONPATH is set here). On one
-# H100 the full run takes ~25 min (time budgets below); --smoke runs tiny configs in ~1 min on CPU.
+# Runs from the repo root (PYTHONPATH is set here) with the first of: $PYTHON, the activated virtual
+# env, the project's .venv (${SUPERPOINT_VENV:-.venv}); with none of them it runs
+# scripts/bootstrap.sh first (creates .venv; SUPERPOINT_TORCH picks the torch build, e.g. a CUDA one).
+# On one H100 the full run takes ~25 min (time budgets below); --smoke runs tiny configs in ~1 min on CPU.
 # Every stage checkpoints and is skipped/resumed when the script is run again on the same OUT_DIR.
-# Result: OUT_DIR/superpoint_ros_v1.pt (+ .sanity.json) and OUT_DIR/logs/*.log.
+# Result: OUT_DIR/superpoint_ros_v1.pt (--smoke: OUT_DIR/superpoint_ros_smoke.pt, a pipeline check,
+# not a model to ship) (+ .sanity.json) and OUT_DIR/logs/*.log.
 # Budgets (minutes) can be changed with env vars: MAGICPOINT_MINUTES, ADAPT_MINUTES, SUPERPOINT_MINUTES,
 # ROUND2_ADAPT_MINUTES, ROUND2_SUPERPOINT_MINUTES (defaults: the shipped model's budgets on one H100).
 set -euo pipefail
@@ -31,11 +34,28 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
-py="${PYTHON:-python3}"
+venv="${SUPERPOINT_VENV:-$root/.venv}"
+if [[ -n "${PYTHON:-}" ]]; then
+  py="$PYTHON"
+elif [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
+  py="$VIRTUAL_ENV/bin/python"
+else
+  if [[ ! -x "$venv/bin/python" ]]; then
+    echo "== no PYTHON, no activated virtual env and no $venv: creating it (scripts/bootstrap.sh)"
+    SUPERPOINT_VENV="$venv" bash "$root/scripts/bootstrap.sh"
+  fi
+  py="$venv/bin/python"
+fi
+if ! "$py" -c "import torch" 2>/dev/null; then
+  echo "error: $py cannot import torch: run 'bash scripts/bootstrap.sh' (creates .venv) or set PYTHON=..." >&2
+  exit 2
+fi
 mkdir -p "$out/logs"
 out="$(cd "$out" && pwd)"
 
+model_name=superpoint_ros_v1.pt
 if [[ $smoke -eq 1 ]]; then
+  model_name=superpoint_ros_smoke.pt  # never mistaken for the shipped model
   cfg=smoke; mp_min=1; ad_min=1; sp_min=1; ad2_min=1; sp2_min=1
   crops=(--height 64 --width 80 --crops-per-image 2 --max-images 3)
 else
@@ -60,7 +80,7 @@ stage() {  # stage NAME COMMAND...: run once (marker file), log to OUT/logs/NAME
   if [[ "$name" == "$until" ]]; then echo "== stopping after $name (--until)"; exit 0; fi
 }
 
-"$py" -c "import torch; print('torch', torch.__version__, '| cuda:', torch.cuda.is_available(), \
+"$py" -c "import sys, torch; print(sys.executable, '| torch', torch.__version__, '| cuda:', torch.cuda.is_available(), \
   torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee "$out/logs/env.log"
 
 stage magicpoint "$py" -m superpoint_ros.training.train_magicpoint \
@@ -84,5 +104,5 @@ stage superpoint2 "$py" -m superpoint_ros.training.train_superpoint \
 cp -f "$out/magicpoint/model.pt" "$r2/magicpoint/model.pt"
 if [[ -f "$out/magicpoint/eval.json" ]]; then cp -f "$out/magicpoint/eval.json" "$r2/magicpoint/eval.json"; fi
 stage finalize "$py" -m superpoint_ros.training.pipeline finalize --run "$r2" \
-  --output "$out/superpoint_ros_v1.pt"
-ls -l "$out/superpoint_ros_v1.pt"
+  --output "$out/$model_name"
+ls -l "$out/$model_name"

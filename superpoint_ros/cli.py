@@ -1,9 +1,18 @@
-"""``superpoint-extract IMAGE...``: features to .npz and a visualisation PNG per image."""
+"""``superpoint-extract IMAGE...``: features to .npz and a visualisation PNG per image.
+
+Outputs are named after the image (``OUT/<name>.npz``, ``OUT/<name>_features.png``); images that
+share a name keep their path below the folder they have in common (``d1/x.png d2/x.png`` ->
+``OUT/d1/x.npz``, ``OUT/d2/x.npz``), and the extension when that is what tells them apart
+(``x.png x.jpg`` -> ``OUT/x_png.npz``, ``OUT/x_jpg.npz``): no output overwrites another.
+"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections import Counter
 from pathlib import Path
+from typing import List, Sequence
 
 import cv2
 import numpy as np
@@ -29,8 +38,45 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class DuplicateInputError(ValueError):
+    """Images whose outputs would overwrite each other (the same file twice, or names no rule tells apart)."""
+
+
+def output_stems(images: Sequence[Path]) -> List[Path]:
+    """One distinct relative output stem per image (no suffix), as in the module docstring.
+
+    Raises DuplicateInputError when a file is given twice or names cannot be told apart.
+    """
+    resolved = [p.resolve() for p in images]
+    twice = [str(p) for p, n in Counter(resolved).items() if n > 1]
+    if twice:
+        raise DuplicateInputError(f"image given more than once: {', '.join(twice)}")
+    stems = [Path(p.stem) for p in images]
+    clashing = _clashing(stems)
+    if clashing:
+        common = Path(os.path.commonpath([resolved[i].parent for i in clashing]))
+        for i in clashing:
+            stems[i] = resolved[i].parent.relative_to(common) / images[i].stem
+    for i in _clashing(stems):  # same folder, same name: only the extension differs
+        stems[i] = stems[i].parent / f"{images[i].stem}_{images[i].suffix.lstrip('.')}"
+    left = _clashing(stems)
+    if left:  # e.g. x.png beside an image named x_png.jpg
+        raise DuplicateInputError("cannot give distinct output names to: " + ", ".join(str(images[i]) for i in left))
+    return stems
+
+
+def _clashing(stems: Sequence[Path]) -> List[int]:
+    counts = Counter(stems)
+    return [i for i, stem in enumerate(stems) if counts[stem] > 1]
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        stems = output_stems(args.images)
+    except DuplicateInputError as e:
+        print(f"superpoint-extract: error: {e}", file=sys.stderr)
+        return 2
     try:
         extractor = FeatureExtractor(
             weights=args.weights, device=args.device, max_keypoints=args.max_keypoints,
@@ -41,7 +87,7 @@ def main(argv=None) -> int:
         return 2
     args.output_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
-    for path in args.images:
+    for path, relative_stem in zip(args.images, stems):
         image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if image is None:
             print(f"superpoint-extract: cannot read image {path}", file=sys.stderr)
@@ -53,7 +99,8 @@ def main(argv=None) -> int:
             print(f"superpoint-extract: {path}: {e}", file=sys.stderr)
             failures += 1
             continue
-        stem = args.output_dir / path.stem
+        stem = args.output_dir / relative_stem
+        stem.parent.mkdir(parents=True, exist_ok=True)
         np.savez(f"{stem}.npz", keypoints=features.keypoints, scores=features.scores,
                  descriptors=features.descriptors, image_size=np.array(features.image_size))
         if not args.no_image:

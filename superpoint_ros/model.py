@@ -24,9 +24,14 @@ class SuperPointConfig:
     encoder_channels: Tuple[int, int, int, int] = (64, 64, 128, 128)
     head_channels: int = 256
     descriptor_dim: int = 256
+    #: A per-channel scale and shift after each encoder ReLU (``affine1a`` ... ``affine4b``): the
+    #: inference form of a BatchNorm that follows its activation, as in rpautrat/SuperPoint's
+    #: PyTorch model (see ``weights.convert_batchnorm_layout``). Off for every other model.
+    post_relu_affine: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "encoder_channels", tuple(int(c) for c in self.encoder_channels))
+        object.__setattr__(self, "post_relu_affine", bool(self.post_relu_affine))
         if len(self.encoder_channels) != 4 or min(self.encoder_channels) < 1:
             raise ValueError(f"encoder_channels must be 4 positive ints, got {self.encoder_channels}")
         if self.head_channels < 1 or self.descriptor_dim < 1:
@@ -44,6 +49,21 @@ class SuperPointConfig:
             raise ValueError(f"unknown SuperPointConfig fields: {sorted(unknown)}")
         return cls(**d)
 
+
+class ChannelAffine(nn.Module):
+    """``x * weight[c] + bias[c]`` per channel of a ``(B, C, H, W)`` tensor (a frozen BatchNorm)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight.view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
+
+
+#: Names of the encoder's convolutions, in order (each is followed by a ReLU).
+ENCODER_LAYERS = ("1a", "1b", "2a", "2b", "3a", "3b", "4a", "4b")
 
 #: A variant for CPU robots: about 4x fewer encoder FLOPs and a 128-d descriptor.
 SMALL = SuperPointConfig(encoder_channels=(32, 32, 64, 64), head_channels=128, descriptor_dim=128)
@@ -72,16 +92,19 @@ class SuperPointNet(nn.Module):
         self.conv4a, self.conv4b = conv(c3, c4), conv(c4, c4)
         self.convPa, self.convPb = conv(c4, h), conv(h, DETECTOR_CHANNELS, k=1)
         self.convDa, self.convDb = conv(c4, h), conv(h, d, k=1)
+        # Identity (no parameters, no state_dict keys) unless the architecture asks for the affine
+        for name, channels in zip(ENCODER_LAYERS, (c1, c1, c2, c2, c3, c3, c4, c4)):
+            setattr(self, f"affine{name}", ChannelAffine(channels) if config.post_relu_affine else nn.Identity())
 
     def encode(self, image: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.conv1a(image))
-        x = self.pool(self.relu(self.conv1b(x)))
-        x = self.relu(self.conv2a(x))
-        x = self.pool(self.relu(self.conv2b(x)))
-        x = self.relu(self.conv3a(x))
-        x = self.pool(self.relu(self.conv3b(x)))
-        x = self.relu(self.conv4a(x))
-        return self.relu(self.conv4b(x))
+        x = self.affine1a(self.relu(self.conv1a(image)))
+        x = self.pool(self.affine1b(self.relu(self.conv1b(x))))
+        x = self.affine2a(self.relu(self.conv2a(x)))
+        x = self.pool(self.affine2b(self.relu(self.conv2b(x))))
+        x = self.affine3a(self.relu(self.conv3a(x)))
+        x = self.pool(self.affine3b(self.relu(self.conv3b(x))))
+        x = self.affine4a(self.relu(self.conv4a(x)))
+        return self.affine4b(self.relu(self.conv4b(x)))
 
     def forward(self, image: torch.Tensor) -> Dict[str, torch.Tensor]:
         if image.ndim != 4 or image.shape[1] != 1:
@@ -98,4 +121,5 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-__all__ = ["CELL", "DETECTOR_CHANNELS", "SMALL", "SuperPointConfig", "SuperPointNet", "count_parameters"]
+__all__ = ["CELL", "DETECTOR_CHANNELS", "ENCODER_LAYERS", "ChannelAffine", "SMALL", "SuperPointConfig", "SuperPointNet",
+           "count_parameters"]

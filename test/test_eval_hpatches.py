@@ -176,3 +176,14 @@ def test_default_model_beats_chance_on_real_photos(tiny_dataset):
     assert result["i"]["homography_accuracy"]["5"] >= 0.8
     assert result["overall"]["homography_accuracy"]["5"] >= 0.6
     assert result["overall"]["mma"][2] >= 0.5 and result["overall"]["repeatability"] >= 0.4
+
+
+def test_make_dataset_says_when_opencv_doc_is_missing(tmp_path, capsys):
+    from pathlib import Path
+
+    assert make_dataset.main([str(tmp_path / "ds"), "--size", "64x80", "--max-sources", "1", "--variants", "1",
+                              "--kinds", "v"]) == 0
+    out = capsys.readouterr().out
+    assert "1 sequences (5 pairs)" in out
+    missing = not any(Path(d).is_dir() for d in make_dataset.OPENCV_DOC_DIRS)
+    assert ("apt-get install opencv-doc" in out) == missing and ("5 pairs without its photos" in out) == missing

@@ -168,3 +168,32 @@ def test_cli_writes_npz_and_png(tmp_path, random_weights, astronaut_bgr):
     bad = subprocess.run([sys.executable, "-m", "superpoint_ros.cli", str(image), "--weights", str(tmp_path / "x.pt")],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not found" in bad.stderr
+
+
+def test_cli_never_overwrites_outputs_of_images_sharing_a_name(tmp_path, random_weights, astronaut_bgr, camera_image):
+    from superpoint_ros import cli
+
+    for folder, image in (("d1", astronaut_bgr), ("d2", camera_image)):
+        (tmp_path / folder).mkdir()
+        cv2.imwrite(str(tmp_path / folder / "x.png"), image)
+    cv2.imwrite(str(tmp_path / "d1" / "x.jpg"), camera_image)
+    out = tmp_path / "out"
+    common = ["--weights", random_weights, "-o", str(out), "--max-keypoints", "40", "--detection-threshold", "0"]
+    assert cli.main([str(tmp_path / "d1" / "x.png"), str(tmp_path / "d2" / "x.png"), *common]) == 0
+    first, second = np.load(out / "d1" / "x.npz"), np.load(out / "d2" / "x.npz")
+    assert first["image_size"].tolist() == [512, 512] and not np.array_equal(first["keypoints"], second["keypoints"])
+    assert (out / "d1" / "x_features.png").is_file() and not (out / "x.npz").exists()
+    # same folder and name, another extension
+    assert cli.main([str(tmp_path / "d1" / "x.png"), str(tmp_path / "d1" / "x.jpg"), *common, "--no-image"]) == 0
+    assert (out / "x_png.npz").is_file() and (out / "x_jpg.npz").is_file()
+    # one image alone keeps its plain name
+    assert cli.main([str(tmp_path / "d2" / "x.png"), *common, "--no-image"]) == 0 and (out / "x.npz").is_file()
+
+
+def test_cli_refuses_the_same_image_twice(tmp_path, capsys):
+    from superpoint_ros import cli
+
+    image = tmp_path / "x.png"
+    cv2.imwrite(str(image), np.zeros((16, 16), np.uint8))
+    assert cli.main([str(image), str(tmp_path / "." / "x.png"), "-o", str(tmp_path / "out")]) == 2
+    assert "image given more than once" in capsys.readouterr().err and not (tmp_path / "out").exists()

@@ -1,5 +1,6 @@
 """Packaging: the ROS-free core, and a real colcon build of the package."""
 import ast
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -42,7 +43,7 @@ def test_core_imports_in_a_process_without_rclpy():
 
 def _ignore(directory, names):
     return {n for n in names if n in {".venv", ".git", "build", "install", "log", "__pycache__", ".pytest_cache",
-                                      "runs", "out"} or n.endswith(".egg-info")}
+                                      "runs", "out", "ws"} or n.endswith(".egg-info")}
 
 
 @pytest.mark.slow
@@ -72,3 +73,11 @@ def test_colcon_build_installs_package_entry_points_and_share_files(tmp_path):
                            env=dict(env, PYTHONPATH=str(site)))
     assert probe.returncode == 0, probe.stderr
     assert str(prefix) in probe.stdout or str(ws / "build") in probe.stdout
+    # README's "Building with colcon": source the workspace, start the installed node (no ros2 CLI)
+    scripts = ["setup.sh"] + (["setup.bash"] if importlib.util.find_spec("colcon_bash") else [])
+    for script in scripts:
+        assert (ws / "install" / script).is_file(), f"colcon wrote no install/{script}"
+        started = subprocess.run(["bash", "-c", f'. "{ws / "install" / script}" && "{lib / "superpoint_node"}" --help'],
+                                 cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+        assert started.returncode == 0, started.stderr[-3000:]
+        assert started.stdout.startswith("usage: superpoint_node"), started.stdout[:500]

@@ -142,3 +142,16 @@ def test_min_points_keeps_the_best_maxima_of_a_weak_heatmap():
     assert points.tolist() == [[10, 10], [30, 12]] and scores[0] > scores[1]
     rescued_more = dict(rescued, min_points=5)  # the 0.002 peak stays below the floor
     assert len(adapt.heatmap_to_points(heat, rescued_more)[0]) == 2
+
+
+def test_bad_weights_are_one_clear_line_and_exit_2(tmp_path, capsys):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "img.png"), _blob_image())
+    weights = tmp_path / "model.pt"
+    torch.save({"conv1a.weight": torch.full((64, 1, 3, 3), float("nan"))}, weights)
+    with pytest.raises(SystemExit) as exit_info:
+        adapt.main(["--weights", str(weights), "--images", str(folder), "--out", str(tmp_path / "labels")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"superpoint-adapt: error: {weights}: weights hold NaN") and "conv1a.weight" in err

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from superpoint_ros.extractor import FeatureExtractor
 from superpoint_ros.weights import load_model
 
@@ -23,13 +25,14 @@ def test_smoke_pipeline_writes_a_loadable_default_model(tmp_path, camera_image):
                             cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
     assert "magicpoint: already done" in second.stdout
-    final = out / "superpoint_ros_v1.pt"
+    final = out / "superpoint_ros_smoke.pt"  # never named like the shipped model
+    assert not (out / "superpoint_ros_v1.pt").exists()
     model, provenance = load_model(final)
     assert final.stat().st_size < 10 * 2 ** 20
     assert set(provenance["iterations"]) == {"magicpoint", "superpoint"}
     assert provenance["training_sources"] and all("astronaut" not in s for s in provenance["training_sources"])
     assert "MagicPoint" in provenance["stages"]["magicpoint_eval_synthetic"]
-    sanity = json.loads((out / "superpoint_ros_v1.sanity.json").read_text())
+    sanity = json.loads((out / "superpoint_ros_smoke.sanity.json").read_text())
     assert sanity["keypoints"][0] > 0
     for name in ("magicpoint", "adapt", "superpoint", "finalize"):
         assert (out / "logs" / f"{name}.log").stat().st_size > 0
@@ -41,3 +44,38 @@ def test_script_rejects_bad_arguments(tmp_path):
     result = subprocess.run(["bash", "scripts/train_default_model.sh", str(tmp_path), "--until", "nowhere"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "usage" in result.stderr
+
+
+def _interpreter_env(tmp_path, target):
+    """An environment without PYTHON or an activated venv whose project venv (SUPERPOINT_VENV) is a
+    wrapper around ``target`` that records its use."""
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    wrapper = venv / "bin" / "python"
+    wrapper.write_text(f'#!/bin/sh\necho used >> "{tmp_path / "used"}"\nexec "{target}" "$@"\n')
+    wrapper.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}
+    return {**env, "SUPERPOINT_VENV": str(venv)}
+
+
+def test_script_uses_the_project_venv_without_an_activated_one(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".done_magicpoint").touch()  # stop right after the interpreter check
+    result = subprocess.run(["bash", "scripts/train_default_model.sh", str(out), "--smoke", "--until", "magicpoint"],
+                            cwd=ROOT, env=_interpreter_env(tmp_path, sys.executable), capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert (tmp_path / "used").is_file() and "| torch" in (out / "logs" / "env.log").read_text()
+
+
+def test_script_without_torch_says_how_to_set_up(tmp_path):
+    no_torch = "/usr/bin/python3"
+    if not Path(no_torch).is_file() or subprocess.run([no_torch, "-c", "import torch"],
+                                                      capture_output=True).returncode == 0:
+        pytest.skip("needs a system python3 without torch")
+    result = subprocess.run(["bash", "scripts/train_default_model.sh", str(tmp_path / "run"), "--smoke"],
+                            cwd=ROOT, env=_interpreter_env(tmp_path, no_torch), capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 2 and "cannot import torch" in result.stderr and "bootstrap.sh" in result.stderr
+    assert "Traceback" not in result.stderr

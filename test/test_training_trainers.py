@@ -207,3 +207,37 @@ def test_labelled_images_of_another_size_are_a_clear_error(tmp_path, labelled_fo
     with pytest.raises(ValueError, match="differs from"):
         dataset[index]
     (labels / "crop9.npy").unlink()
+
+
+def _one_line_exit(capsys, main, argv):
+    """Run a training CLI that must fail: exit status 2, one line on stderr, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2, err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err and "weights_only" not in err, err
+    return err
+
+
+def test_a_truncated_training_state_is_one_clear_line_and_exit_2(tmp_path, capsys):
+    run = tmp_path / "run"
+    tiny = ["model=" + str(TINY_MODEL).replace(" ", ""), "batch_size=2", "num_workers=0", "synthetic.height=32",
+            "synthetic.width=40", "device=cpu", "eval.num_images=0", "max_steps=2", "checkpoint_every=1"]
+    tm.main(["--out", str(run), "--no-eval", "--set", *tiny])
+    capsys.readouterr()
+    state = (run / "state.pt").read_bytes()
+    (run / "state.pt").write_bytes(state[: len(state) // 2])  # a job killed while copying the run
+    err = _one_line_exit(capsys, tm.main, ["--out", str(run), "--no-eval", "--set", *tiny, "max_steps=4"])
+    assert err.startswith("superpoint-train-magicpoint: error: cannot resume:") and "state.pt" in err
+    assert "truncated or corrupt" in err and "--no-resume" in err
+
+
+def test_bad_init_weights_are_one_clear_line_and_exit_2(tmp_path, capsys, labelled_folder):
+    images, labels = labelled_folder
+    noise = tmp_path / "init.pt"
+    noise.write_bytes(np.random.default_rng(1).integers(0, 256, 2048, dtype=np.uint8).tobytes())
+    err = _one_line_exit(capsys, ts.main, ["--images", str(images), "--labels", str(labels),
+                                           "--out", str(tmp_path / "run"), "--set",
+                                           "model=" + str(TINY_MODEL).replace(" ", ""), "num_workers=0",
+                                           "device=cpu", f"init_weights={noise}"])
+    assert err == f"superpoint-train: error: {noise}: not a PyTorch checkpoint"

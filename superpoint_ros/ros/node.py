@@ -163,6 +163,8 @@ class SuperPointNode(Node):
             f"{'stereo' if self.stereo else 'mono'} front-end ready: weights {ex.weights_path or 'in-memory'} "
             f"({ex.provenance.get('format', 'superpoint_ros checkpoint')}), device {ex.device}, network "
             f"{ex.backend_name}, descriptor {ex.descriptor_dim}-d")
+        for note in ex.provenance.get("load_notes", []):  # e.g. a stripped DDP prefix, a converted layout
+            self.get_logger().info(f"weights: {note}")
         for reason in ex.runner.fallbacks:  # a fast path that could not be used (e.g. int8 quantisation)
             self.get_logger().warning(f"extractor fall-back: {reason}")
 

@@ -29,6 +29,7 @@ import torch
 from ..keypoints import logits_to_heatmap, nms, remove_border
 from ..weights import load_model
 from . import distributed
+from .checkpoint import one_line_errors
 from .config import dump_config, load_config
 from .data import list_images, read_gray
 from .engine import resolve_device
@@ -186,6 +187,11 @@ def merge_summaries(per_rank: list) -> dict:
 
 
 def main(argv=None) -> None:
+    with one_line_errors("superpoint-adapt"):  # a bad weight file / state.pt / config: one line, exit 2
+        _main(argv)
+
+
+def _main(argv) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--weights", required=True, help="detector checkpoint (MagicPoint or SuperPoint)")
     parser.add_argument("--images", required=True, help="folder of images to label")

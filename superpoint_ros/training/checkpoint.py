@@ -10,11 +10,30 @@ from __future__ import annotations
 
 import os
 import random
+import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
+
+from ..weights import WeightsError, read_tensor_file
+from .config import ConfigError
+
+
+class TrainingStateError(RuntimeError):
+    """A training-state file (``state.pt``) that cannot be resumed from, with the reason."""
+
+
+@contextmanager
+def one_line_errors(tool: str):
+    """End a training CLI on a bad weight file, training state or config with one line on stderr
+    and exit status 2, as the node does (no traceback for a user's file)."""
+    try:
+        yield
+    except (WeightsError, TrainingStateError, ConfigError) as e:
+        print(f"{tool}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 def rng_state() -> dict:
@@ -63,13 +82,27 @@ def save_training_state(path: os.PathLike | str, *, model, optimizer, scaler, st
     return path
 
 
-def load_training_state(path: os.PathLike | str, *, model, optimizer, scaler,
-                        map_location: Optional[str] = None) -> dict:
-    """Restore everything saved by ``save_training_state``; returns the payload (step, config, ...)."""
-    payload = torch.load(path, map_location=map_location or "cpu", weights_only=True)
-    model.load_state_dict(payload["model"])
-    optimizer.load_state_dict(payload["optimizer"])
-    if scaler is not None and payload.get("scaler"):
-        scaler.load_state_dict(payload["scaler"])
-    set_rng_state(payload["rng"])
+def load_training_state(path: os.PathLike | str, *, model, optimizer, scaler) -> dict:
+    """Restore everything saved by ``save_training_state`` (read on the CPU; ``load_state_dict``
+    moves it to the model's and optimizer's devices); returns the payload (step, config, ...).
+
+    Raises TrainingStateError for a file that cannot be read (truncated, not torch) or that does not
+    fit this run's model/optimizer.
+    """
+    advice = "delete it, or pass --no-resume to start over"
+    try:
+        payload = read_tensor_file(path)
+    except WeightsError as e:
+        raise TrainingStateError(f"cannot resume: {e}; {advice}") from None
+    try:
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        if scaler is not None and payload.get("scaler"):
+            scaler.load_state_dict(payload["scaler"])
+        set_rng_state(payload["rng"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        detail = next((ln.strip() for ln in str(e).splitlines()[1:] if ln.strip()), str(e) or type(e).__name__)
+        raise TrainingStateError(f"{path}: cannot resume: the training state does not fit this run "
+                                 f"(was the model config changed?): {detail}; {advice}") from None
     return payload
+

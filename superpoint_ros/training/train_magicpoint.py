@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .checkpoint import one_line_errors
 from .config import load_config
 from .data import WithHomographies
 from .engine import default_train_conf, train
@@ -62,6 +63,11 @@ def build_dataset(conf):
 
 
 def main(argv=None) -> None:
+    with one_line_errors("superpoint-train-magicpoint"):  # a bad weight file / state.pt / config: one line, exit 2
+        _main(argv)
+
+
+def _main(argv) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (see config/train/magicpoint.yaml)")
     parser.add_argument("--out", required=True, help="run folder (checkpoints, logs, model.pt)")

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from . import distributed
+from .checkpoint import one_line_errors
 from .config import load_config
 from .data import LabelledImages, WithHomographies, list_images
 from .engine import default_train_conf, train
@@ -71,6 +72,11 @@ def build_dataset(conf, image_dir, label_dir):
 
 
 def main(argv=None) -> None:
+    with one_line_errors("superpoint-train"):  # a bad weight file / state.pt / config: one line, exit 2
+        _main(argv)
+
+
+def _main(argv) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (see config/train/superpoint.yaml)")
     parser.add_argument("--images", required=True, help="folder of training images (all the same size)")
