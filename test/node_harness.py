@@ -37,14 +37,16 @@ def image_msg(array: np.ndarray, stamp_ns: int, frame_id: str = "cam", encoding:
 
 
 class Harness:
-    """Starts :class:`SuperPointNode` with ``params`` and a probe node that records its outputs."""
+    """Starts :class:`SuperPointNode` (or ``node_class``, e.g. the lifecycle node) with ``params``
+    and a probe node that records its outputs."""
 
-    def __init__(self, params: Dict, topics=("features", "temporal_matches"), debug: bool = False):
+    def __init__(self, params: Dict, topics=("features", "temporal_matches"), debug: bool = False,
+                 node_class: type = SuperPointNode):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         overrides = [Parameter(name, value=value) for name, value in params.items()]
         try:
-            self.node = SuperPointNode(context=self.context, parameter_overrides=overrides)
+            self.node = node_class(context=self.context, parameter_overrides=overrides)
         except Exception:
             rclpy.shutdown(context=self.context)
             raise
