@@ -152,6 +152,26 @@ def test_configure_activate_deactivate_cleanup_reconfigure_shutdown(managed, par
     assert not list(node.timers) and not node._worker.is_alive()
 
 
+def test_stereo_pairs_are_answered_only_while_active(managed, params, camera_image):
+    h, lifecycle = managed({**params, "stereo.enabled": True})
+    assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
+    assert len(output_publishers(h.node)) == 4 and not image_subscriptions(h.node)
+    for round_ in range(2):  # activate, deactivate, and again: a fresh pairing each time
+        assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        assert sorted(image_subscriptions(h.node)) == ["/left/image_rect", "/right/image_rect"]
+        left, right = h.publisher("left/image_rect"), h.publisher("right/image_rect")
+        pair_stamp = STAMPS[round_]
+        before = h.count("features")
+        right.publish(image_msg(frame(camera_image, 1), pair_stamp, "right"))
+        left.publish(image_msg(frame(camera_image, 0), pair_stamp, "left"))
+        h.wait_for(lambda: h.count("features") > before, 10.0, "features of the pair")
+        assert stamp(h.received["features"][-1]) == pair_stamp
+        assert lifecycle.transition(Transition.TRANSITION_DEACTIVATE)
+        assert not image_subscriptions(h.node) and h.node.synchronizer is None
+        h.probe.destroy_publisher(left)
+        h.probe.destroy_publisher(right)
+
+
 def test_bad_weights_fail_configure_with_one_error_line_and_stay_unconfigured(managed, params, tmp_path):
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"PK\x03\x04 this is not a torch file" * 10)

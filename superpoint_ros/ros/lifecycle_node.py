@@ -150,9 +150,10 @@ class SuperPointLifecycleNode(LifecycleNodeMixin, SuperPointNode):
 
     # --- the pieces of the transitions (each safe to call when there is nothing to undo) -------------
     def _warm_up(self) -> None:
-        """One forward pass (and keypoint decoding) on a synthetic image, stereo as a pair, so
-        the first camera frame does not pay the one-time costs (CUDA context and kernels, ONNX
-        Runtime's first run, allocator growth)."""
+        """One forward pass (and keypoint decoding) on a synthetic image, stereo as a pair: the
+        one-time costs are paid at configure, not on the first camera frame. They are CUDA's
+        (context and kernel loading; cuDNN autotuning and the CUDA-graph capture, both per input
+        size); on the CPU with ONNX Runtime the first frame was no slower than the next ones."""
         image = warmup_image()
         self.frontend.extractor.extract_batch([image, image] if self.stereo else [image])
 
