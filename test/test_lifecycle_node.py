@@ -229,14 +229,17 @@ def test_destroy_node_removes_the_lifecycle_services_from_the_graph(managed, par
 def test_cleanup_gives_the_network_memory_back_on_cuda(managed, params):
     import torch
 
-    torch.cuda.synchronize()
-    allocated, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
     h, lifecycle = managed({**params, "extractor.device": "cuda"})
     assert lifecycle.transition(Transition.TRANSITION_CONFIGURE)
-    assert torch.cuda.memory_allocated() > allocated  # weights and warm-up on the GPU
+    model = h.node.frontend.extractor.model
+    weight_bytes = sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
+    del model
+    torch.cuda.synchronize()
+    allocated, reserved = torch.cuda.memory_allocated(), torch.cuda.memory_reserved()
     assert lifecycle.transition(Transition.TRANSITION_CLEANUP)
-    assert torch.cuda.memory_allocated() == allocated
-    assert torch.cuda.memory_reserved() <= reserved
+    # at least the weights are freed (library workspaces may stay), and the cache is given back
+    assert allocated - torch.cuda.memory_allocated() >= weight_bytes
+    assert torch.cuda.memory_reserved() < reserved
 
 
 def wait_for(predicate, timeout: float, what: str) -> None:
