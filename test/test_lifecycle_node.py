@@ -114,8 +114,8 @@ def test_configure_activate_deactivate_cleanup_reconfigure_shutdown(managed, par
 
     assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
     assert lifecycle.state() == "active"
-    assert image_subscriptions(node) == ["/image"]
     h.wait_for(lambda: pub.get_subscription_count() > 0, 10.0, "the node's image subscription")
+    assert image_subscriptions(node) == ["/image"]
     first = [h.publish_and_wait(pub, image_msg(frame(camera_image, k), STAMPS[k])) for k in (1, 2)]
     h.wait_for(lambda: h.count("/diagnostics") > 0, 10.0, "/diagnostics while active")
     assert decode_features(first[1]).track_lengths.max() == 2  # tracked from frame 1
@@ -158,8 +158,8 @@ def test_stereo_pairs_are_answered_only_while_active(managed, params, camera_ima
     assert len(output_publishers(h.node)) == 4 and not image_subscriptions(h.node)
     for round_ in range(2):  # activate, deactivate, and again: a fresh pairing each time
         assert lifecycle.transition(Transition.TRANSITION_ACTIVATE)
+        left, right = h.publisher("left/image_rect"), h.publisher("right/image_rect")  # waits for the node
         assert sorted(image_subscriptions(h.node)) == ["/left/image_rect", "/right/image_rect"]
-        left, right = h.publisher("left/image_rect"), h.publisher("right/image_rect")
         pair_stamp = STAMPS[round_]
         before = h.count("features")
         right.publish(image_msg(frame(camera_image, 1), pair_stamp, "right"))
@@ -245,7 +245,8 @@ def test_cleanup_gives_the_network_memory_back_on_cuda(managed, params):
 def wait_for(predicate, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
+        if time.monotonic() > deadline:  # a guard against hanging, not a timing check
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.01)
 
 
