@@ -50,6 +50,7 @@ setup(
         "console_scripts": [
             # ROS 2 executables (ros2 run superpoint_ros <name>)
             "superpoint_node = superpoint_ros.ros.node:main",
+            "superpoint_lifecycle_node = superpoint_ros.ros.lifecycle_node:main",  # managed (lifecycle) node
             "superpoint-bag-play = superpoint_ros.ros.bag_play:main",
             "superpoint-demo = superpoint_ros.ros.demo:main",
             # offline tools

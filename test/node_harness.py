@@ -37,15 +37,16 @@ def image_msg(array: np.ndarray, stamp_ns: int, frame_id: str = "cam", encoding:
 
 
 class Harness:
-    """Starts :class:`SuperPointNode` with ``params`` (and ``node_kwargs``, e.g. ``cli_args`` with
-    ``-r`` remaps) and a probe node that records its outputs."""
+    """Starts :class:`SuperPointNode` (or ``node_class``, e.g. the lifecycle node) with ``params``
+    (and ``node_kwargs``, e.g. ``cli_args`` with ``-r`` remaps) and a probe node that records its outputs."""
 
-    def __init__(self, params: Dict, topics=("features", "temporal_matches"), debug: bool = False, **node_kwargs):
+    def __init__(self, params: Dict, topics=("features", "temporal_matches"), debug: bool = False,
+                 node_class: type = SuperPointNode, **node_kwargs):
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         overrides = [Parameter(name, value=value) for name, value in params.items()]
         try:
-            self.node = SuperPointNode(context=self.context, parameter_overrides=overrides, **node_kwargs)
+            self.node = node_class(context=self.context, parameter_overrides=overrides, **node_kwargs)
         except Exception:
             rclpy.shutdown(context=self.context)
             raise

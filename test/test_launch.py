@@ -90,7 +90,7 @@ def test_launch_configurations_are_declared(launch_file):
 def test_remappings_name_topics_the_node_subscribes_to(launch_file):
     tree = ast.parse(launch_file.read_text())
     sources = []
-    for call in calls(tree, "Node"):
+    for call in [*calls(tree, "Node"), *calls(tree, "LifecycleNode")]:
         remaps = keyword(call, "remappings")
         if remaps is not None:
             sources += [pair.elts[0].value for pair in remaps.elts]
@@ -107,3 +107,15 @@ def test_referenced_config_files_exist_and_set_only_declared_parameters(launch_f
         assert path.is_file(), f"{launch_file.name} refers to missing config/{name}"
         if name.endswith(".yaml"):
             load_params(path)  # raises for unknown names, bad types, out-of-range values
+
+
+def test_lifecycle_launch_starts_the_managed_node_by_its_usual_name():
+    """launch_ros's LifecycleNode needs name and namespace; the name is the node's own, so
+    ``<namespace>/superpoint_node`` is what a lifecycle manager lists."""
+    tree = ast.parse((ROOT / "launch" / "mono_lifecycle.launch.py").read_text())
+    (node,) = list(calls(tree, "LifecycleNode"))
+    assert string_arg(node, name="executable") == "superpoint_lifecycle_node"
+    assert string_arg(node, name="name") == "superpoint_node"
+    assert keyword(node, "namespace") is not None
+    transitions = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr.startswith("TRANSITION_")}
+    assert transitions == {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"}

@@ -64,7 +64,8 @@ def test_colcon_build_installs_package_entry_points_and_share_files(tmp_path):
         for p in shipped:
             assert (share / folder / p.name).is_file(), f"{folder}/{p.name} not installed"
     lib = prefix / "lib" / "superpoint_ros"
-    for exe in ("superpoint_node", "superpoint-extract", "superpoint-eval", "superpoint-train"):
+    for exe in ("superpoint_node", "superpoint_lifecycle_node", "superpoint-extract", "superpoint-eval",
+                "superpoint-train"):
         assert (lib / exe).is_file(), f"entry point {exe} not installed in {lib}"
     # the installed package imports from the install space
     site = next(prefix.glob("lib/python3*/site-packages"))

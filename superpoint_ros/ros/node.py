@@ -116,21 +116,44 @@ class SuperPointNode(Node):
 
     def __init__(self, **node_kwargs):
         super().__init__(NODE_NAME, **node_kwargs)
-        self.params = self._declare_parameters()
+        # the start-up steps, in order; SuperPointLifecycleNode (lifecycle_node.py) runs the same
+        # steps at its transitions instead of all here
+        self._declare_parameters()
+        self.params = self._read_parameters()
+        self._create_frontend()
+        self._create_publishers()
+        self._init_pipeline_state()
+        self._create_subscriptions()
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self._create_diagnostics_timer()
+        self._start_worker()
+        self._log_ready()
+
+    # --- start-up steps (SuperPointLifecycleNode runs them at its transitions) --------------------
+    def _create_frontend(self) -> None:
+        """Loads the weights and builds the front-end (raises WeightsError, RuntimeError, ...)."""
         p = self.params
         self.frontend = Frontend(p)
         self._frontend_lock = threading.Lock()
         self.stereo = p["stereo.enabled"]
 
-        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"], reliability=ReliabilityPolicy.RELIABLE)
-        self.features_pub = self.create_publisher(PointCloud2, "features", out_qos)
-        self.temporal_pub = self.create_publisher(PointCloud2, "temporal_matches", out_qos)
-        self.debug_pub = self.create_publisher(Image, "debug_image", out_qos)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        if self.stereo:
-            self.right_features_pub = self.create_publisher(PointCloud2, "features_right", out_qos)
-            self.stereo_pub = self.create_publisher(PointCloud2, "stereo_matches", out_qos)
+    def _new_publisher(self, msg_type, topic: str, qos):
+        return self.create_publisher(msg_type, topic, qos)
 
+    def _create_publishers(self) -> None:
+        p = self.params
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"], reliability=ReliabilityPolicy.RELIABLE)
+        self.features_pub = self._new_publisher(PointCloud2, "features", out_qos)
+        self.temporal_pub = self._new_publisher(PointCloud2, "temporal_matches", out_qos)
+        self.debug_pub = self._new_publisher(Image, "debug_image", out_qos)
+        self.diagnostics_pub = self._new_publisher(DiagnosticArray, "/diagnostics", 10)
+        if self.stereo:
+            self.right_features_pub = self._new_publisher(PointCloud2, "features_right", out_qos)
+            self.stereo_pub = self._new_publisher(PointCloud2, "stereo_matches", out_qos)
+
+    def _init_pipeline_state(self) -> None:
+        """Counters, the frame queue and the per-stream state (previous stamp, debug trails)."""
+        p = self.params
         self.stats = _Stats()
         self._queue: deque = deque(maxlen=p["input.queue_size"])
         self._wakeup = threading.Condition()
@@ -138,6 +161,7 @@ class SuperPointNode(Node):
         self._previous_stamp = (0, 0)
         self._trails: Dict[int, deque] = {}
 
+    def _create_subscriptions(self) -> None:
         self._shm_check = SharedMemoryCheck(get_rmw_implementation_identifier())
         if self.stereo:
             self.synchronizer, feeds = self._make_synchronizer()
@@ -147,17 +171,32 @@ class SuperPointNode(Node):
         if any(i.auto for i in self.inputs):  # publishers come and go: follow what they offer
             self.input_timer = self.create_timer(INPUT_REFRESH_S, self.on_input_timer)
 
-        self.add_on_set_parameters_callback(self.on_set_parameters)
-        self.diagnostics_timer = self.create_timer(p["diagnostics.period"], self.on_diagnostics_timer)
+    def _destroy_subscriptions(self) -> None:
+        """Undoes :meth:`_create_subscriptions` (lifecycle deactivate): no more input callbacks."""
+        timer = self.__dict__.pop("input_timer", None)  # qos.reliability auto's re-subscription timer
+        if timer is not None:
+            self.destroy_timer(timer)
+        for image_input in self.__dict__.pop("inputs", ()):
+            if image_input.subscription is not None:
+                self.destroy_subscription(image_input.subscription)
+                image_input.subscription = None
+        self.synchronizer = None  # and its unpaired messages
+
+    def _create_diagnostics_timer(self) -> None:
+        self.diagnostics_timer = self.create_timer(self.params["diagnostics.period"], self.on_diagnostics_timer)
+
+    def _start_worker(self) -> None:
         self._worker = threading.Thread(target=self._work, name="superpoint_worker", daemon=True)
         self._worker.start()
+
+    def _log_ready(self) -> None:
         for warning in self.frontend.warnings:
             self.get_logger().warning(warning)
         outputs = [self.features_pub, self.temporal_pub, self.debug_pub, self.diagnostics_pub]
         if self.stereo:
             outputs[1:1] = [self.right_features_pub, self.stereo_pub]
-        self.get_logger().info(f"inputs: {'; '.join(i.describe() for i in self.inputs)}; "
-                               f"outputs: {', '.join(pub.topic_name for pub in outputs)}")
+        inputs = "; ".join(i.describe() for i in getattr(self, "inputs", ())) or "none until activated"
+        self.get_logger().info(f"inputs: {inputs}; outputs: {', '.join(pub.topic_name for pub in outputs)}")
         ex = self.frontend.extractor
         self.get_logger().info(
             f"{'stereo' if self.stereo else 'mono'} front-end ready: weights {ex.weights_path or 'in-memory'} "
@@ -169,7 +208,7 @@ class SuperPointNode(Node):
             self.get_logger().warning(f"extractor fall-back: {reason}")
 
     # --- start-up ------------------------------------------------------------------------------
-    def _declare_parameters(self) -> Dict[str, Any]:
+    def _declare_parameters(self) -> None:
         # Check the start-up values (params file, -p, launch) against the table first: every
         # problem is reported at once, with the table's reasons, and an integer written for a
         # float (``threshold: 2``) is accepted as load_params accepts it, so the node and the
@@ -192,6 +231,9 @@ class SuperPointNode(Node):
             raise ParamsError("invalid parameters: " + "; ".join(problems) + " (see docs/node.md)")
         for name, param in PARAMETERS.items():
             self.declare_parameter(name, param.default, descriptor_for(name))
+
+    def _read_parameters(self) -> Dict[str, Any]:
+        """The declared parameters' current values, validated together (raises ParamsError)."""
         return validate({name: self.get_parameter(name).value for name in PARAMETERS})
 
     def _image_input(self, name: str, callback) -> ImageInput:
@@ -306,6 +348,8 @@ class SuperPointNode(Node):
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
             changes[parameter.name] = value
+        if self.frontend is None:  # a lifecycle node not configured yet: on_configure validates the whole set
+            return SetParametersResult(successful=True)
         try:
             merged = validate({**self.params, **changes})
             frontend_changes = {k: v for k, v in changes.items() if PARAMETERS[k].frontend}
@@ -535,7 +579,8 @@ class SuperPointNode(Node):
         array.header.stamp = self.get_clock().now().to_msg()
         return array
 
-    def destroy_node(self) -> None:
+    def _stop_worker(self) -> None:
+        """Ends the worker thread after its current frame (waits up to 5 s)."""
         worker = getattr(self, "_worker", None)  # absent when construction failed
         if worker is not None:
             with self._wakeup:
@@ -543,6 +588,9 @@ class SuperPointNode(Node):
                 self._wakeup.notify_all()
             if worker.is_alive() and worker is not threading.current_thread():
                 worker.join(timeout=5.0)
+
+    def destroy_node(self) -> None:
+        self._stop_worker()
         super().destroy_node()
 
 
@@ -554,8 +602,10 @@ USAGE = f"""usage: {NODE_NAME} [--help] --ros-args [--params-file FILE] [-p NAME
 """
 
 
-def main(args: Optional[List[str]] = None) -> int:
-    """``ros2 run superpoint_ros superpoint_node --ros-args --params-file config/superpoint_mono.yaml``"""
+def main(args: Optional[List[str]] = None, node_class: type = SuperPointNode) -> int:
+    """``ros2 run superpoint_ros superpoint_node --ros-args --params-file config/superpoint_mono.yaml``
+
+    ``node_class``: what to run (:mod:`superpoint_ros.ros.lifecycle_node` passes its managed node)."""
     argv = sys.argv[1:] if args is None else list(args[1:])
     own = argv[:argv.index("--ros-args")] if "--ros-args" in argv else argv
     if "-h" in own or "--help" in own:  # before --ros-args: ours (rclpy would start the node)
@@ -570,7 +620,7 @@ def main(args: Optional[List[str]] = None) -> int:
     try:
         executor = SingleThreadedExecutor()  # before the node: its "ready" line means spinning is next
         try:
-            node = SuperPointNode()
+            node = node_class()
         except (WeightsError, ParamsError, ParameterException, RuntimeError, ValueError) as e:
             # a start-up fault: one clear line, no traceback, non-zero exit
             print(f"{NODE_NAME}: error: {e}", file=sys.stderr)
