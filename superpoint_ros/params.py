@@ -114,8 +114,8 @@ PARAMETERS: Dict[str, Param] = {
     # --- input images (bad or extreme input; docs/reliability.md) ---
     "image.max_size": Param(1280, "Longest image side in px the network and the optical flow run on; larger "
                             "images are handled per image.oversize (logged once per input size); 0 = no limit. "
-                            "Memory grows with its square: an 8000x8000 mono8 frame peaks at 1.4 GB (ONNX "
-                            "Runtime) / 1.6 GB (torch) with 1280, 2.7 GB with 2048 on the CPU (docs/reliability.md)", (0, 65536)),
+                            "Memory grows with its square: an 8000x8000 mono8 frame peaks at 1.3 GiB (ONNX "
+                            "Runtime) / 1.6 GiB (torch) with 1280, 2.6 GiB with 2048 on the CPU (docs/reliability.md)", (0, 65536)),
     "image.oversize": Param("resize", "Image larger than image.max_size: resize (area filter; keypoints still "
                             "in input pixels) or reject (frame skipped and logged)", choices=("resize", "reject")),
     "image.bit_depth": Param(0, "Valid bits of 16-bit images (mono16/16UC1 from 10/12-bit cameras): 8..16 = "
