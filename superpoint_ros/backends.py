@@ -228,6 +228,10 @@ class OnnxRuntimeNet(nn.Module):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # no busy-waiting between calls: on a robot the cores are shared with the rest of the stack
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # no memory pattern: with it the second run of a shape plans one block for all activations
+        # while the first run's arena chunks stay held, doubling the peak (8000x8000 mono8 frame at
+        # image.max_size 1280: 2.2 GB instead of 1.3 GB; python -m bench.memory)
+        options.enable_mem_pattern = False
         graph = quantize_onnx(model) if int8 else export_onnx(model)
         self.session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]

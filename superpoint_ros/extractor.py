@@ -3,9 +3,15 @@
 >>> extractor = FeatureExtractor(max_keypoints=500)          # the shipped default model
 >>> features = extractor(cv2.imread("frame.png"))             # BGR, gray, uint8/uint16/float
 >>> features.keypoints  # (N, 2) float32, xy pixels of the input image (see keypoints.py)
+
+Images whose longest side exceeds ``max_size`` px run through the network resized (area filter,
+in the input's dtype before any float copy: docs/reliability.md has the memory this saves);
+keypoints still come back in input pixels, ``Features.resized_to`` says so, and the first frame
+of each oversized input size is logged (``logging``, WARNING).
 """
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 from typing import List, Optional, Sequence, Union
@@ -15,10 +21,13 @@ import torch
 import torch.nn.functional as F
 
 from .backends import make_runner, single_threaded_torch
-from .image import ImageError, to_grayscale_float
+from .image import ImageError, check_bit_depth, network_gray
 from .keypoints import decode_keypoints, logits_to_heatmap, sample_descriptors
 from .model import CELL, SuperPointNet
+from .params import PARAMETERS
 from .weights import default_weights_path, load_model
+
+log = logging.getLogger(__name__)
 
 #: Every extractor option and its default, in one place. Values are merged once in __init__.
 default_conf = {
@@ -43,6 +52,10 @@ default_conf = {
     "channel_order": "bgr",     # colour order of 3/4-channel inputs
     "input_scale": 1.0,         # (0, 1]: run the network on the image scaled by this (e.g. 0.5: 480x640
                                 # -> 240x320, ~4x faster); keypoints come back in input pixels
+    # --- input images: the node's defaults (superpoint_ros.params, image.*) ---
+    "max_size": PARAMETERS["image.max_size"].default,    # px, longest side the network runs on (larger:
+                                # resized, keypoints in input pixels); 0 = no limit
+    "bit_depth": PARAMETERS["image.bit_depth"].default,  # valid bits of uint16 images, 8..16; 0 = auto
 }
 
 
@@ -50,12 +63,14 @@ default_conf = {
 class Features:
     """Features of one image. ``keypoints``: ``(N, 2)`` float32 xy pixels; ``scores``: ``(N,)``
     float32 detector probability; ``descriptors``: ``(N, D)`` float32, unit L2 norm;
-    ``image_size``: ``(height, width)`` of the input image."""
+    ``image_size``: ``(height, width)`` of the input image (the keypoints' frame)."""
 
     keypoints: np.ndarray
     scores: np.ndarray
     descriptors: np.ndarray
     image_size: tuple = field(default=(0, 0))
+    #: ``(height, width)`` the image was resized to for the network (``max_size``), or ``None``
+    resized_to: Optional[tuple] = None
 
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
@@ -80,6 +95,29 @@ def pad_to_cell(batch: torch.Tensor) -> torch.Tensor:
     return batch
 
 
+@dataclass
+class NetworkInput:
+    """Equal-size images prepared for the network. ``grays``: one ``(h, w)`` float32 in [0, 1] per
+    image; ``input_size``: ``(H, W)`` of the images given; ``scale``: ``(sx, sy)`` input px per
+    network px when they were resized to ``max_size``, else ``None``."""
+
+    grays: List[np.ndarray]
+    input_size: tuple
+    scale: Optional[tuple] = None
+
+    @property
+    def size(self) -> tuple:
+        """``(h, w)`` the network runs on (before ``input_scale``)."""
+        return tuple(self.grays[0].shape[:2])
+
+
+def resize_note(input_size: tuple, resized_to: tuple, max_size: int) -> str:
+    """One line saying an image was resized: sizes as width x height px."""
+    (h, w), (rh, rw) = input_size, resized_to
+    return (f"images of {w}x{h} px are larger than max_size={max_size} px: resized to {rw}x{rh} px for the "
+            f"network (keypoints still in input pixels)")
+
+
 class FeatureExtractor:
     """SuperPoint keypoints and descriptors for single images or batches of equal size."""
 
@@ -91,6 +129,10 @@ class FeatureExtractor:
         self.conf = merged
         if not 0.0 < float(merged["input_scale"]) <= 1.0:
             raise ValueError(f"input_scale must be in (0, 1], got {merged['input_scale']!r}")
+        if int(merged["max_size"]) < 0:
+            raise ValueError(f"max_size must be >= 0 px (0 = no limit), got {merged['max_size']!r}")
+        check_bit_depth(int(merged["bit_depth"]))
+        self._logged_resize: Optional[tuple] = None  # the input size whose resize was last logged
         if merged["num_threads"]:
             torch.set_num_threads(int(merged["num_threads"]))
         self.device = resolve_device(merged["device"])
@@ -108,12 +150,26 @@ class FeatureExtractor:
     def descriptor_dim(self) -> int:
         return self.model.config.descriptor_dim
 
-    def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
-        """Equal-size numpy images -> ``(B, 1, H, W)`` float tensor on the extractor's device."""
-        grays = [to_grayscale_float(img, self.conf["channel_order"]) for img in images]
-        shapes = {g.shape for g in grays}
+    def prepare(self, images: Sequence[np.ndarray]) -> NetworkInput:
+        """Equal-size numpy images -> grayscale float, resized when larger than ``max_size``
+        (logged once per input size), 16-bit data scaled per ``bit_depth``."""
+        shapes = {getattr(img, "shape", (0, 0))[:2] for img in images}
         if len(shapes) != 1:
             raise ImageError(f"a batch needs images of one size, got {sorted(shapes)}")
+        c = self.conf
+        prepared = [network_gray(img, c["channel_order"], int(c["bit_depth"]), int(c["max_size"])) for img in images]
+        result = NetworkInput([g for g, _ in prepared], tuple(images[0].shape[:2]), prepared[0][1])
+        if result.scale is not None and result.input_size != self._logged_resize:
+            self._logged_resize = result.input_size
+            log.warning(resize_note(result.input_size, result.size, int(c["max_size"])))
+        return result
+
+    def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """Equal-size numpy images -> ``(B, 1, h, w)`` float tensor on the extractor's device
+        (``h, w``: the input size, or smaller per ``max_size``)."""
+        return self._tensor(self.prepare(images).grays)
+
+    def _tensor(self, grays: List[np.ndarray]) -> torch.Tensor:
         stacked = grays[0][None, None] if len(grays) == 1 else np.stack(grays)[:, None]  # no copy for one
         tensor = torch.from_numpy(stacked)
         if self.device.type == "cuda":  # page-locked staging makes the upload asynchronous
@@ -172,14 +228,25 @@ class FeatureExtractor:
             r["keypoints"] = (r["keypoints"] + 0.5) * stretch - 0.5
         return results
 
+    def extract_prepared(self, prepared: NetworkInput) -> List[Features]:
+        """Features of :meth:`prepare`'s images in one forward pass, keypoints in input pixels."""
+        results = self.extract_tensor(self._tensor(prepared.grays))
+        resized_to = prepared.size if prepared.scale is not None else None
+        features = []
+        for r in results:
+            keypoints = r["keypoints"].cpu().numpy()
+            if prepared.scale is not None:
+                # pixel centres at integers: network x covers input (x + 0.5) * sx - 0.5
+                keypoints = ((keypoints + 0.5) * np.asarray(prepared.scale, np.float32) - 0.5).astype(np.float32)
+            features.append(Features(keypoints, r["scores"].cpu().numpy(), r["descriptors"].cpu().numpy(),
+                                     prepared.input_size, resized_to))
+        return features
+
     def extract_batch(self, images: Sequence[np.ndarray]) -> List[Features]:
         """Features for equal-size images in one forward pass (e.g. a stereo pair)."""
         if len(images) == 0:
             return []
-        batch = self.to_tensor(images)
-        size = tuple(batch.shape[-2:])
-        return [Features(r["keypoints"].cpu().numpy(), r["scores"].cpu().numpy(),
-                         r["descriptors"].cpu().numpy(), size) for r in self.extract_tensor(batch)]
+        return self.extract_prepared(self.prepare(images))
 
     def __call__(self, image: Union[np.ndarray, Sequence[np.ndarray]]):
         """One image -> Features; a list of equal-size images -> list of Features."""

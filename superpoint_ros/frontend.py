@@ -16,13 +16,14 @@ over the surviving matches, match left/right under the rectified epipolar constr
 Input checks (docs/reliability.md): images smaller than one 8x8 cell or than the border
 (``extractor.remove_borders``) and stereo pairs of different size or pixel format raise
 :class:`~superpoint_ros.image.ImageError`; images larger than ``image.max_size`` are resized
-(keypoints still in input pixels) or rejected per ``image.oversize``; running out of memory in the
-network or non-finite network output raises :class:`FrameSkipped`. In all these cases the state
-(tracks, previous frame) is unchanged, so the caller can skip the frame and go on.
+(before the network and the optical flow; keypoints still in input pixels,
+``result.features.resized_to`` says so) or rejected per ``image.oversize``; running out of memory in
+the network or non-finite network output raises :class:`FrameSkipped`. In all these cases the
+state (tracks, previous frame) is unchanged, so the caller can skip the frame and go on.
 
-Tracks never cross a discontinuity: a change of ``frame_id``, time going backwards (or repeating),
-or a forward gap above ``tracking.max_time_gap`` resets them (``result.reset_reason`` says why);
-:meth:`Frontend.reset` does the same on request (e.g. a bag loop).
+Tracks never cross a discontinuity: a change of ``frame_id`` or of the input image size, time going
+backwards (or repeating), or a forward gap above ``tracking.max_time_gap`` resets them
+(``result.reset_reason`` says why); :meth:`Frontend.reset` does the same on request (e.g. a bag loop).
 """
 from __future__ import annotations
 
@@ -30,17 +31,17 @@ import time
 from collections import deque
 from contextlib import contextmanager
 from functools import partial
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, Mapping, Optional
 
 import cv2
 import numpy as np
 import torch
 
-from .extractor import FeatureExtractor, Features
+from .extractor import FeatureExtractor, Features, NetworkInput
 from .flow import normalize_contrast, refine_with_flow
 from .geometry import match_rectified_stereo, ransac_inliers
-from .image import ImageError, to_grayscale_uint8
+from .image import ImageError, float_to_uint8
 from .matching import match_descriptors
 from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, extractor_conf, validate
 from .tracking import TrackTable
@@ -143,12 +144,18 @@ class _Clock:
 
 
 def continuity_break(previous_stamp_s: float, previous_frame_id: str, stamp_s: float, frame_id: str,
-                     max_time_gap_s: float) -> Optional[str]:
-    """Why tracks must not continue from the previous frame to this one (a ``frame_id`` change,
-    time going backwards or repeating, a gap above ``max_time_gap_s`` seconds), or ``None``."""
+                     max_time_gap_s: float, previous_size: Optional[tuple] = None,
+                     size: Optional[tuple] = None) -> Optional[str]:
+    """Why tracks must not continue from the previous frame to this one (a ``frame_id`` change, an
+    image size change (``(height, width)`` px, when given), time going backwards or repeating, a gap
+    above ``max_time_gap_s`` seconds), or ``None``."""
     gap = stamp_s - previous_stamp_s
     if frame_id != previous_frame_id:
         return f"frame_id changed from {previous_frame_id!r} to {frame_id!r}"
+    if previous_size is not None and size is not None and tuple(previous_size) != tuple(size):
+        # another camera mode or driver setting: pixel positions of the two frames do not compare
+        return (f"image size changed from {previous_size[1]}x{previous_size[0]} to {size[1]}x{size[0]} px "
+                f"(width x height)")
     if gap <= 0:
         return f"time went backwards by {-gap:.6f} s" if gap < 0 else "repeated stamp"
     if gap > max_time_gap_s:
@@ -175,6 +182,8 @@ class Frontend:
         self._previous: Optional[FrameResult] = None
         # contrast-normalised uint8 left images of the last frames, newest last (flow_refinement)
         self._grays: deque = deque(maxlen=max(1, self.conf["tracking.max_age"]))
+        # (sx, sy) input px per flow-image px of the current frame (image.max_size), or None
+        self._flow_scale: Optional[tuple] = None
 
     # --- configuration -------------------------------------------------------------------------
     def update(self, changes: Mapping[str, Any]) -> None:
@@ -204,7 +213,7 @@ class Frontend:
             raise WeightsError(f"{path}: {e}") from None
 
     def _extractor_conf(self) -> Dict[str, Any]:
-        conf = extractor_conf(self.conf)
+        conf = {**extractor_conf(self.conf), **self._image_conf()}
         device = str(conf["device"])
         if self.conf["device.cpu_fallback"] and device.startswith("cuda") and not torch.cuda.is_available():
             # an explicit choice of the user (device.cpu_fallback): slower, but the robot keeps its front-end
@@ -218,6 +227,11 @@ class Frontend:
         for key in ("nms_radius", "detection_threshold", "max_keypoints", "remove_borders", "uniform_cell",
                     "max_per_cell", "subpixel"):
             self.extractor.conf[key] = conf[key]
+        self.extractor.conf.update(self._image_conf())
+
+    def _image_conf(self) -> Dict[str, Any]:
+        """The ``image.*`` parameters the extractor applies (resize, 16-bit scaling)."""
+        return {"max_size": self.conf["image.max_size"], "bit_depth": self.conf["image.bit_depth"]}
 
     @property
     def ratio_test(self) -> Optional[float]:
@@ -241,11 +255,12 @@ class Frontend:
     def process_mono(self, image: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
         """One image (gray/BGR, uint8/uint16/float in [0, 1]) taken at ``stamp_s`` seconds."""
         clock = _Clock()
-        reset_reason = self._check_continuity(stamp_s, frame_id)
+        reset_reason = self._continuity_break(stamp_s, frame_id, image)
         with clock("extract"):
-            features = self._extract([image])[0]
+            (features,), network_input = self._extract([image])
         with clock("flow_refinement"):
-            gray = self._gray_images([image])
+            gray = self._gray_images(network_input)
+        self._reset_on(reset_reason)
         return self._track(features, None, stamp_s, frame_id, clock, reset_reason, gray)
 
     def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
@@ -259,87 +274,85 @@ class Frontend:
             raise ImageError(f"stereo images differ in pixel format: left {left.dtype} {left.shape}, "
                              f"right {right.dtype} {right.shape}")
         clock = _Clock()
-        reset_reason = self._check_continuity(stamp_s, frame_id)
+        reset_reason = self._continuity_break(stamp_s, frame_id, left)
         with clock("extract"):
-            features, right_features = self._extract([left, right])  # one forward pass
+            (features, right_features), network_input = self._extract([left, right])  # one forward pass
         with clock("flow_refinement"):
-            gray = self._gray_images([left, right])
+            gray = self._gray_images(network_input)
+        self._reset_on(reset_reason)
         return self._track(features, right_features, stamp_s, frame_id, clock, reset_reason, gray)
 
-    def _gray_images(self, images: list) -> Optional[list]:
-        """Contrast-normalised uint8 copies for the optical flow (``superpoint_ros.flow``), only
-        when ``tracking.flow_refinement`` is on."""
+    def _gray_images(self, network_input: NetworkInput) -> Optional[list]:
+        """Contrast-normalised uint8 copies of the network's (possibly resized) images for the
+        optical flow (``superpoint_ros.flow``), only when ``tracking.flow_refinement`` is on. The
+        flow works in their pixels (:meth:`_to_flow_pixels`)."""
         if not self.conf["tracking.flow_refinement"]:
             return None
-        return [normalize_contrast(to_grayscale_uint8(im)) for im in images]
+        self._flow_scale = network_input.scale
+        return [normalize_contrast(float_to_uint8(g)) for g in network_input.grays]
 
-    def _network_images(self, images: list) -> tuple:
-        """Size checks and the ``image.max_size`` policy -> (images for the network, (sx, sy) from
-        network to input pixels, or ``None`` when the images are used as they are)."""
+    def _check_size(self, images: list) -> None:
+        """The ``image.oversize=reject`` policy: raise :class:`ImageError` for images larger than
+        ``image.max_size`` (resizing is the extractor's, :meth:`FeatureExtractor.prepare`)."""
         image = images[0]
         if not isinstance(image, np.ndarray) or image.ndim < 2:
             raise ImageError(f"expected a numpy image, got {type(image).__name__}")
         h, w = image.shape[:2]
-        max_size, scale = self.conf["image.max_size"], None
-        if max_size and max(h, w) > max_size:
-            if self.conf["image.oversize"] == "reject":
-                raise ImageError(f"image of {w}x{h} px is larger than image.max_size={max_size} px "
-                                 f"(image.oversize=reject)")
-            factor = max_size / max(h, w)
-            size = (max(1, round(w * factor)), max(1, round(h * factor)))  # cv2 order: (width, height)
-            try:
-                images = [cv2.resize(np.ascontiguousarray(im), size, interpolation=cv2.INTER_AREA) for im in images]
-            except cv2.error as e:
-                raise ImageError(f"cannot resize a {image.dtype} image of {w}x{h} px: "
-                                 f"{str(e).strip().splitlines()[-1]}") from None
-            scale = (w / size[0], h / size[1])
-        nh, nw = images[0].shape[:2]
+        max_size = self.conf["image.max_size"]
+        if max_size and max(h, w) > max_size and self.conf["image.oversize"] == "reject":
+            raise ImageError(f"image of {w}x{h} px is larger than image.max_size={max_size} px "
+                             f"(image.oversize=reject)")
+
+    def _check_network_size(self, network_input: NetworkInput) -> None:
+        """Images the network has no output for (after any resize) raise :class:`ImageError`."""
+        (nh, nw), (h, w) = network_input.size, network_input.input_size
         border = self.conf["extractor.remove_borders"]
         if min(nh, nw) < MIN_IMAGE_SIDE:
             raise ImageError(f"image of {nw}x{nh} px is smaller than one {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} SuperPoint "
-                             f"cell" + (f" (after resizing {w}x{h} to image.max_size)" if scale else ""))
+                             f"cell" + (f" (after resizing {w}x{h} to image.max_size)" if network_input.scale else ""))
         if min(nh, nw) <= 2 * border:
             raise ImageError(f"image of {nw}x{nh} px has no pixels inside the extractor.remove_borders={border} px "
                              f"border")
-        return images, scale
 
-    def _extract(self, images: list) -> list:
-        """Features of equal-size images in one forward pass, in input pixels; raises ImageError
-        for unusable input and FrameSkipped for out-of-memory or non-finite network output."""
-        network_images, scale = self._network_images(images)
+    def _extract(self, images: list) -> tuple:
+        """Features of equal-size images in one forward pass, in input pixels, and the network's
+        input (:class:`NetworkInput`, resized per ``image.max_size``); raises ImageError for
+        unusable input and FrameSkipped for out-of-memory or non-finite network output."""
+        self._check_size(images)
+        network_input = self.extractor.prepare(images)
+        self._check_network_size(network_input)
         try:
-            features = self.extractor.extract_batch(network_images)
+            features = self.extractor.extract_prepared(network_input)
         except RuntimeError as e:
             if not is_out_of_memory(e):
                 raise
             if self.extractor.device.type == "cuda":
                 torch.cuda.empty_cache()  # give the cached blocks back so the next, normal frame fits
-            h, w = images[0].shape[:2]
+            (h, w), (nh, nw) = network_input.input_size, network_input.size
             raise FrameSkipped(f"out of memory on {self.extractor.device} for {len(images)} image(s) of {w}x{h} px "
-                               f"(lower image.max_size): {str(e).splitlines()[0][:200]}") from None
+                               f"(network input {nw}x{nh} px; lower image.max_size): "
+                               f"{str(e).splitlines()[0][:200]}") from None
         for f in features:
             if not (np.isfinite(f.keypoints).all() and np.isfinite(f.scores).all() and np.isfinite(f.descriptors).all()):
                 # e.g. an fp16 overflow: never hand NaN to a SLAM back-end
                 raise FrameSkipped("the network produced non-finite keypoints, scores or descriptors")
-        if scale is not None:
-            stretch = np.asarray(scale, np.float32)
-            h, w = images[0].shape[:2]
-            # pixel centres at integers: network x covers input (x + 0.5) * sx - 0.5
-            features = [Features(((f.keypoints + 0.5) * stretch - 0.5).astype(np.float32), f.scores, f.descriptors,
-                                 (h, w)) for f in features]
-        return features
+        return features, network_input
 
-    def _check_continuity(self, stamp_s: float, frame_id: str) -> Optional[str]:
+    def _continuity_break(self, stamp_s: float, frame_id: str, image: np.ndarray) -> Optional[str]:
+        """Why this frame cannot continue the previous one's tracks (:func:`continuity_break`), or
+        ``None``; changes nothing (the frame may still be rejected: :meth:`_reset_on` resets)."""
         if not np.isfinite(stamp_s):
             raise ValueError(f"frame stamp must be finite, got {stamp_s!r}")
         previous = self._previous
         if previous is None:
             return None
-        reason = continuity_break(previous.stamp_s, previous.frame_id, stamp_s, frame_id,
-                                  self.conf["tracking.max_time_gap"])
+        size = getattr(image, "shape", (0, 0))[:2]
+        return continuity_break(previous.stamp_s, previous.frame_id, stamp_s, frame_id,
+                                self.conf["tracking.max_time_gap"], previous.features.image_size, size)
+
+    def _reset_on(self, reason: Optional[str]) -> None:
         if reason:
             self.reset()
-        return reason
 
     def _track(self, features: Features, right_features: Optional[Features], stamp_s: float, frame_id: str,
                clock: _Clock, reset_reason: Optional[str], gray: Optional[list] = None) -> FrameResult:
@@ -376,7 +389,7 @@ class Frontend:
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
                                                           self.ratio_test, self.max_distance, verify)
             if self.tracks.keypoints is not features.keypoints:  # re-found tracks moved to the flow's position
-                features = Features(self.tracks.keypoints, features.scores, features.descriptors, features.image_size)
+                features = replace(features, keypoints=self.tracks.keypoints)
         stereo = None
         if right_features is not None:
             with clock("stereo_match"):
@@ -403,6 +416,26 @@ class Frontend:
         return self._grays[-1] if self._grays else None
 
     # --- tracking.flow_refinement ----------------------------------------------------------------
+    def _to_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` xy input px -> px of the (resized) flow images, pixel centres at integers."""
+        if self._flow_scale is None:
+            return xy
+        return ((np.asarray(xy, np.float32) + 0.5) / np.asarray(self._flow_scale, np.float32) - 0.5).astype(np.float32)
+
+    def _from_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`_to_flow_pixels`."""
+        if self._flow_scale is None:
+            return xy
+        return ((np.asarray(xy, np.float32) + 0.5) * np.asarray(self._flow_scale, np.float32) - 0.5).astype(np.float32)
+
+    def _flow(self, image0: np.ndarray, image1: np.ndarray, points0: np.ndarray, guesses1: np.ndarray,
+              conf: Optional[dict] = None) -> tuple:
+        """:func:`~superpoint_ros.flow.refine_with_flow` with points in input px: the flow runs in
+        the flow images' pixels (its limits, e.g. ``max_shift``, are in those pixels)."""
+        refined, ok, contradicted = refine_with_flow(image0, image1, self._to_flow_pixels(points0),
+                                                     self._to_flow_pixels(guesses1), conf)
+        return self._from_flow_pixels(refined), ok, contradicted
+
     def _refine_temporal(self, features: Features, previous: Features, accepted: np.ndarray,
                          gray: np.ndarray) -> tuple:
         """Current positions of the accepted temporal matches ``(prev idx, curr idx)``, refined by
@@ -412,8 +445,8 @@ class Frontend:
         previous_gray = self._previous_gray
         if previous_gray is None or previous_gray.shape != gray.shape or not len(accepted):
             return features, np.zeros(len(accepted), dtype=bool)
-        refined, ok, contradicted = refine_with_flow(previous_gray, gray, previous.keypoints[accepted[:, 0]],
-                                                     features.keypoints[accepted[:, 1]])
+        refined, ok, contradicted = self._flow(previous_gray, gray, previous.keypoints[accepted[:, 0]],
+                                               features.keypoints[accepted[:, 1]])
         return _with_refined(features, accepted[:, 1], refined, ok), contradicted
 
     def _refine_stereo(self, left: Features, right: Features, indices: np.ndarray, gray: list) -> tuple:
@@ -422,7 +455,7 @@ class Frontend:
         False for the matches the flow contradicts."""
         conf = self.conf
         left_xy = left.keypoints[indices[:, 0]]
-        refined, ok, contradicted = refine_with_flow(gray[0], gray[1], left_xy, right.keypoints[indices[:, 1]])
+        refined, ok, contradicted = self._flow(gray[0], gray[1], left_xy, right.keypoints[indices[:, 1]])
         disparity = left_xy[:, 0] - refined[:, 0]
         # a refined point must still obey the rectified-stereo limits
         ok &= ((np.abs(refined[:, 1] - left_xy[:, 1]) <= conf["stereo.epipolar_tolerance"])
@@ -444,8 +477,9 @@ class Frontend:
             if ago > len(self._grays) or self._grays[-ago].shape != current.shape:
                 continue  # that image is gone (or of another size): cannot confirm
             rows = np.flatnonzero(frames_ago == ago)
-            xy[rows], ok[rows], _ = refine_with_flow(self._grays[-ago], current, last_xy[rows], candidate_xy[rows],
-                                                     REFOUND_FLOW)
+            refined, ok[rows], _ = self._flow(self._grays[-ago], current, last_xy[rows], candidate_xy[rows],
+                                              REFOUND_FLOW)
+            xy[rows] = np.where(ok[rows, None], refined, candidate_xy[rows])  # unrefined: exactly the keypoint
         return ok, xy
 
 
@@ -456,4 +490,4 @@ def _with_refined(features: Features, rows: np.ndarray, refined: np.ndarray, ok:
         return features
     keypoints = features.keypoints.copy()
     keypoints[rows[ok]] = refined[ok]
-    return Features(keypoints, features.scores, features.descriptors, features.image_size)
+    return replace(features, keypoints=keypoints)

@@ -112,10 +112,16 @@ PARAMETERS: Dict[str, Param] = {
                                       "along tracks; matches the flow contradicts (> 2 px away) are "
                                       "dropped; costs a few ms of CPU per frame"),
     # --- input images (bad or extreme input; docs/reliability.md) ---
-    "image.max_size": Param(4096, "Longest image side in px the network runs on; larger images are "
-                            "handled per image.oversize; 0 = no limit", (0, 65536)),
+    "image.max_size": Param(1280, "Longest image side in px the network and the optical flow run on; larger "
+                            "images are handled per image.oversize (logged once per input size); 0 = no limit. "
+                            "Memory grows with its square: an 8000x8000 mono8 frame peaks at 1.3 GiB (ONNX "
+                            "Runtime) / 1.6 GiB (torch) with 1280, 2.6 GiB with 2048 on the CPU (docs/reliability.md)", (0, 65536)),
     "image.oversize": Param("resize", "Image larger than image.max_size: resize (area filter; keypoints still "
                             "in input pixels) or reject (frame skipped and logged)", choices=("resize", "reject")),
+    "image.bit_depth": Param(0, "Valid bits of 16-bit images (mono16/16UC1 from 10/12-bit cameras): 8..16 = "
+                             "white is 2^bit_depth - 1 (brighter pixels clip); 0 = auto per image: the smallest "
+                             "2^b - 1 (b 8..16) holding the image's maximum (12-bit data -> 4095, full-range or "
+                             "MSB-aligned 16-bit -> 65535). 8-bit and float images ignore it", (0, 16)),
     "device.cpu_fallback": Param(False, "extractor.device cuda requested but CUDA absent: false = start-up "
                                  "error, true = log a warning and run on the CPU", read_only=True),
     # --- rectified stereo ---
@@ -188,6 +194,8 @@ def check_value(name: str, value: Any) -> Optional[str]:
     if name == "extractor.device" and not (value in ("auto", "cpu", "cuda") or
                                            (value.startswith("cuda:") and value[5:].isdigit())):
         return f"extractor.device={value!r} must be auto, cpu, cuda or cuda:N"
+    if name == "image.bit_depth" and 0 < value < 8:
+        return f"image.bit_depth={value!r} must be 0 (auto) or 8..16 (the valid bits of 16-bit images)"
     return None
 
 

@@ -197,3 +197,69 @@ def test_cli_refuses_the_same_image_twice(tmp_path, capsys):
     cv2.imwrite(str(image), np.zeros((16, 16), np.uint8))
     assert cli.main([str(image), str(tmp_path / "." / "x.png"), "-o", str(tmp_path / "out")]) == 2
     assert "image given more than once" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+# --- 16-bit images from 10/12-bit cameras (image.bit_depth) ----------------------------------------
+@pytest.fixture(scope="module")
+def trained_extractor():
+    """The shipped model, float32 (counts compared below must not depend on the CPU's int8 path)."""
+    return FeatureExtractor(device="cpu", precision="fp32", max_keypoints=-1)
+
+
+def test_a_12_bit_photo_in_uint16_keeps_the_8_bit_photos_keypoints(trained_extractor, camera_image):
+    photo = camera_image
+    twelve_bit = np.round(photo.astype(np.float64) * (4095 / 255)).astype(np.uint16)  # what a 12-bit camera sends
+    eight = len(trained_extractor(photo))
+    auto = trained_extractor(twelve_bit)                            # bit_depth 0: white = 4095 from the maximum
+    stated = FeatureExtractor(device="cpu", precision="fp32", max_keypoints=-1, bit_depth=12)(twelve_bit)
+    msb_aligned = trained_extractor(twelve_bit << 4)                # the same camera, data in the top 12 bits
+    as_16_bit = FeatureExtractor(device="cpu", precision="fp32", max_keypoints=-1, bit_depth=16)(twelve_bit)
+    assert eight > 200
+    for features in (auto, stated, msb_aligned):
+        assert abs(len(features) - eight) <= 0.05 * eight, (len(features), eight)
+    assert len(as_16_bit) < 0.6 * eight  # the old /65535 scaling: a nearly black image (measured 132 vs 301)
+
+
+def test_white_level_of_16_bit_data():
+    from superpoint_ros.image import white_level
+
+    assert white_level(np.array([[0, 4095]], np.uint16)) == 4095          # 12-bit
+    assert white_level(np.array([[0, 4096]], np.uint16)) == 8191          # a 13th bit is set
+    assert white_level(np.array([[0, 1023]], np.uint16)) == 1023          # 10-bit
+    assert white_level(np.array([[0, 17]], np.uint16)) == 255             # never below 8 bits
+    assert white_level(np.array([[0, 65535]], np.uint16)) == 65535
+    assert white_level(np.array([[0, 17]], np.uint16), bit_depth=16) == 65535
+    assert white_level(np.zeros((2, 2), np.uint8), bit_depth=12) == 255   # 8-bit data ignores it
+    gray = to_grayscale_float(np.array([[1000, 5000]], np.uint16), bit_depth=12)
+    assert np.allclose(gray, [[1000 / 4095, 1.0]], atol=1e-7)              # above the stated bits: clipped
+    with pytest.raises(ValueError, match="bit_depth must be 0"):
+        FeatureExtractor(device="cpu", bit_depth=4)
+
+
+# --- huge images: resized before the network (max_size) -------------------------------------------
+def test_a_huge_image_is_resized_before_the_network_keypoints_in_input_pixels(random_weights, camera_image, caplog):
+    ex = FeatureExtractor(weights=random_weights, device="cpu", precision="fp32", max_size=512)
+    huge = np.repeat(np.repeat(camera_image, 8, axis=0), 8, axis=1)  # 4096x4096: exactly 8x, the area filter undoes it
+    reference = ex(camera_image)
+    with caplog.at_level("WARNING", logger="superpoint_ros.extractor"):
+        first, second = ex(huge), ex(huge)
+    assert reference.resized_to is None and first.resized_to == (512, 512) and first.image_size == (4096, 4096)
+    assert len(reference) > 50
+    assert np.allclose(first.keypoints, (reference.keypoints + 0.5) * 8 - 0.5, atol=1e-3)
+    assert np.array_equal(first.descriptors, reference.descriptors)
+    assert np.array_equal(second.keypoints, first.keypoints)
+    notes = [r.getMessage() for r in caplog.records if "resized" in r.getMessage()]
+    assert notes == ["images of 4096x4096 px are larger than max_size=512 px: resized to 512x512 px for the network "
+                     "(keypoints still in input pixels)"]  # once per input size, not per frame
+
+
+def test_the_16_bit_white_level_is_read_before_resizing(random_weights, camera_image):
+    """Resizing averages away the brightest pixels; the brightness must not change with it."""
+    ex = FeatureExtractor(weights=random_weights, device="cpu", precision="fp32", max_size=256)
+    image = camera_image.astype(np.uint16) * 8  # 11-bit data...
+    image[:2, :2] = 0
+    image[0, 0] = 4095  # ...but for one 12-bit white pixel, which the area filter averages to 1024
+    prepared = ex.prepare([image])
+    small = cv2.resize(image, (256, 256), interpolation=cv2.INTER_AREA)
+    assert prepared.scale == (2.0, 2.0) and small.max() < 2048
+    assert np.allclose(prepared.grays[0], small / 4095.0, atol=1e-6)

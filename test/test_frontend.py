@@ -1,6 +1,9 @@
 """The ROS-free front-end: tracks over a moving sequence, resets, stereo, run-time parameters."""
+import subprocess
+import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -241,3 +244,92 @@ def test_input_scale_parameter_reaches_the_extractor(random_weights, camera_imag
     assert len(kp) > 0 and kp[:, 0].max() > 160 and kp[:, 1].max() > 120  # input pixels, not the half-size ones
     with pytest.raises(ParamsError, match="input_scale"):
         Frontend({"extractor.weights": random_weights, "extractor.input_scale": 0.0})
+
+
+# --- image size changes and huge images (issue 14) -------------------------------------------------
+def test_an_image_size_change_resets_tracks(extractor, camera_image):
+    frontend = Frontend(LENIENT, extractor=extractor)
+    a, b, c = crops(camera_image, 3)
+    frontend.process_mono(a, 1.0, "cam")
+    bigger = np.ascontiguousarray(camera_image[100:340, 60:400])  # 340x240: the same scene, another size
+    changed = frontend.process_mono(bigger, 1.1, "cam")
+    assert changed.reset_reason == "image size changed from 320x240 to 340x240 px (width x height)"
+    assert changed.temporal is None and (changed.track_lengths == 1).all()
+    back = frontend.process_mono(b, 1.2, "cam")  # and back: another reset, no matches across it
+    assert "from 340x240 to 320x240" in back.reset_reason and back.temporal is None
+    same = frontend.process_mono(c, 1.3, "cam")
+    assert same.reset_reason is None and same.temporal is not None and same.track_lengths.max() == 2
+
+
+def test_a_rejected_frame_of_another_size_leaves_the_tracks_alone(extractor, camera_image):
+    frontend = Frontend({**LENIENT, "image.max_size": 320, "image.oversize": "reject"}, extractor=extractor)
+    a, b = crops(camera_image, 2)
+    frontend.process_mono(a, 1.0, "cam")
+    with pytest.raises(ImageError, match="larger than image.max_size=320"):
+        frontend.process_mono(camera_image, 1.05, "cam")
+    after = frontend.process_mono(b, 1.1, "cam")
+    assert after.reset_reason is None and after.temporal is not None and after.track_lengths.max() == 2
+
+
+def twice(image):
+    """``image`` upsampled exactly 2x (each pixel a 2x2 block): the area filter's 1/2 resize undoes it."""
+    return np.ascontiguousarray(np.repeat(np.repeat(image, 2, axis=0), 2, axis=1))
+
+
+def test_flow_refinement_runs_on_the_resized_images_keypoints_in_input_pixels(extractor, camera_image):
+    # pixel thresholds of RANSAC and re-finding are in input pixels (2x apart here): off / out of the way,
+    # so that both front-ends must make the same decisions
+    conf = {**LENIENT, "tracking.flow_refinement": True, "tracking.max_age": 2, "ransac.enabled": False,
+            "tracking.max_displacement": 10000.0}
+    small, big = Frontend(conf, extractor=extractor), Frontend({**conf, "image.max_size": 320}, extractor=extractor)
+    # a sub-pixel motion (8.4 px per frame): detections are whole pixels, the flow finds the fractions
+    frames = [cv2.warpAffine(camera_image, np.float32([[1, 0, -8.4 * k], [0, 1, 0]]), (512, 512))[100:340, 60:380]
+              for k in range(4)]
+    for k, frame in enumerate(frames):
+        reference = small.process_mono(np.ascontiguousarray(frame), 1.0 + 0.1 * k, "cam")
+        resized = big.process_mono(twice(frame), 1.0 + 0.1 * k, "cam")
+        assert resized.features.image_size == (480, 640) and resized.features.resized_to == (240, 320)
+        assert np.array_equal(resized.track_ids, reference.track_ids)
+        assert np.allclose(resized.features.keypoints, (reference.features.keypoints + 0.5) * 2 - 0.5, atol=2e-3)
+    refined = reference.features.keypoints % 1 != 0  # detections are integers (no subpixel): the flow moved these
+    assert refined.any(axis=1).sum() >= 20
+    # stereo with the shipped model (random weights match left/right by chance): the right points are
+    # refined in the resized images too; disparities come out in input pixels
+    trained = FeatureExtractor(device="cpu", precision="fp32")
+    big = Frontend({"tracking.flow_refinement": True, "image.max_size": 320}, extractor=trained)
+    left = frames[0]  # the right image: content 6.4 px further left, 12.8 px in the 2x input
+    right = cv2.warpAffine(camera_image, np.float32([[1, 0, -6.4], [0, 1, 0]]), (512, 512))[100:340, 60:380]
+    pair = big.process_stereo(twice(left), twice(right), 5.0, "cam")
+    assert len(pair.stereo) >= 30
+    assert abs(np.median(pair.stereo.disparities) - 12.8) < 0.1, np.median(pair.stereo.disparities)
+    assert np.mean(np.abs(pair.stereo.disparities - 12.8) < 0.5) > 0.8
+
+
+PEAK_CODE = """
+import resource, sys
+import cv2, numpy as np, torch
+from skimage import data
+from superpoint_ros.frontend import Frontend
+torch.set_num_threads(1)
+frontend = Frontend({"extractor.weights": sys.argv[1], "extractor.device": "cpu", "extractor.precision": "fp32",
+                     "image.max_size": 256, "tracking.flow_refinement": True})
+huge = cv2.resize(data.camera(), (8000, 8000), interpolation=cv2.INTER_LINEAR)  # mono8, 61 MiB
+frontend.process_mono(np.ascontiguousarray(huge[:256, :256]), 0.5, "cam")  # warm up the 256x256 network
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+for k in range(2):
+    result = frontend.process_mono(huge, 1.0 + 0.1 * k, "cam")
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - before, result.features.resized_to)
+"""
+
+
+def test_a_huge_frame_makes_no_full_resolution_copies(random_weights):
+    """8000x8000 mono8 with flow refinement, in a fresh process: resizing comes before any float
+    conversion, contrast normalisation or pyramid, so the peak barely moves (one float32 copy of
+    the frame is 244 MiB; the flow on the full image used to add 1.3 GB). The default
+    image.max_size's whole peak (network included) is measured by bench/memory.py."""
+    out = subprocess.run([sys.executable, "-c", PEAK_CODE, random_weights], capture_output=True, text=True,
+                         cwd=ROOT, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    growth_mib, resized_to = out.stdout.split(maxsplit=1)
+    assert resized_to.strip() == "(256, 256)"
+    assert float(growth_mib) < 100, growth_mib

@@ -11,6 +11,7 @@ from rclpy.parameter import Parameter
 from node_harness import Harness, image_msg
 from superpoint_ros.frontend import Frontend
 from superpoint_ros.image import ImageError
+from superpoint_ros.params import PARAMETERS
 from superpoint_ros.ros.messages import decode_features
 
 pytestmark = pytest.mark.ros
@@ -157,6 +158,11 @@ class TestOneNode:
             assert len(kp) > 0
             # keypoints in the input's pixels: they spread over the full 384 px width, not the 192 px network image
             assert kp[:, 0].max() > 200 and (kp[:, 0] <= 383).all() and (kp[:, 1] <= 255).all() and (kp >= 0).all()
+            h.publish_and_wait(h.pub, image_msg(big, 2000 * 10 ** 9 + 10 ** 8))
+            time.sleep(0.1)
+            notes = [line for line in capfd.readouterr().err.splitlines()
+                     if "input images of 384x256 px are larger than image.max_size=192 px: resized to 192x128 px" in line]
+            assert len(notes) == 1, notes  # once per input size, not per frame
             set_param(h, "image.oversize", "reject")
             before = h.node.stats.skipped
             h.pub.publish(image_msg(big, 2001 * 10 ** 9))
@@ -166,7 +172,7 @@ class TestOneNode:
             assert "larger than image.max_size=192" in capfd.readouterr().err
             h.publish_and_wait(h.pub, image_msg(crop(camera_image), 2002 * 10 ** 9))  # normal frames still pass
         finally:
-            set_param(h, "image.max_size", 4096)
+            set_param(h, "image.max_size", PARAMETERS["image.max_size"].default)
             set_param(h, "image.oversize", "resize")
 
 

@@ -441,6 +441,7 @@ class SuperPointNode(Node):
             image = self._decode(item[0])
             with self._frontend_lock:
                 result = self.frontend.process_mono(image, stamp_s, header.frame_id)
+        self._log_resize(result)
         self._publish(result, header, item)
         if self.debug_pub.get_subscription_count() > 0:
             self._publish_debug(image, result, header)
@@ -458,6 +459,17 @@ class SuperPointNode(Node):
         if result.reset_reason:
             self._log_throttled(f"tracks reset: {result.reset_reason}", "info")  # throttled per reason
         self._previous_stamp = (header.stamp.sec, header.stamp.nanosec)
+
+    def _log_resize(self, result: FrameResult) -> None:
+        """One warning per input size that the network and flow run on resized images."""
+        f = result.features
+        if f.resized_to is None or f.image_size == getattr(self, "_logged_resize", None):
+            return
+        self._logged_resize = f.image_size
+        (h, w), (rh, rw) = f.image_size, f.resized_to
+        self.get_logger().warning(f"input images of {w}x{h} px are larger than image.max_size="
+                                  f"{self.params['image.max_size']} px: resized to {rw}x{rh} px for the network "
+                                  f"and optical flow (keypoints still in input pixels)")
 
     def _publish(self, result: FrameResult, header, item) -> None:
         f = result.features
