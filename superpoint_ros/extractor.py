@@ -111,6 +111,26 @@ class NetworkInput:
         return tuple(self.grays[0].shape[:2])
 
 
+def prepare_network_input(images: Sequence[np.ndarray], channel_order: str = "bgr", bit_depth: int = 0,
+                          max_size: int = 0) -> NetworkInput:
+    """Equal-size numpy images -> :class:`NetworkInput`: grayscale float in [0, 1], resized
+    (area filter, in the input's dtype) when the longest side exceeds ``max_size`` (0 = never),
+    16-bit data scaled per ``bit_depth`` (:func:`superpoint_ros.image.network_gray`)."""
+    shapes = {getattr(img, "shape", (0, 0))[:2] for img in images}
+    if len(shapes) != 1:
+        raise ImageError(f"a batch needs images of one size, got {sorted(shapes)}")
+    prepared = [network_gray(img, channel_order, int(bit_depth), int(max_size)) for img in images]
+    return NetworkInput([g for g, _ in prepared], tuple(images[0].shape[:2]), prepared[0][1])
+
+
+def to_input_pixels(keypoints: np.ndarray, prepared: NetworkInput) -> np.ndarray:
+    """``(N, 2)`` xy keypoints in network pixels -> the given images' pixels (pixel centres at
+    integers: network x covers input ``(x + 0.5) * sx - 0.5``)."""
+    if prepared.scale is None:
+        return keypoints
+    return ((keypoints + 0.5) * np.asarray(prepared.scale, np.float32) - 0.5).astype(np.float32)
+
+
 def resize_note(input_size: tuple, resized_to: tuple, max_size: int) -> str:
     """One line saying an image was resized: sizes as width x height px."""
     (h, w), (rh, rw) = input_size, resized_to
@@ -153,12 +173,8 @@ class FeatureExtractor:
     def prepare(self, images: Sequence[np.ndarray]) -> NetworkInput:
         """Equal-size numpy images -> grayscale float, resized when larger than ``max_size``
         (logged once per input size), 16-bit data scaled per ``bit_depth``."""
-        shapes = {getattr(img, "shape", (0, 0))[:2] for img in images}
-        if len(shapes) != 1:
-            raise ImageError(f"a batch needs images of one size, got {sorted(shapes)}")
         c = self.conf
-        prepared = [network_gray(img, c["channel_order"], int(c["bit_depth"]), int(c["max_size"])) for img in images]
-        result = NetworkInput([g for g, _ in prepared], tuple(images[0].shape[:2]), prepared[0][1])
+        result = prepare_network_input(images, c["channel_order"], c["bit_depth"], c["max_size"])
         if result.scale is not None and result.input_size != self._logged_resize:
             self._logged_resize = result.input_size
             log.warning(resize_note(result.input_size, result.size, int(c["max_size"])))
@@ -234,10 +250,7 @@ class FeatureExtractor:
         resized_to = prepared.size if prepared.scale is not None else None
         features = []
         for r in results:
-            keypoints = r["keypoints"].cpu().numpy()
-            if prepared.scale is not None:
-                # pixel centres at integers: network x covers input (x + 0.5) * sx - 0.5
-                keypoints = ((keypoints + 0.5) * np.asarray(prepared.scale, np.float32) - 0.5).astype(np.float32)
+            keypoints = to_input_pixels(r["keypoints"].cpu().numpy(), prepared)
             features.append(Features(keypoints, r["scores"].cpu().numpy(), r["descriptors"].cpu().numpy(),
                                      prepared.input_size, resized_to))
         return features

@@ -147,7 +147,11 @@ def test_a_slow_subscriber_in_another_process_does_not_back_up_the_pipeline(base
         assert_paced_by_the_node(h, 12, camera_image, lambda: sum(line.startswith("received") for line in lines))
     finally:
         proc.terminate()
-        proc.wait(timeout=10)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:  # never leave it behind
+            proc.kill()
+            proc.wait(timeout=10)
         reader.join(timeout=5)
 
 

@@ -139,16 +139,28 @@ class OpenCVFrontendExtractor:
         self.provenance = {"opencv": cv2.__version__}
         self.descriptor_dim = 256 if name == "orb" else 128
 
-    def extract_batch(self, images: list) -> list:
-        from ..extractor import Features
-        from ..image import to_grayscale_uint8
+    def prepare(self, images: list):
+        """As :meth:`FeatureExtractor.prepare`: the same resize (``max_size``) and 16-bit scaling
+        (``bit_depth``) the Frontend asks of SuperPoint, so every method sees the same pixels."""
+        from ..extractor import prepare_network_input
+
+        return prepare_network_input(images, "bgr", self.conf.get("bit_depth", 0), self.conf.get("max_size", 0))
+
+    def extract_prepared(self, prepared) -> list:
+        """Features of :meth:`prepare`'s images, keypoints in the given images' pixels."""
+        from ..extractor import Features, to_input_pixels
 
         out = []
-        for image in images:
-            gray = to_grayscale_uint8(image)
+        for gray_float in prepared.grays:
+            gray = np.clip(np.rint(gray_float * 255.0), 0, 255).astype(np.uint8)
             self.method.max_keypoints = int(self.conf.get("max_keypoints") or 100000)
             f = self.method.extract(gray)
             conv = orb_to_unit_float if self.name == "orb" else sift_to_unit_float
             desc = conv(f.descriptors) if len(f.descriptors) else np.zeros((0, self.descriptor_dim), np.float32)
-            out.append(Features(f.keypoints, f.scores, desc, gray.shape[:2]))
+            resized_to = prepared.size if prepared.scale is not None else None
+            out.append(Features(to_input_pixels(f.keypoints, prepared), f.scores, desc, prepared.input_size,
+                                resized_to))
         return out
+
+    def extract_batch(self, images: list) -> list:
+        return self.extract_prepared(self.prepare(images)) if images else []
