@@ -43,6 +43,24 @@ def auto_precision_pinned(request, monkeypatch):
                         lambda device, conf: choose(device, conf, cpu_dot_product=mode == "int8"))
 
 
+@pytest.fixture
+def harness_factory():
+    """``make(params, **kwargs)`` -> a started in-process node :class:`node_harness.Harness`;
+    every one made is closed after the test. (Imported here, not at the top: rclpy only where a
+    test uses it.)"""
+    from node_harness import Harness
+
+    made = []
+
+    def make(params, **kwargs):
+        made.append(Harness(params, **kwargs))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """Small tensors on a shared 2-core box: OpenMP barriers cost more than the maths."""

@@ -11,7 +11,7 @@ from rcl_interfaces.msg import ParameterValue
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 
-from node_harness import Harness, image_msg
+from node_harness import image_msg
 from superpoint_ros.ros.messages import decode_features, decode_stereo_matches, decode_temporal_matches
 
 pytestmark = pytest.mark.ros
@@ -23,20 +23,6 @@ SHIFT = 8
 def base(random_weights):
     return {"extractor.weights": random_weights, "extractor.device": "cpu", "extractor.max_keypoints": 300,
             "matching.ratio_test": 0.0, "matching.max_distance": 2.0, "diagnostics.period": 0.2}
-
-
-@pytest.fixture
-def harness_factory():
-    made = []
-
-    def make(params, **kwargs):
-        h = Harness(params, **kwargs)
-        made.append(h)
-        return h
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def panning(image, k, size=(240, 320)):

@@ -16,7 +16,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CompressedImage, Image
 
-from node_harness import Harness, image_msg
+from node_harness import image_msg
 from superpoint_ros.ros.inputs import FASTDDS_DEFAULT_SEGMENT_BYTES, PROFILE_ENV, SharedMemoryCheck, shm_segment_bytes
 
 pytestmark = pytest.mark.ros
@@ -32,19 +32,6 @@ def base(random_weights):
     # the network runs on a quarter-size image so that 2 shared cores keep up
     return {"extractor.weights": random_weights, "extractor.device": "cpu", "extractor.max_keypoints": 100,
             "extractor.input_scale": 0.25, "input.queue_size": FRAMES, "diagnostics.period": 0.2}
-
-
-@pytest.fixture
-def harness_factory():
-    made = []
-
-    def make(params, **kwargs):
-        made.append(Harness(params, **kwargs))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def run_driver(*args, timeout=90):

@@ -45,19 +45,6 @@ def mono(random_weights):
     h.close()
 
 
-@pytest.fixture
-def harness_factory():
-    made = []
-
-    def make(params, **kwargs):
-        made.append(Harness(params, **kwargs))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
-
-
 def set_param(h, name, value):
     [result] = h.node.set_parameters([Parameter(name, value=value)])
     assert result.successful, result.reason

@@ -15,7 +15,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import PointCloud2
 
-from node_harness import Harness, image_msg
+from node_harness import image_msg
 from superpoint_ros.frontend import FrameSkipped, Frontend
 from superpoint_ros.ros.messages import decode_features
 
@@ -37,19 +37,6 @@ def base(random_weights):
     return {"extractor.weights": random_weights, "extractor.device": "cpu", "extractor.max_keypoints": 100,
             "matching.ratio_test": 0.0, "matching.max_distance": 2.0, "diagnostics.period": 0.1,
             "input.queue_size": 10}
-
-
-@pytest.fixture
-def harness_factory():
-    made = []
-
-    def make(params, **kwargs):
-        made.append(Harness(params, **kwargs))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def status_values(diagnostics):
