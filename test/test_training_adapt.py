@@ -142,3 +142,22 @@ def test_min_points_keeps_the_best_maxima_of_a_weak_heatmap():
     assert points.tolist() == [[10, 10], [30, 12]] and scores[0] > scores[1]
     rescued_more = dict(rescued, min_points=5)  # the 0.002 peak stays below the floor
     assert len(adapt.heatmap_to_points(heat, rescued_more)[0]) == 2
+
+
+def test_shuffled_order_labels_a_seeded_subset_and_resumes_it(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = _blob_image()
+    for k in range(6):
+        cv2.imwrite(str(folder / f"im{k}.png"), np.roll(image, 4 * k, axis=1))
+    listing = list(enumerate(sorted(folder.glob("*.png"))))
+    orders = [[p.name for _, p in adapt.visiting_order(listing, _conf(order="shuffled", seed=s))] for s in (0, 0, 1)]
+    assert orders[0] == orders[1] and orders[0] != orders[2]
+    assert sorted(orders[0]) == [p.name for _, p in listing] and orders[0] != sorted(orders[0])
+    out = tmp_path / "labels"
+    adapt.adapt_folder(BlobDetector(), folder, out, _conf(order="shuffled", max_minutes=0), progress=False)
+    assert [p.name for p in out.glob("*.npy")] == [orders[0][0].replace(".png", ".npy")]
+    adapt.adapt_folder(BlobDetector(), folder, out, _conf(order="shuffled"), progress=False)
+    assert len(list(out.glob("*.npy"))) == 6
+    with pytest.raises(ValueError, match="order must be"):
+        adapt.visiting_order(listing, _conf(order="random"))

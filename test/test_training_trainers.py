@@ -207,3 +207,19 @@ def test_labelled_images_of_another_size_are_a_clear_error(tmp_path, labelled_fo
     with pytest.raises(ValueError, match="differs from"):
         dataset[index]
     (labels / "crop9.npy").unlink()
+
+
+def test_checkpoint_provenance_names_the_photos_and_licences_of_the_crops(tmp_path):
+    import json
+
+    from superpoint_ros.training.train_superpoint import source_provenance
+
+    (tmp_path / "SOURCES.json").write_text(json.dumps({
+        "photos": [{"path": "/data/a.jpg", "licence": "CC-BY-4.0"}, {"path": "/data/b.jpg", "licence": "unknown"}],
+        "licences": [{"repo": "o/r", "commit": "c", "licence": "CC-BY-4.0", "photos": 1}]}))
+    prov = source_provenance(tmp_path)
+    assert prov["training_sources"] == ["/data/a.jpg", "/data/b.jpg"]
+    assert prov["training_licences"][0]["licence"] == "CC-BY-4.0"
+    (tmp_path / "SOURCES.json").unlink()
+    (tmp_path / "SOURCES.txt").write_text("/data/with space.jpg\n/data/c.png\n")
+    assert source_provenance(tmp_path)["training_sources"] == ["/data/with space.jpg", "/data/c.png"]

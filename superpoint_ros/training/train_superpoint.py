@@ -12,6 +12,7 @@ several GPUs/nodes; ``batch_size`` is then per process, see ``distributed``).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -64,6 +65,20 @@ def superpoint_step(forward, batch, generator, conf):
             "descriptor": desc.detach()}
 
 
+def source_provenance(image_dir: Path) -> dict:
+    """What the crops in ``image_dir`` were cut from, for the checkpoint: ``training_sources``
+    (photo paths) and, when ``superpoint_ros.training.data`` wrote ``SOURCES.json``,
+    ``training_licences`` (photos per repo, commit and licence)."""
+    manifest, listing = image_dir / "SOURCES.json", image_dir / "SOURCES.txt"
+    if manifest.is_file():
+        sources = json.loads(manifest.read_text())
+        return {"training_sources": [r["path"] for r in sources["photos"]],
+                "training_licences": sources["licences"]}
+    if listing.is_file():
+        return {"training_sources": listing.read_text().splitlines()}
+    return {"training_sources": [str(p) for p in list_images(image_dir)[:50]]}
+
+
 def build_dataset(conf, image_dir, label_dir):
     images = LabelledImages(image_dir, label_dir, max_points=int(conf["max_points"]), seed=int(conf["seed"]))
     return WithHomographies(images, HomographyParams.from_dict(conf["homography"]), int(conf["seed"]), 2,
@@ -84,13 +99,11 @@ def main(argv=None) -> None:
     if args.max_minutes is not None:
         conf["max_minutes"] = args.max_minutes
     dataset = build_dataset(conf, args.images, args.labels)
-    sources = Path(args.images) / "SOURCES.txt"
     provenance = {
         "stage": "superpoint",
         "training_data": f"{len(dataset.dataset.items)} images in {args.images} "
                          f"(labels: homographic adaptation in {args.labels})",
-        "training_sources": sources.read_text().split() if sources.is_file() else [str(p) for p in
-                                                                                    list_images(args.images)[:50]],
+        **source_provenance(Path(args.images)),
     }
     train(conf, dataset, superpoint_step, args.out, tool="superpoint-train", provenance=provenance,
           resume=not args.no_resume, worker_init_fn=worker_init)
