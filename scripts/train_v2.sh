@@ -47,7 +47,7 @@ py="${PYTHON:-python3}"
 
 if [[ $smoke -eq 1 ]]; then
   cfg=smoke_v2; ad_min=1; sp_min=1
-  crops=(--height 64 --width 80 --crops-per-image 1 --max-images 6)
+  crops=(--height 64 --width 80 --crops-per-image 1 --max-images 6 --no-builtin)
 else
   cfg=v2; ad_min="${ADAPT_MINUTES:-40}"; sp_min="${SUPERPOINT_MINUTES:-480}"
   crops=(--height 240 --width 320 --crops-per-image "${CROPS_PER_IMAGE:-1}")
