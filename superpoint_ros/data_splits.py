@@ -6,6 +6,7 @@ photo must never be in both: the evaluation numbers would be inflated.
 """
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from pathlib import Path
@@ -19,6 +20,8 @@ SKIMAGE_TRAIN = ("brick", "camera", "cell", "chessboard_GRAY", "clock_motion", "
 BENCHMARK_PREFIXES = ("graf", "leuven", "boat", "bark", "bikes", "trees", "ubc", "wall", "hpatches", "h1to")
 #: Debian's opencv-doc sample images, when installed.
 OPENCV_DOC_DIR = Path("/usr/share/doc/opencv-doc/examples/data")
+#: share of a photo folder (``superpoint_ros.training.data --photos``) held out for validation, in %.
+VALIDATION_PERCENT = 5
 
 
 def split_of(name: str) -> str:
@@ -45,3 +48,30 @@ def scene_group(stem: str) -> str:
     key = re.sub(r"_in_scene|_?(modified|original|defocus|motion|gt)$", "", key)
     key = re.sub(r"left|right|\d+", "", key)
     return key.strip("_") or "stereo_calibration"  # left01 ... right14: one checkerboard scene
+
+
+def folder_photo_split(name: str) -> str:
+    """``"train"``, ``"val"`` or ``"eval"`` for a photo of a user-given folder, from its file name.
+
+    "eval": the photo has the name of a built-in evaluation photo (``split_of``'s scikit-image and
+    benchmark rules, or an opencv-doc image of the eval split when opencv-doc is installed), so
+    pointing the tools at a folder that contains them never trains on them. "val": a stable hash of
+    the file name puts ``VALIDATION_PERCENT`` % of the photos here, for picking thresholds; training
+    never sees them. The file name (not the path) is hashed, so the split does not depend on which
+    folder level is passed. Frames of one video may fall on both sides: the validation split is
+    close to the training distribution (for tuning), not a test of generalisation.
+    """
+    file_name = Path(name).name
+    stem = file_name.split(".")[0]
+    if stem in SKIMAGE_EVAL or stem.lower().startswith(BENCHMARK_PREFIXES) or stem in _opencv_doc_eval_stems():
+        return "eval"
+    return "val" if zlib.crc32(f"val:{file_name}".encode()) % 100 < VALIDATION_PERCENT else "train"
+
+
+@functools.lru_cache(maxsize=4)
+def _opencv_doc_eval_stems(folder: Path = OPENCV_DOC_DIR) -> frozenset:
+    """Stems of the installed opencv-doc images that ``split_of`` reserves for evaluation."""
+    if not folder.is_dir():
+        return frozenset()
+    stems = (p.name.split(".")[0] for p in folder.iterdir())
+    return frozenset(s for s in stems if s and split_of(s) == "eval")

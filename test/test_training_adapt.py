@@ -155,3 +155,22 @@ def test_bad_weights_are_one_clear_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert err.startswith(f"superpoint-adapt: error: {weights}: weights hold NaN") and "conv1a.weight" in err
+
+
+def test_shuffled_order_labels_a_seeded_subset_and_resumes_it(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = _blob_image()
+    for k in range(6):
+        cv2.imwrite(str(folder / f"im{k}.png"), np.roll(image, 4 * k, axis=1))
+    listing = list(enumerate(sorted(folder.glob("*.png"))))
+    orders = [[p.name for _, p in adapt.visiting_order(listing, _conf(order="shuffled", seed=s))] for s in (0, 0, 1)]
+    assert orders[0] == orders[1] and orders[0] != orders[2]
+    assert sorted(orders[0]) == [p.name for _, p in listing] and orders[0] != sorted(orders[0])
+    out = tmp_path / "labels"
+    adapt.adapt_folder(BlobDetector(), folder, out, _conf(order="shuffled", max_minutes=0), progress=False)
+    assert [p.name for p in out.glob("*.npy")] == [orders[0][0].replace(".png", ".npy")]
+    adapt.adapt_folder(BlobDetector(), folder, out, _conf(order="shuffled"), progress=False)
+    assert len(list(out.glob("*.npy"))) == 6
+    with pytest.raises(ValueError, match="order must be"):
+        adapt.visiting_order(listing, _conf(order="random"))

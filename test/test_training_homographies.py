@@ -15,10 +15,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2 ** 32 - 1), height=st.integers(16, 300), width=st.integers(16, 300),
-       angle=st.floats(0, 60), perspective=st.floats(0, 0.3), scale_min=st.floats(0.3, 1.0))
-@example(seed=144042, height=58, width=16, angle=59.0, perspective=0.28125, scale_min=0.3125)  # horizon crosses
-def test_sampled_homographies_are_valid_and_keep_content_in_view(seed, height, width, angle, perspective, scale_min):
-    params = HomographyParams(scale_min=scale_min, scale_max=1.0, max_angle_deg=angle, perspective=perspective)
+       angle=st.floats(0, 90), perspective=st.floats(0, 0.3), scale_min=st.floats(0.3, 1.0), shrink=st.booleans())
+@example(seed=144042, height=58, width=16, angle=59.0, perspective=0.28125, scale_min=0.3125, shrink=False)  # horizon crosses
+def test_sampled_homographies_are_valid_and_keep_content_in_view(seed, height, width, angle, perspective, scale_min,
+                                                                 shrink):
+    params = HomographyParams(scale_min=scale_min, scale_max=1.0, max_angle_deg=angle, perspective=perspective,
+                              shrink_to_fit=shrink)
     h = sample_homography(np.random.default_rng(seed), (height, width), params)
     assert h.shape == (3, 3) and np.isfinite(h).all()
     assert abs(np.linalg.det(h)) > 1e-9
@@ -44,6 +46,53 @@ def test_sampling_is_reproducible_and_varied():
     np.testing.assert_array_equal(a[0], a[1])
     b = sample_homography(np.random.default_rng(4), (60, 80))
     assert not np.allclose(a[0], b)
+
+
+def _rotation_and_scale(h, shape):
+    """In-plane rotation (deg) and isotropic scale of ``h``'s local affine map at the image centre."""
+    height, width = shape
+    c = np.array([(width - 1) / 2, (height - 1) / 2, 1.0])
+    p = h @ c
+    jacobian = (h[:2, :2] * p[2] - np.outer(p[:2], h[2, :2])) / p[2] ** 2
+    angle = np.degrees(np.arctan2(jacobian[1, 0] - jacobian[0, 1], jacobian[0, 0] + jacobian[1, 1]))
+    return angle, np.sqrt(abs(np.linalg.det(jacobian)))
+
+
+def test_shrink_to_fit_samples_the_whole_rotation_range():
+    """Rejection sampling (v1) under-samples large angles at large scales; shrinking does not."""
+    shape, n = (240, 320), 400
+    angles = {}
+    for shrink in (False, True):
+        rng = np.random.default_rng(0)
+        params = HomographyParams(max_angle_deg=60.0, perspective=0.0, max_aspect_change=0.0, shrink_to_fit=shrink)
+        # the source -> warped map rotates by minus the quad's angle
+        angles[shrink] = np.abs([_rotation_and_scale(sample_homography(rng, shape, params), shape)[0]
+                                 for _ in range(n)])
+    beyond_45 = {k: float(np.mean(v > 45)) for k, v in angles.items()}
+    assert beyond_45[True] == pytest.approx(0.25, abs=0.06)  # uniform in +-60: a quarter beyond 45
+    assert beyond_45[False] < beyond_45[True] / 2
+
+
+def test_v2_pair_warps_cover_large_rotation_and_scale():
+    """The relative warp of a training pair under config/train/v2_superpoint.yaml spans +-60 deg and
+    about 0.5-2x scale, where the v1 config stays within 0.65-1.5x."""
+    import yaml
+    from pathlib import Path
+
+    conf = yaml.safe_load((Path(__file__).resolve().parents[1] / "config/train/v2_superpoint.yaml").read_text())
+    shape = (240, 320)
+    stats = {}
+    for name, params in (("v2", HomographyParams.from_dict(conf["homography"])),
+                         ("v1", HomographyParams(max_angle_deg=30.0))):
+        rng = np.random.default_rng(1)
+        pairs = [(sample_homography(rng, shape, params), sample_homography(rng, shape, params)) for _ in range(500)]
+        rel = np.array([_rotation_and_scale(h1 @ np.linalg.inv(h0), shape) for h0, h1 in pairs])
+        stats[name] = (np.abs(rel[:, 0]), rel[:, 1])
+    rotation, scale = stats["v2"]
+    assert rotation.max() <= 61 and np.percentile(rotation, 95) > 40
+    assert scale.min() < 0.55 and scale.max() > 1.9
+    assert np.mean((scale > 1.5) | (scale < 1 / 1.5)) > 0.12
+    assert np.mean((stats["v1"][1] > 1.5) | (stats["v1"][1] < 1 / 1.5)) < 0.02
 
 
 def test_homography_from_points_matches_opencv():

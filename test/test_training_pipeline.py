@@ -79,3 +79,39 @@ def test_script_without_torch_says_how_to_set_up(tmp_path):
                             text=True, timeout=60)
     assert result.returncode == 2 and "cannot import torch" in result.stderr and "bootstrap.sh" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_v2_smoke_fine_tunes_on_a_photo_folder_and_resumes(tmp_path):
+    """scripts/train_v2.sh --smoke on a folder of photos with a manifest: evaluation photos stay
+    out, licences reach the checkpoint, and a second call continues from the saved state."""
+    import cv2
+    from skimage import data as skdata
+
+    photos = tmp_path / "photos" / "set"
+    photos.mkdir(parents=True)
+    names = {"brick": skdata.brick(), "grass": skdata.grass(), "gravel": skdata.gravel(),
+             "camera": skdata.camera(), "astronaut": skdata.astronaut()[..., 0]}
+    for name, image in names.items():
+        cv2.imwrite(str(photos / f"{name}.jpg"), image)
+    (tmp_path / "photos" / "MANIFEST.tsv").write_text(
+        "relpath\trepo\tcommit\tsource_path\tlicence\n"
+        + "".join(f"set/{n}.jpg\tscikit-image/scikit-image\tv0\tdata/{n}\tBSD-3-Clause\n" for n in names))
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    command = ["bash", "scripts/train_v2.sh", str(out), "--images", str(tmp_path / "photos"), "--smoke"]
+    first = subprocess.run(command + ["--until", "adapt"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "stopping after adapt" in first.stdout and not (out / "superpoint").exists()
+    second = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "adapt: already done" in second.stdout
+    _, provenance = load_model(out / "superpoint_ros_v2.pt")
+    sources = {Path(s).stem for s in provenance["training_sources"]}
+    assert "astronaut" not in sources and sources <= set(names) and sources
+    assert provenance["training_licences"][0]["licence"] == "BSD-3-Clause"
+    assert "train_v2.sh" in provenance["pipeline"]
+    third = subprocess.run(command + ["--until", "superpoint"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+    assert third.returncode == 0, third.stdout[-3000:] + third.stderr[-3000:]
+    assert "resuming from" in (out / "logs" / "superpoint.log").read_text()

@@ -241,3 +241,23 @@ def test_bad_init_weights_are_one_clear_line_and_exit_2(tmp_path, capsys, labell
                                            "model=" + str(TINY_MODEL).replace(" ", ""), "num_workers=0",
                                            "device=cpu", f"init_weights={noise}"])
     assert err == f"superpoint-train: error: {noise}: not a PyTorch checkpoint"
+
+
+def test_checkpoint_provenance_names_the_photos_and_licences_of_the_crops(tmp_path):
+    import json
+
+    from superpoint_ros.training.train_superpoint import source_provenance
+
+    (tmp_path / "SOURCES.json").write_text(json.dumps({"photos": [
+        {"path": "/data/a.jpg", "repo": "o/r", "commit": "c", "licence": "CC-BY-4.0"},
+        {"path": "/data/b.jpg", "repo": "o/s", "commit": "d", "licence": "unknown"}]}))
+    prov = source_provenance(tmp_path)
+    assert prov["training_sources"] == ["/data/a.jpg", "/data/b.jpg"]
+    assert {r["licence"] for r in prov["training_licences"]} == {"CC-BY-4.0", "unknown"}
+    # a partly labelled folder: only the photos of the labelled crops are named
+    prov = source_provenance(tmp_path, [tmp_path / "b_000.png", tmp_path / "b_001.png"])
+    assert prov["training_sources"] == ["/data/b.jpg"]
+    assert prov["training_licences"] == [{"repo": "o/s", "commit": "d", "licence": "unknown", "photos": 1}]
+    (tmp_path / "SOURCES.json").unlink()
+    (tmp_path / "SOURCES.txt").write_text("/data/with space.jpg\n/data/c.png\n")
+    assert source_provenance(tmp_path)["training_sources"] == ["/data/with space.jpg", "/data/c.png"]

@@ -50,6 +50,8 @@ default_conf = {
     "amp": "bf16",
     "max_minutes": None,
     "num_workers": 4,                  # image reading + homography sampling in parallel processes
+    "order": "sorted",                 # sorted | shuffled: a seeded random visiting order, so a run cut
+                                       # short by max_minutes labels a uniform subset of the folder
 }
 
 
@@ -125,6 +127,20 @@ class _AdaptationInputs(torch.utils.data.Dataset):
         return str(path), image, sample_adaptation_homographies(self.conf, index, gray.shape)
 
 
+def visiting_order(indexed_paths: list, conf: dict) -> list:
+    """The ``(index, path)`` pairs in the order ``conf["order"]`` asks for.
+
+    "shuffled" is a permutation seeded by ``conf["seed"]`` alone (not by what is already labelled),
+    so a resumed run continues the same sequence; each image's warps still come from its index.
+    """
+    if conf["order"] == "sorted":
+        return list(indexed_paths)
+    if conf["order"] != "shuffled":
+        raise ValueError(f"order must be 'sorted' or 'shuffled', got {conf['order']!r}")
+    permutation = np.random.default_rng([int(conf["seed"]), 4]).permutation(len(indexed_paths))
+    return [indexed_paths[k] for k in permutation]
+
+
 def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True, rank: int = 0,
                  world_size: int = 1) -> Dict[str, int]:
     """Label every image of ``image_dir`` lacking a label in ``out_dir``; returns counts.
@@ -142,7 +158,7 @@ def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True, r
     mine = distributed.shard(images, rank, world_size)
     parameter = next(iter(model.parameters()), None)
     device = parameter.device if parameter is not None else torch.device("cpu")
-    todo = [(i, p) for i, p in mine if not (out / f"{p.stem}.npy").is_file()]
+    todo = [(i, p) for i, p in visiting_order(mine, conf) if not (out / f"{p.stem}.npy").is_file()]
     budget = None if conf["max_minutes"] is None else float(conf["max_minutes"]) * 60
     t0 = time.monotonic()
     done, points_total = 0, 0

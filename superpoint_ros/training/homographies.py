@@ -31,6 +31,10 @@ class HomographyParams:
     perspective: float = 0.15     # independent jitter of each corner, fraction of the quad size
     max_aspect_change: float = 0.15  # anisotropic scaling, log-uniform in [1/(1+a), 1+a]
     max_tries: int = 50           # rejection sampling attempts before falling back to a safe warp
+    # True: a quad too large for the image at its rotation is shrunk until it fits (large angles then
+    # zoom in) instead of redrawn, so rotations follow the drawn range exactly; False keeps the
+    # rejection sampling of older configs, which under-samples large angles at large scales
+    shrink_to_fit: bool = False
 
     @classmethod
     def from_dict(cls, d: dict) -> "HomographyParams":
@@ -66,6 +70,13 @@ def _is_convex(quad: np.ndarray) -> bool:
     return bool(np.all(cross > 1e-6))  # clockwise in image coords (y down) -> positive
 
 
+def _fit_factor(quad: np.ndarray, frame: np.ndarray) -> float:
+    """The scale (<= 1) about the origin that makes ``quad``'s extent fit inside ``frame``'s."""
+    extent = quad.max(0) - quad.min(0)
+    room = frame.max(0) - frame.min(0)
+    return float(min(1.0, np.min(room / extent) * (1 - 1e-9)))
+
+
 def sample_homography(rng: np.random.Generator, shape: Tuple[int, int],
                       params: HomographyParams = HomographyParams()) -> np.ndarray:
     """A random valid homography (float64 3x3) from an ``(H, W)`` image to a warped one of the same size.
@@ -84,6 +95,8 @@ def sample_homography(rng: np.random.Generator, shape: Tuple[int, int],
             [width, height]) / 2
         rotation = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
         quad = quad @ rotation.T
+        if params.shrink_to_fit:
+            quad = quad * _fit_factor(quad, frame)
         # translate anywhere that keeps the quad inside the source image
         low = frame.min(0) - quad.min(0)
         high = frame.max(0) - quad.max(0)

@@ -42,7 +42,11 @@ def sanity_check(path: Path) -> dict:
             "correct_3px": float((error <= 3).mean())}
 
 
-def finalize(run: Path, output: Path) -> dict:
+DEFAULT_PIPELINE = ("scripts/train_default_model.sh: synthetic shapes -> MagicPoint -> homographic adaptation "
+                    "-> SuperPoint")
+
+
+def finalize(run: Path, output: Path, pipeline: str = DEFAULT_PIPELINE) -> dict:
     stages = {}
     for stage in ("magicpoint", "superpoint"):
         model_path = run / stage / "model.pt"
@@ -59,10 +63,11 @@ def finalize(run: Path, output: Path) -> dict:
     model, prov = load_model(run / "superpoint" / "model.pt")
     provenance = {
         "name": output.stem,
-        "pipeline": "scripts/train_default_model.sh: synthetic shapes -> MagicPoint -> homographic adaptation "
-                    "-> SuperPoint",
+        "pipeline": pipeline,
         "training_data": prov.get("training_data"),
         "training_sources": prov.get("training_sources"),
+        "training_licences": prov.get("training_licences"),
+        "initialised_from": prov.get("initialised_from"),
         "iterations": {k: v.get("iterations") for k, v in stages.items() if isinstance(v, dict) and "iterations" in v},
         "wall_time_s": sum(float(v.get("wall_time_s") or 0) for v in stages.values() if isinstance(v, dict)),
         "stages": stages,
@@ -80,8 +85,9 @@ def main(argv=None) -> None:
     fin = sub.add_parser("finalize", help="write the released checkpoint from a pipeline run folder")
     fin.add_argument("--run", required=True, type=Path)
     fin.add_argument("--output", required=True, type=Path)
+    fin.add_argument("--pipeline", default=DEFAULT_PIPELINE, help="how the run was made (for the provenance)")
     args = parser.parse_args(argv)
-    result = finalize(args.run, args.output)
+    result = finalize(args.run, args.output, args.pipeline)
     print(f"[finalize] {json.dumps(result)}")
 
 

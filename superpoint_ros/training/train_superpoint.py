@@ -12,6 +12,7 @@ several GPUs/nodes; ``batch_size`` is then per process, see ``distributed``).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import torch
@@ -19,7 +20,7 @@ import torch
 from . import distributed
 from .checkpoint import one_line_errors
 from .config import load_config
-from .data import LabelledImages, WithHomographies, list_images
+from .data import LabelledImages, WithHomographies, licence_summary, list_images
 from .engine import default_train_conf, train
 from .homographies import HomographyParams, invert_homographies, warp_images, warp_keypoint_maps
 from .losses import descriptor_loss, detector_loss, sparse_descriptor_loss
@@ -65,6 +66,23 @@ def superpoint_step(forward, batch, generator, conf):
             "descriptor": desc.detach()}
 
 
+def source_provenance(image_dir: Path, used_crops=None) -> dict:
+    """What the crops in ``image_dir`` were cut from, for the checkpoint: ``training_sources``
+    (photo paths) and, when ``superpoint_ros.training.data`` wrote ``SOURCES.json``,
+    ``training_licences`` (photos per repo, commit and licence). ``used_crops``: the crop paths
+    that have labels (a partly labelled folder): only their photos are named."""
+    manifest, listing = image_dir / "SOURCES.json", image_dir / "SOURCES.txt"
+    if manifest.is_file():
+        photos = json.loads(manifest.read_text())["photos"]
+        if used_crops is not None:  # crops are named <photo stem>_<k>.png
+            used = {Path(c).stem.rsplit("_", 1)[0] for c in used_crops}
+            photos = [r for r in photos if Path(r["path"]).name.split(".")[0] in used]
+        return {"training_sources": [r["path"] for r in photos], "training_licences": licence_summary(photos)}
+    if listing.is_file():
+        return {"training_sources": listing.read_text().splitlines()}
+    return {"training_sources": [str(p) for p in list_images(image_dir)[:50]]}
+
+
 def build_dataset(conf, image_dir, label_dir):
     images = LabelledImages(image_dir, label_dir, max_points=int(conf["max_points"]), seed=int(conf["seed"]))
     return WithHomographies(images, HomographyParams.from_dict(conf["homography"]), int(conf["seed"]), 2,
@@ -90,13 +108,11 @@ def _main(argv) -> None:
     if args.max_minutes is not None:
         conf["max_minutes"] = args.max_minutes
     dataset = build_dataset(conf, args.images, args.labels)
-    sources = Path(args.images) / "SOURCES.txt"
     provenance = {
         "stage": "superpoint",
         "training_data": f"{len(dataset.dataset.items)} images in {args.images} "
                          f"(labels: homographic adaptation in {args.labels})",
-        "training_sources": sources.read_text().split() if sources.is_file() else [str(p) for p in
-                                                                                    list_images(args.images)[:50]],
+        **source_provenance(Path(args.images), [image for image, _ in dataset.dataset.items]),
     }
     train(conf, dataset, superpoint_step, args.out, tool="superpoint-train", provenance=provenance,
           resume=not args.no_resume, worker_init_fn=worker_init)
