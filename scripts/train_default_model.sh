@@ -34,22 +34,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-4}"
-venv="${SUPERPOINT_VENV:-$root/.venv}"
-if [[ -n "${PYTHON:-}" ]]; then
-  py="$PYTHON"
-elif [[ -n "${VIRTUAL_ENV:-}" && -x "$VIRTUAL_ENV/bin/python" ]]; then
-  py="$VIRTUAL_ENV/bin/python"
-else
-  if [[ ! -x "$venv/bin/python" ]]; then
-    echo "== no PYTHON, no activated virtual env and no $venv: creating it (scripts/bootstrap.sh)"
-    SUPERPOINT_VENV="$venv" bash "$root/scripts/bootstrap.sh"
-  fi
-  py="$venv/bin/python"
-fi
-if ! "$py" -c "import torch" 2>/dev/null; then
-  echo "error: $py cannot import torch: run 'bash scripts/bootstrap.sh' (creates .venv) or set PYTHON=..." >&2
-  exit 2
-fi
+. "$root/scripts/project_python.sh"
 mkdir -p "$out/logs"
 out="$(cd "$out" && pwd)"
 

@@ -11,7 +11,7 @@
 # continues from OUT_DIR/superpoint/state.pt until max_steps, within SUPERPOINT_MINUTES per call,
 # so calling the script again on the same OUT_DIR (any machine, CPU or GPU) trains further.
 # Result: OUT_DIR/superpoint_ros_v2.pt (+ .sanity.json), logs in OUT_DIR/logs/.
-# Env: PYTHON (default python3), OMP_NUM_THREADS (default 2), ADAPT_MINUTES (40), SUPERPOINT_MINUTES
+# Env: PYTHON (default: the activated venv, else .venv: scripts/project_python.sh), OMP_NUM_THREADS (default 2), ADAPT_MINUTES (40), SUPERPOINT_MINUTES
 # (480), CROPS_PER_IMAGE (1), SP_SET (extra --set KEY=VALUE overrides of the superpoint stage,
 # e.g. "batch_size=32 num_workers=8" on a GPU).
 set -euo pipefail
@@ -43,7 +43,7 @@ out="$(cd "$out" && pwd)"
 cd "$root"
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
-py="${PYTHON:-python3}"
+. "$root/scripts/project_python.sh"
 
 if [[ $smoke -eq 1 ]]; then
   cfg=smoke_v2; ad_min=1; sp_min=1
