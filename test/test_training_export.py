@@ -85,3 +85,13 @@ def test_int8_export_is_the_extractors_int8_network_and_checked(tmp_path):
     assert (tmp_path / f"{weights.stem}.int8.onnx").read_bytes() == quantize_onnx(model.float().eval())
     with pytest.raises(RuntimeError, match="int8 descriptors differ"):
         ex.export(str(weights), tmp_path / "strict", formats=["onnx-int8"], int8_min_cosine=0.99999)
+
+
+def test_bad_weights_are_one_clear_line_and_exit_2(tmp_path, capsys):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint at all" * 10)
+    with pytest.raises(SystemExit) as exit_info:
+        ex.main(["--weights", str(junk), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("superpoint-export: error:") and "not a PyTorch checkpoint" in err

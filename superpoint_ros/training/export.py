@@ -29,6 +29,7 @@ from torch import nn
 
 from ..backends import export_onnx, int8_weight_type, quantize_onnx
 from ..weights import load_model
+from .checkpoint import one_line_errors
 
 CHECK_SIZES: Tuple[Tuple[int, int, int], ...] = ((1, 64, 64), (2, 120, 160), (1, 96, 200))
 FORMATS = ("torchscript", "onnx", "onnx-int8")
@@ -195,9 +196,10 @@ def main(argv=None) -> None:
                              "CPUs without VNNI (no 16-bit saturation); auto = what this CPU runs")
     args = parser.parse_args(argv)
     try:
-        report = export(args.weights, args.out, args.formats, args.opset, args.tolerance, args.int8_min_cosine,
-                        None if args.int8_weights == "auto" else args.int8_weights)
-    except RuntimeError as e:
+        with one_line_errors("superpoint-export"):  # a bad weight file: one line, exit 2
+            report = export(args.weights, args.out, args.formats, args.opset, args.tolerance, args.int8_min_cosine,
+                            None if args.int8_weights == "auto" else args.int8_weights)
+    except RuntimeError as e:  # an export that differs from eager: exit 1
         print(f"superpoint-export: {e}", file=sys.stderr)
         sys.exit(1)
     for fmt, r in report.items():
