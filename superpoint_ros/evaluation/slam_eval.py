@@ -9,8 +9,8 @@ front-end), and scores each trajectory against the ground truth with evo:
 
 - **ATE**: absolute trajectory error of the positions after an SE(3) alignment (Umeyama; stereo
   is metric, so no scale), RMSE/mean/median/max in metres, and the rotation error (degrees);
-- **RPE**: relative pose error over segments of ``--rpe-delta`` metres of the ground-truth path
-  (all pairs): translation (m per segment: drift per metre) and rotation (degrees per segment).
+- **RPE**: relative pose error over segments of ``--rpe-delta`` metres (+-20 %) of the
+  ground-truth path (all pairs): translation (m per segment: drift per metre) and rotation (degrees per segment).
 
 Ground truth: ``--groundtruth`` (TUM, left camera optical frame -> world) or a
 ``geometry_msgs/PoseStamped`` topic in the bag (``--groundtruth-topic``; found automatically when a
@@ -45,6 +45,9 @@ POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
 GT_MAX_DT_NS = 10_000_000
 #: Fewer scored poses than this: no trajectory to speak of.
 MIN_SCORED_POSES = 3
+#: RPE segments may be this fraction longer or shorter than ``--rpe-delta`` (evo's
+#: ``rel_delta_tol``; 0.2 lets a 12-frame loop, 0.39 m per frame, have segments at all).
+RPE_DELTA_TOLERANCE = 0.2
 
 
 # --- inputs ----------------------------------------------------------------------------------
@@ -232,8 +235,8 @@ def score_trajectory(stamps_s: np.ndarray, gt_rotations: np.ndarray, gt_position
     scores["rpe_delta_m"] = float(rpe_delta_m)
     for key, relation in (("rpe_translation_m", metrics.PoseRelation.translation_part),
                           ("rpe_rotation_deg", metrics.PoseRelation.rotation_angle_deg)):
-        rpe = metrics.RPE(relation, delta=rpe_delta_m, delta_unit=Unit.meters, all_pairs=True,
-                          pairs_from_reference=True)
+        rpe = metrics.RPE(relation, delta=rpe_delta_m, delta_unit=Unit.meters, rel_delta_tol=RPE_DELTA_TOLERANCE,
+                          all_pairs=True, pairs_from_reference=True)
         try:
             rpe.process_data((reference, aligned))
             scores[key] = _statistics(rpe)
