@@ -52,7 +52,8 @@ RPE_DELTA_TOLERANCE = 0.2
 
 # --- inputs ----------------------------------------------------------------------------------
 def stereo_calibration(bag: Path, left_topic: str, right_topic: str, available: Dict[str, Tuple[str, int]],
-                       left_info_topic: Optional[str] = None, right_info_topic: Optional[str] = None) -> StereoCalibration:
+                       left_info_topic: Optional[str] = None,
+                       right_info_topic: Optional[str] = None) -> StereoCalibration:
     """fx, fy, cx, cy of the left rectified camera and the baseline from the right camera's ``P``."""
     infos = []
     for side, image_topic, topic in (("left", left_topic, left_info_topic), ("right", right_topic, right_info_topic)):
@@ -60,7 +61,8 @@ def stereo_calibration(bag: Path, left_topic: str, right_topic: str, available: 
         if topic is None or topic not in available:
             raise bags.BagError(f"{bag}: no camera_info for the {side} camera (looked for "
                                 f"{topic or image_topic.rsplit('/', 1)[0] + '/camera_info'}); the stereo back-end "
-                                "needs the rectified intrinsics and the baseline (pass --camera-info/--right-camera-info)")
+                                "needs the rectified intrinsics and the baseline "
+                                "(pass --camera-info/--right-camera-info)")
         info = first_camera_info(bag, topic)
         if info is None:
             raise bags.BagError(f"{bag}: {topic} has no messages")
@@ -150,7 +152,8 @@ def run_method(name: str, frontend, bag: Path, left_topic: str, right_topic: str
             frontend_ms += (middle - start) * 1e3
             stamps.append(frame.stamp_ns)
             stereo_counts.append(len(ids))
-            for track_id, length in zip(np.asarray(result.track_ids).tolist(), np.asarray(result.track_lengths).tolist()):
+            lengths = zip(np.asarray(result.track_ids).tolist(), np.asarray(result.track_lengths).tolist())
+            for track_id, length in lengths:  # a track's length: its longest run, as superpoint-eval-bag
                 track_length[track_id] = max(length, track_length.get(track_id, 0))
             if progress is not None:
                 progress.update(1)
