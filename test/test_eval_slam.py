@@ -176,8 +176,9 @@ def test_cli_end_to_end_writes_tum_trajectories_that_load_back(tiny_bag, tmp_pat
     truth = read_tum(tiny_bag.groundtruth)
     for name in ("superpoint", "klt"):
         method = report["methods"][name]
-        assert method["frames"] == 8 and method["alignment"] == "SE(3)" and method["poses"] >= 6
-        assert method["ate_m"]["rmse"] < 0.1, method["ate_m"]  # a real trajectory, not noise (path ~1.8 m)
+        assert method["frames"] == 8 and method["alignment"] == "SE(3)" and method["poses"] == 8
+        # a real trajectory: measured ATE RMSE 1.1 cm (superpoint), 2.0 cm (klt) on the 4.1 m path
+        assert method["ate_m"]["rmse"] < 0.05 and method["path_length_m"] > 4, method["ate_m"]
         assert method["backend"]["keyframes"] >= 2
         estimate = file_interface.read_tum_trajectory_file(out / "trajectories" / f"{name}.tum")
         ours = read_tum(out / "trajectories" / f"{name}.tum")
