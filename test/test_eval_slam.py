@@ -214,3 +214,19 @@ def test_cli_errors_are_clear_messages(tiny_bag, tmp_path, capsys):
     assert "unknown method(s) vins" in capsys.readouterr().err
     assert cli(tiny_bag.bag, "--groundtruth-topic", TOPICS["left_info"]) == 2
     assert "is not in the bag as geometry_msgs/msg/PoseStamped" in capsys.readouterr().err
+
+
+def test_backend_coasts_over_a_front_end_reset(scene):
+    """All track IDs change at frame 10 (a front-end reset): that frame is lost, keeps the
+    constant-velocity prediction and restarts the map; the trajectory goes on from there, offset by
+    that prediction's error (measured ATE RMSE 3.7 cm; no relocalisation in a reference VO)."""
+    frame = {"index": 0}
+
+    def renumber(ids, left, right):
+        frame["index"] += 1
+        return (ids + 100_000 if frame["index"] > 10 else ids), left, right
+
+    estimate, scores = run_backend(scene, corrupt=renumber)
+    assert estimate.stats["lost"] == 1 and len(estimate.stamps_ns) == 20
+    assert estimate.keyframe[10]
+    assert scores["ate_m"]["rmse"] < 0.05, scores["ate_m"]

@@ -147,8 +147,9 @@ class StereoVO:
         self.velocity = gtsam.Pose3()
         self.reference_count = 0
         self.frames_since_keyframe = 0
-        self.counts = {"frames": 0, "skipped_before_start": 0, "lost": 0, "factors": 0,
-                       "stereo_factors": 0,
+        # what the back-end did (summary.json): frames, frames before the map started, lost frames,
+        # factors (all / stereo), stereo observations given, PnP inliers, observations gated out
+        self.counts = {"frames": 0, "skipped_before_start": 0, "lost": 0, "factors": 0, "stereo_factors": 0,
                        "stereo_observations": 0, "tracked": 0, "gated": 0}
         self.best_stereo_count = 0
 
@@ -189,7 +190,7 @@ class StereoVO:
         pose, inliers = self._track(predicted, ids, left)
         lost = pose is None
         if lost:
-            pose = predicted
+            pose, inliers = predicted, 0
             self.counts["lost"] += 1
         self.counts["tracked"] += inliers
         self.frames_since_keyframe += 1
@@ -198,7 +199,6 @@ class StereoVO:
         if is_keyframe:
             pose = self._add_keyframe(stamp_ns, pose, ids, left, right, lost)
         else:
-            is_keyframe = False
             keyframe = self.keyframe_poses[-1]
             self.frames.append(_FramePose(stamp_ns, len(self.keyframe_poses) - 1, keyframe.between(pose)))
         self.velocity = self.last_pose.between(pose)
