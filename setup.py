@@ -42,6 +42,7 @@ setup(
             "ros-kilted-diagnostic-msgs",
         ],
         "eval": ["rosbags>=0.10", "rosbags-image>=0.10", "matplotlib>=3.7", "scikit-image>=0.22"],
+        "slam": ["gtsam>=4.2", "evo>=1.30"],  # superpoint-eval-slam's back-end and scoring
         "train": ["tensorboard>=2.14", "scikit-image>=0.22", "onnx>=1.15", "onnxruntime>=1.17"],
         "dev": ["pytest>=7", "hypothesis>=6", "colcon-core", "colcon-ros", "colcon-bash", "catkin_pkg", "psutil"],
     },
@@ -62,6 +63,7 @@ setup(
             "superpoint-export = superpoint_ros.training.export:main",
             "superpoint-eval = superpoint_ros.evaluation.hpatches:main",
             "superpoint-make-dataset = superpoint_ros.evaluation.make_dataset:main",
+            "superpoint-eval-slam = superpoint_ros.evaluation.slam_eval:main",
             "superpoint-eval-bag = superpoint_ros.evaluation.bag_eval:main",
             "superpoint-eval-posed = superpoint_ros.evaluation.posed:main",
         ],

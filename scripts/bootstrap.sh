@@ -19,5 +19,5 @@ fi
 echo "bootstrap: installing dependencies into $venv"
 "$venv/bin/python" -m pip install -q --upgrade pip setuptools wheel
 "$venv/bin/python" -m pip install -q "$torch_spec"
-"$venv/bin/python" -m pip install -q -e "$root[ros,eval,train,dev]"
+"$venv/bin/python" -m pip install -q -e "$root[ros,eval,train,dev,slam]"
 echo "$want" > "$stamp"
