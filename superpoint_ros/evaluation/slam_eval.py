@@ -36,8 +36,9 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from . import bags
-from .bag_eval import (NS, Trajectory, baseline_frontend, camera_matrix, default_params_file, find_camera_info,
-                       first_camera_info, iterate_frames, parse_baselines, parse_overrides, read_tum)
+from .bag_eval import (baseline_frontend, camera_matrix, default_params_file, find_camera_info, first_camera_info,
+                       iterate_frames, parse_baselines, parse_overrides)
+from .pose import NS, Trajectory, read_tum
 from .stereo_vo import SlamError, StereoCalibration, StereoVO, VOConfig, VOTrajectory, stereo_observations
 
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
