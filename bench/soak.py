@@ -313,7 +313,10 @@ def run(args: argparse.Namespace) -> dict:
             "node_alive_at_end": alive,
         })
     finally:
-        executor.shutdown(timeout_sec=2.0)
+        # the spinning thread must have left rclpy before the node and context go: a thread still
+        # inside the executor's wait at interpreter exit aborts the process (seen on a loaded box)
+        executor.shutdown(timeout_sec=10.0)
+        spinner.join(timeout=10.0)
         driver.destroy_node()
         rclpy.try_shutdown()
         if node_proc.poll() is None:
