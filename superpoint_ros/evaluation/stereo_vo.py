@@ -104,6 +104,19 @@ class _FramePose:
     is_keyframe: bool = False
 
 
+def robust_noise(dimension: int, sigma_px: float, kernel: str, threshold_sigmas: float):
+    """An isotropic ``sigma_px`` pixel noise model, wrapped in a Huber or Cauchy kernel (``kernel``
+    ``huber | cauchy | none``; ``threshold_sigmas`` where the kernel stops being quadratic)."""
+    import gtsam
+
+    nm = gtsam.noiseModel
+    gaussian = nm.Isotropic.Sigma(dimension, sigma_px)
+    if kernel == "none":
+        return gaussian
+    estimator = nm.mEstimator.Huber if kernel == "huber" else nm.mEstimator.Cauchy
+    return nm.Robust.Create(estimator.Create(threshold_sigmas), gaussian)
+
+
 def _pose_from_pnp(rvec: np.ndarray, tvec: np.ndarray):
     """OpenCV's world -> camera (rvec, tvec) -> gtsam Pose3 camera -> world."""
     import gtsam
@@ -136,7 +149,7 @@ class StereoVO:
         # association must not jump behind the camera in one step
         params.setOptimizationParams(gtsam.ISAM2DoglegParams())
         self.isam = gtsam.ISAM2(params)
-        self.noise = self._measurement_noise()
+        self.noise = robust_noise(3, self.config.pixel_sigma, self.config.robust_kernel, self.config.robust_threshold)
         self.landmarks: Dict[int, np.ndarray] = {}      # track id -> world xyz (m)
         self.in_graph: set = set()
         # seen by one keyframe only: track id -> (keyframe index, its StereoPoint2, xyz in that camera (m))
@@ -152,15 +165,6 @@ class StereoVO:
         self.counts = {"frames": 0, "skipped_before_start": 0, "lost": 0, "factors": 0, "stereo_factors": 0,
                        "stereo_observations": 0, "tracked": 0, "gated": 0}
         self.best_stereo_count = 0
-
-    # --- noise ------------------------------------------------------------------------------------
-    def _measurement_noise(self):
-        nm = self.gtsam.noiseModel
-        gaussian = nm.Isotropic.Sigma(3, self.config.pixel_sigma)
-        if self.config.robust_kernel == "none":
-            return gaussian
-        estimator = (nm.mEstimator.Huber if self.config.robust_kernel == "huber" else nm.mEstimator.Cauchy)
-        return nm.Robust.Create(estimator.Create(self.config.robust_threshold), gaussian)
 
     # --- per frame --------------------------------------------------------------------------------
     def add_frame(self, stamp_ns: int, track_ids: np.ndarray, left_xy: np.ndarray, right_x: np.ndarray) -> bool:
