@@ -31,13 +31,14 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from . import bags
 from .bag_eval import (baseline_frontend, camera_matrix, default_params_file, find_camera_info, first_camera_info,
                        iterate_frames, parse_baselines, parse_overrides)
+from .mono_vo import MonoConfig, MonoVO, mono_observations
 from .pose import NS, Trajectory, read_tum
 from .stereo_vo import SlamError, StereoCalibration, StereoVO, VOConfig, VOTrajectory, stereo_observations
 
@@ -120,7 +121,7 @@ class MethodRun:
 
     estimate: VOTrajectory
     frame_stamps_ns: List[int]
-    stereo_tracks_per_frame: float
+    tracks_per_frame: float  # stereo tracks (stereo) or tracks (mono) given to the back-end
     track_length_mean: float
     frontend_ms: float
     backend_ms: float
@@ -172,6 +173,108 @@ def run_method(name: str, frontend, bag: Path, left_topic: str, right_topic: str
                      frontend_ms / len(stamps), backend_ms / len(stamps))
 
 
+# --- monocular: a posed frame folder or a mono bag ---------------------------------------------
+#: Fewer frames than this in a posed folder: nothing for a monocular back-end to do.
+MIN_MONO_FRAMES = 3
+
+
+@dataclass
+class MonoSource:
+    """Mono input: ``frames()`` yields ``(stamp_ns, image, frame_id)`` in time order (a fresh
+    iterator per call: one per front-end), ``K`` 3x3 (px) of the undistorted images."""
+
+    description: str
+    K: np.ndarray
+    groundtruth: Trajectory
+    groundtruth_source: str
+    total: int
+    frames: Callable[[], Iterator[Tuple[int, np.ndarray, str]]]
+
+
+def is_posed_folder(path: Path) -> bool:
+    """A folder that is not a rosbag2 (no metadata.yaml, .db3 or .mcap): frames + poses + K."""
+    path = Path(path)
+    return path.is_dir() and not (path / "metadata.yaml").is_file() and not any(path.glob("*.db3")) \
+        and not any(path.glob("*.mcap"))
+
+
+def posed_source(folder: Path, max_frames: Optional[int] = None) -> MonoSource:
+    """A ``superpoint-eval-posed`` sequence folder (frames, ``groundtruth.txt``, ``K.txt``); frame i
+    is stamped i seconds, its ground truth is the folder's pose of frame i."""
+    from .posed import PosedDatasetError, load_posed_sequence
+
+    sequence = load_posed_sequence(folder)
+    if len(sequence.images) < MIN_MONO_FRAMES:
+        raise PosedDatasetError(f"{folder}: needs at least {MIN_MONO_FRAMES} frames for the monocular back-end, "
+                                f"found {len(sequence.images)}")
+    images = sequence.images[:max_frames]
+    groundtruth = Trajectory(np.arange(len(sequence.poses), dtype=np.int64) * NS,
+                             np.array([r for r, _ in sequence.poses]), np.array([c for _, c in sequence.poses]))
+    return MonoSource(f"{folder} (frames + poses + K)", sequence.K, groundtruth, str(Path(folder) / "groundtruth.txt"),
+                      len(images), lambda: ((i * NS, image, "camera") for i, image in enumerate(images)))
+
+
+def mono_bag_source(bag: Path, image_topic: str, info_topic: Optional[str], groundtruth: Optional[Path],
+                    groundtruth_topic: Optional[str], max_frames: Optional[int] = None) -> MonoSource:
+    """A mono bag: rectified images, K from the camera_info's P, ground truth as for stereo."""
+    available = bags.check_image_topics(bag, [image_topic])
+    info_topic = info_topic or find_camera_info(bag, image_topic, available)
+    info = first_camera_info(bag, info_topic) if info_topic in available else None
+    if info is None:
+        raise bags.BagError(f"{bag}: no camera_info for {image_topic} (looked for "
+                            f"{info_topic or image_topic.rsplit('/', 1)[0] + '/camera_info'}); the monocular back-end "
+                            "needs the rectified intrinsics (pass --camera-info)")
+    trajectory, source = load_groundtruth(bag, available, groundtruth, groundtruth_topic)
+    total = available[image_topic][1] if max_frames is None else min(max_frames, available[image_topic][1])
+
+    def frames():
+        for count, frame in enumerate(iterate_frames(bag, image_topic)):
+            if max_frames is not None and count >= max_frames:
+                return
+            yield frame.stamp_ns, frame.left, frame.frame_id
+
+    return MonoSource(f"{bag} ({image_topic})", camera_matrix(info), trajectory, source, total, frames)
+
+
+def run_mono_method(name: str, frontend, source: MonoSource, config: MonoConfig,
+                    show_progress: bool = True) -> MethodRun:
+    """The source's frames through ``frontend`` (``process_mono``) and one :class:`MonoVO`."""
+    vo = MonoVO(source.K, config)
+    stamps, track_counts, track_length, frontend_ms, backend_ms = [], [], {}, 0.0, 0.0
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=source.total, unit="frame", desc=f"superpoint-eval-slam {name}", file=sys.stderr)
+    try:
+        for stamp_ns, image, frame_id in source.frames():
+            start = time.perf_counter()
+            result = frontend.process_mono(image, stamp_ns / NS, frame_id)
+            middle = time.perf_counter()
+            ids, xy = mono_observations(result)
+            registered = vo.add_frame(stamp_ns, ids, xy)
+            backend_ms += (time.perf_counter() - middle) * 1e3
+            frontend_ms += (middle - start) * 1e3
+            stamps.append(stamp_ns)
+            track_counts.append(len(ids))
+            for track_id, length in zip(ids.tolist(), np.asarray(result.track_lengths).tolist()):
+                track_length[track_id] = max(length, track_length.get(track_id, 0))
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(tracks=len(ids), registered=len(vo.poses), ok=int(registered))
+    finally:
+        if progress is not None:
+            progress.close()
+    if not stamps:
+        raise SlamError(f"{source.description}: no frames")
+    start = time.perf_counter()
+    estimate = vo.finish()
+    backend_ms += (time.perf_counter() - start) * 1e3
+    return MethodRun(estimate, stamps, float(np.mean(track_counts)),
+                     float(np.mean(list(track_length.values()))) if track_length else 0.0,
+                     frontend_ms / len(stamps), backend_ms / len(stamps))
+
+
 def groundtruth_at(estimate: VOTrajectory, groundtruth: Trajectory, max_dt_ns: int = GT_MAX_DT_NS):
     """``(mask (P,) bool, rotations (M, 3, 3), positions (M, 3))``: the ground truth at the
     estimate's stamps (nearest within ``max_dt_ns``); SlamError when too few stamps match."""
@@ -210,13 +313,16 @@ def _statistics(metric) -> Dict[str, float]:
 
 def score_trajectory(stamps_s: np.ndarray, gt_rotations: np.ndarray, gt_positions: np.ndarray,
                      est_rotations: np.ndarray, est_positions: np.ndarray, correct_scale: bool = False,
-                     rpe_delta_m: float = 1.0) -> Tuple[dict, np.ndarray]:
+                     rpe_delta_m: float = 1.0, rpe_delta_frames: Optional[int] = None) -> Tuple[dict, np.ndarray]:
     """evo's APE/RPE of an estimate against the ground truth at the same stamps (seconds).
 
     Poses are camera -> world ``(P, 3, 3)`` / ``(P, 3)``. The estimate is aligned to the ground
     truth first (SE(3), or Sim(3) with ``correct_scale`` for mono; at the first pose when the
     positions are collinear, where Umeyama's alignment is undefined). Returns ``(scores, the aligned
-    estimate's positions (P, 3))``; RPE is None when the path is shorter than ``rpe_delta_m``."""
+    estimate's positions (P, 3))``; RPE is None when the path is shorter than ``rpe_delta_m``.
+    With ``rpe_delta_frames``, RPE is over that many scored poses instead (mono: a metric segment
+    length means nothing to a scale-free estimate; its translation part is in ground-truth metres
+    after the Sim(3) scale)."""
     from evo.core import metrics
     from evo.core.geometry import GeometryException
     from evo.core.units import Unit
@@ -236,11 +342,16 @@ def score_trajectory(stamps_s: np.ndarray, gt_rotations: np.ndarray, gt_position
         ape = metrics.APE(relation)
         ape.process_data((reference, aligned))
         scores[key] = _statistics(ape)
-    scores["rpe_delta_m"] = float(rpe_delta_m)
+    if rpe_delta_frames is None:
+        scores["rpe_delta_m"] = float(rpe_delta_m)
+        rpe_delta = dict(delta=rpe_delta_m, delta_unit=Unit.meters, rel_delta_tol=RPE_DELTA_TOLERANCE,
+                         all_pairs=True, pairs_from_reference=True)
+    else:
+        scores["rpe_delta_frames"] = int(rpe_delta_frames)
+        rpe_delta = dict(delta=int(rpe_delta_frames), delta_unit=Unit.frames, all_pairs=True)
     for key, relation in (("rpe_translation_m", metrics.PoseRelation.translation_part),
                           ("rpe_rotation_deg", metrics.PoseRelation.rotation_angle_deg)):
-        rpe = metrics.RPE(relation, delta=rpe_delta_m, delta_unit=Unit.meters, rel_delta_tol=RPE_DELTA_TOLERANCE,
-                          all_pairs=True, pairs_from_reference=True)
+        rpe = metrics.RPE(relation, **rpe_delta)
         try:
             rpe.process_data((reference, aligned))
             scores[key] = _statistics(rpe)
@@ -278,24 +389,46 @@ TABLE_ROWS = (
     ("front-end [ms / frame]", "frontend", "ms_per_frame", 1.0),
     ("back-end [ms / frame]", "backend", "ms_per_frame", 1.0),
 )
+#: The monocular table: Sim(3)-aligned ATE, RPE between consecutive registered frames.
+MONO_TABLE_ROWS = (
+    ("ATE RMSE [cm] (Sim(3))", "ate_m", "rmse", 100.0),
+    ("ATE max [cm]", "ate_m", "max", 100.0),
+    ("ATE rotation RMSE [deg]", "ate_rotation_deg", "rmse", 1.0),
+    ("RPE rotation RMSE [deg per frame]", "rpe_rotation_deg", "rmse", 1.0),
+    ("RPE translation RMSE [cm per frame] (Sim(3) scale)", "rpe_translation_m", "rmse", 100.0),
+    ("registered frames", "backend", "registered", 1.0),
+    ("landmarks", "backend", "landmarks", 1.0),
+    ("frames per landmark", "backend", "observations_per_landmark", 1.0),
+    ("tracks / frame", "frontend", "tracks_per_frame", 1.0),
+    ("track length [frames]", "frontend", "track_length_mean", 1.0),
+    ("front-end [ms / frame]", "frontend", "ms_per_frame", 1.0),
+    ("back-end [ms / frame]", "backend", "ms_per_frame", 1.0),
+)
 
 
-def format_table(results: Dict[str, dict]) -> str:
-    """A markdown table, one column per method."""
+def format_table(results: Dict[str, dict], rows=TABLE_ROWS) -> str:
+    """A markdown table, one column per method; a method that produced no trajectory (``failed``:
+    the reason) reads "failed" in the first row, its reason in a line below the table."""
     names = list(results)
-    delta = next(iter(results.values()))["rpe_delta_m"] if results else 1.0
+    scored = [r for r in results.values() if "failed" not in r]
+    delta = scored[0].get("rpe_delta_m", 1.0) if scored else 1.0
     lines = ["| metric | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
-    for label, key, statistic, scale in TABLE_ROWS:
+    for row, (label, key, statistic, scale) in enumerate(rows):
         cells = []
         for name in names:
+            if "failed" in results[name] and row == 0:
+                cells.append("failed")
+                continue
             value = (results[name].get(key) or {}).get(statistic)
-            cells.append("-" if value is None else f"{value * scale:.3g}")
+            cells.append("-" if value is None else f"{value * scale:.3g}" if abs(value * scale) < 100
+                         else f"{value * scale:.0f}")
         lines.append(f"| {label.format(delta=delta)} | " + " | ".join(cells) + " |")
+    lines += [f"\n{name} failed: {results[name]['failed']}" for name in names if "failed" in results[name]]
     return "\n".join(lines)
 
 
 def plot_trajectories(groundtruth_xyz: np.ndarray, aligned: Dict[str, Tuple[np.ndarray, np.ndarray]],
-                      path: Path) -> Path:
+                      path: Path, alignment: str = "SE(3)") -> Path:
     """Top view (x-z, the optical frame's ground plane) of the ground truth and every aligned
     estimate, and each method's position error over time (``aligned[name] = (t s, xyz (P, 3))``
     with its error (P,) appended)."""
@@ -307,7 +440,7 @@ def plot_trajectories(groundtruth_xyz: np.ndarray, aligned: Dict[str, Tuple[np.n
     for name, (t, xyz, err) in aligned.items():
         top.plot(xyz[:, 0], xyz[:, 2], lw=1.2, label=name)
         error.plot(t, err * 100, lw=1.2, label=name)
-    top.set(xlabel="x [m]", ylabel="z [m]", title="trajectories (SE(3)-aligned), top view")
+    top.set(xlabel="x [m]", ylabel="z [m]", title=f"trajectories ({alignment}-aligned), top view")
     top.axis("equal")
     top.legend(fontsize=8)
     error.set(xlabel="time [s]", ylabel="position error [cm]", title="absolute position error")
@@ -322,14 +455,16 @@ def plot_trajectories(groundtruth_xyz: np.ndarray, aligned: Dict[str, Tuple[np.n
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="superpoint-eval-slam", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("bag", type=Path, help="rosbag2 folder or file (sqlite3 or mcap), or a ROS 1 .bag")
-    p.add_argument("--left-topic", help="left rectified image topic")
-    p.add_argument("--right-topic", help="right rectified image topic")
-    p.add_argument("--image-topic", help=argparse.SUPPRESS)  # mono: refused with a message
-    p.add_argument("--camera-info", default=None, help="left camera_info topic (default: next to the image topic)")
+    p.add_argument("bag", type=Path, help="rosbag2 folder or file (sqlite3 or mcap), a ROS 1 .bag, or a folder of "
+                   "frames + groundtruth.txt + K.txt (as superpoint-eval-posed reads it: monocular)")
+    p.add_argument("--left-topic", help="left rectified image topic (stereo)")
+    p.add_argument("--right-topic", help="right rectified image topic (stereo)")
+    p.add_argument("--image-topic", help="rectified image topic of a mono bag (monocular back-end)")
+    p.add_argument("--camera-info", default=None, help="(left) camera_info topic (default: next to the image topic)")
     p.add_argument("--right-camera-info", default=None, help="right camera_info topic (its P carries the baseline)")
     p.add_argument("--params", type=Path, default=None,
-                   help="the node's parameter file (default: config/superpoint_stereo.yaml)")
+                   help="the node's parameter file (default: config/superpoint_stereo.yaml, mono: "
+                   "superpoint_mono.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                    help="override a front-end parameter, e.g. --set extractor.max_keypoints=500 (YAML value)")
     p.add_argument("--weights", default=None, help="shortcut for --set extractor.weights=PATH")
@@ -339,7 +474,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PoseStamped ground-truth topic in the bag (default: one named *ground_truth*)")
     p.add_argument("--baselines", default="", metavar="orb,sift,klt,sp-reference",
                    help="also run these front-ends through the same back-end (as superpoint-eval-bag)")
-    p.add_argument("--rpe-delta", type=float, default=1.0, help="RPE segment length along the path [m]")
+    p.add_argument("--rpe-delta", type=float, default=1.0, help="RPE segment length along the path [m] "
+                   "(stereo; mono: between consecutive registered frames)")
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--output", "-o", type=Path, default=Path("out/eval_slam"), help="folder for trajectories, "
                    "JSON, table and plot")
@@ -390,7 +526,7 @@ def evaluate(args, params: dict) -> Tuple[Dict[str, dict], dict]:
             **scores, "weights": getattr(frontend.extractor, "weights_path", None),
             "frames": len(run.frame_stamps_ns), "trajectory": str(trajectories / f"{name}.tum"),
             "backend": {**estimate.stats, "ms_per_frame": run.backend_ms},
-            "frontend": {"stereo_tracks_per_frame": run.stereo_tracks_per_frame,
+            "frontend": {"stereo_tracks_per_frame": run.tracks_per_frame,
                          "track_length_mean": run.track_length_mean, "ms_per_frame": run.frontend_ms}}
         aligned[name] = (stamps_s - stamps_s[0], aligned_xyz, np.linalg.norm(aligned_xyz - gt_positions, axis=1))
     info = {"bag": str(bag), "groundtruth": gt_source, "calibration": calibration.__dict__,
@@ -400,18 +536,65 @@ def evaluate(args, params: dict) -> Tuple[Dict[str, dict], dict]:
     return results, info
 
 
+def evaluate_mono(args, params: dict) -> Tuple[Dict[str, dict], dict]:
+    """Every front-end through the monocular back-end, scored after a Sim(3) alignment; a front-end
+    the back-end cannot follow is reported as failed (with the reason), not an error."""
+    if is_posed_folder(args.bag):
+        source = posed_source(args.bag, args.max_frames)
+    else:
+        source = mono_bag_source(Path(args.bag), args.image_topic, args.camera_info, args.groundtruth,
+                                 args.groundtruth_topic, args.max_frames)
+    config = MonoConfig()
+    trajectories = args.output / "trajectories"
+    results, aligned, processed = {}, {}, []
+    for name, frontend in _frontends(parse_baselines(args.baselines), params):
+        try:
+            run = run_mono_method(name, frontend, source, config, not args.quiet)
+            estimate = run.estimate
+            if len(estimate.stamps_ns) < MIN_SCORED_POSES:
+                raise SlamError(f"only {len(estimate.stamps_ns)} of {len(run.frame_stamps_ns)} frames registered "
+                                f"(tracking lost); need {MIN_SCORED_POSES} to score")
+            mask, gt_rotations, gt_positions = groundtruth_at(estimate, source.groundtruth)
+        except SlamError as e:
+            results[name] = {"failed": str(e), "weights": getattr(frontend.extractor, "weights_path", None)}
+            continue
+        processed = processed or run.frame_stamps_ns
+        stamps_s = estimate.stamps_ns[mask] / NS
+        scores, aligned_xyz = score_trajectory(stamps_s, gt_rotations, gt_positions, estimate.rotations[mask],
+                                               estimate.positions[mask], correct_scale=True, rpe_delta_frames=1)
+        write_tum(trajectories / f"{name}.tum", estimate.stamps_ns, estimate.rotations, estimate.positions)
+        results[name] = {
+            **scores, "weights": getattr(frontend.extractor, "weights_path", None),
+            "frames": len(run.frame_stamps_ns), "trajectory": str(trajectories / f"{name}.tum"),
+            "backend": {**estimate.stats, "ms_per_frame": run.backend_ms},
+            "frontend": {"tracks_per_frame": run.tracks_per_frame, "track_length_mean": run.track_length_mean,
+                         "ms_per_frame": run.frontend_ms}}
+        aligned[name] = (stamps_s - stamps_s[0], aligned_xyz, np.linalg.norm(aligned_xyz - gt_positions, axis=1))
+    if not aligned:
+        raise SlamError("no front-end gave a trajectory: " + "; ".join(f"{n}: {r['failed']}" for n, r in results.items()))
+    gt = [(s, *source.groundtruth.lookup(s, GT_MAX_DT_NS)) for s in processed
+          if source.groundtruth.lookup(s, GT_MAX_DT_NS) is not None]
+    gt_written = write_tum(trajectories / "groundtruth.tum", np.array([g[0] for g in gt], np.int64),
+                           np.array([g[1] for g in gt]), np.array([g[2] for g in gt]))
+    info = {"input": source.description, "groundtruth": source.groundtruth_source, "K": source.K.tolist(),
+            "backend": "mono", "backend_config": config.__dict__, "groundtruth_tum": str(gt_written)}
+    plot_trajectories(np.array([g[2] for g in gt]), aligned, args.output / "trajectories.png", alignment="Sim(3)")
+    return results, info
+
+
 def main(argv=None) -> int:
     from ..params import ParamsError, load_params
     from ..weights import WeightsError
 
     args = build_parser().parse_args(argv)
-    if args.image_topic:
-        print("superpoint-eval-slam: the reference back-end is stereo only: give --left-topic and --right-topic "
-              "(rectified) with camera_info", file=sys.stderr)
+    mono = bool(args.image_topic) or is_posed_folder(args.bag)
+    if not mono and not (args.left_topic and args.right_topic):
+        print("superpoint-eval-slam: give --left-topic and --right-topic (a rectified stereo pair), --image-topic "
+              "(mono), or a folder of frames + groundtruth.txt + K.txt", file=sys.stderr)
         return 2
-    if not (args.left_topic and args.right_topic):
-        print("superpoint-eval-slam: needs both --left-topic and --right-topic (a rectified stereo pair)",
-              file=sys.stderr)
+    if mono and (args.left_topic or args.right_topic):
+        print("superpoint-eval-slam: --left-topic/--right-topic are for a stereo bag; a posed folder or "
+              "--image-topic runs the monocular back-end", file=sys.stderr)
         return 2
     try:
         overrides = parse_overrides(args.set)
@@ -422,10 +605,10 @@ def main(argv=None) -> int:
         parse_baselines(args.baselines)  # unknown names fail before any work
         if args.rpe_delta <= 0:
             raise ValueError(f"--rpe-delta must be > 0 m, got {args.rpe_delta}")
-        params_file = args.params or default_params_file(stereo=True)
+        params_file = args.params or default_params_file(stereo=not mono)
         params = load_params(params_file, overrides=overrides)
         args.output.mkdir(parents=True, exist_ok=True)
-        results, info = evaluate(args, params)
+        results, info = (evaluate_mono if mono else evaluate)(args, params)
     except ImportError as e:
         print(f"superpoint-eval-slam: {e}; install the back-end's packages: pip install 'superpoint_ros[slam]'",
               file=sys.stderr)
@@ -433,14 +616,15 @@ def main(argv=None) -> int:
     except (bags.BagError, ParamsError, WeightsError, ValueError, FileNotFoundError, RuntimeError) as e:
         print(f"superpoint-eval-slam: {e}", file=sys.stderr)
         return 2
-    table = format_table(results)
+    table = format_table(results, MONO_TABLE_ROWS if mono else TABLE_ROWS)
     document = {**info, "params_file": str(params_file), "parameters": dict(params), "methods": results}
     (args.output / "summary.json").write_text(json.dumps(document, indent=1, default=float) + "\n")
     (args.output / "table.md").write_text(table + "\n")
     print(f"ground truth: {info['groundtruth']}\nparameters: {params_file}\n")
     print(table)
     print(f"\nwrote {args.output / 'summary.json'}, table.md, trajectories.png, trajectories/*.tum "
-          f"(evo_ape {info['groundtruth_tum']} {args.output / 'trajectories' / 'superpoint.tum'} -a)")
+          f"(evo_ape {info['groundtruth_tum']} {args.output / 'trajectories' / 'superpoint.tum'} "
+          f"{'-as' if mono else '-a'})")
     return 0
 
 
