@@ -316,7 +316,7 @@ def mono_wrong_associations(fraction, seed=1):
 
 def test_mono_backend_degrades_gracefully_with_wrong_associations(mono_scene):
     """10 % wrong associations: measured ATE RMSE 0.45 mm, rotation max 0.03 deg with the Huber
-    kernel (0.59 mm, 0.14 deg without) on a 4.2 m path; exact tracks: 1e-15 m."""
+    kernel (0.59 mm, 0.14 deg without) on a 4.1 m path; exact tracks: 1e-15 m."""
     robust_estimate, robust = run_mono_backend(mono_scene, MonoConfig(robust_kernel="huber"),
                                                mono_wrong_associations(0.1))
     _, plain = run_mono_backend(mono_scene, MonoConfig(robust_kernel="none"), mono_wrong_associations(0.1))
@@ -449,3 +449,14 @@ def test_cli_posed_folder_errors_are_clear_messages(posed_folder, tmp_path, caps
     assert code == 2 and "give --left-topic and --right-topic" in err
     assert slam_eval.main([str(posed_folder), "--left-topic", "/l", "--right-topic", "/r"]) == 2
     assert "are for a stereo bag" in capsys.readouterr().err
+
+
+def test_mono_table_reports_a_failed_front_end_with_its_reason():
+    scored = {"ate_m": {"rmse": 0.0123, "max": 0.02}, "backend": {"registered": 11}, "rpe_delta_frames": 1}
+    table = slam_eval.format_table({"superpoint": scored, "klt": {"failed": "only 2 of 11 frames registered"}},
+                                   slam_eval.MONO_TABLE_ROWS)
+    lines = table.splitlines()
+    assert lines[0] == "| metric | superpoint | klt |"
+    assert lines[2] == "| ATE RMSE [cm] (Sim(3)) | 1.23 | failed |"
+    assert "| registered frames | 11 | - |" in lines
+    assert lines[-1] == "klt failed: only 2 of 11 frames registered"

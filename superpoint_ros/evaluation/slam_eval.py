@@ -12,6 +12,13 @@ front-end), and scores each trajectory against the ground truth with evo:
 - **RPE**: relative pose error over segments of ``--rpe-delta`` metres (+-20 %) of the
   ground-truth path (all pairs): translation (m per segment: drift per metre) and rotation (degrees per segment).
 
+Monocular: a mono bag (``--image-topic``, K from its camera_info) or a folder of frames +
+``groundtruth.txt`` + ``K.txt`` (as ``superpoint-eval-posed`` reads it; frame i stamped i s) goes
+through ``process_mono`` and the monocular back-end (:mod:`superpoint_ros.evaluation.mono_vo`, the
+same :class:`~.mono_vo.MonoConfig` for every front-end); ATE after a Sim(3) alignment (the scale is
+arbitrary), RPE between consecutive registered frames (rotation in degrees). A front-end it
+cannot follow is reported as failed in the table.
+
 Ground truth: ``--groundtruth`` (TUM, left camera optical frame -> world) or a
 ``geometry_msgs/PoseStamped`` topic in the bag (``--groundtruth-topic``; found automatically when a
 PoseStamped topic name contains ``ground_truth``/``groundtruth``, as in the sample bag). The
@@ -571,7 +578,8 @@ def evaluate_mono(args, params: dict) -> Tuple[Dict[str, dict], dict]:
                          "ms_per_frame": run.frontend_ms}}
         aligned[name] = (stamps_s - stamps_s[0], aligned_xyz, np.linalg.norm(aligned_xyz - gt_positions, axis=1))
     if not aligned:
-        raise SlamError("no front-end gave a trajectory: " + "; ".join(f"{n}: {r['failed']}" for n, r in results.items()))
+        reasons = "; ".join(f"{name}: {result['failed']}" for name, result in results.items())
+        raise SlamError(f"no front-end gave a trajectory: {reasons}")
     gt = [(s, *source.groundtruth.lookup(s, GT_MAX_DT_NS)) for s in processed
           if source.groundtruth.lookup(s, GT_MAX_DT_NS) is not None]
     gt_written = write_tum(trajectories / "groundtruth.tum", np.array([g[0] for g in gt], np.int64),
