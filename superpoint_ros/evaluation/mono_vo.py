@@ -242,8 +242,8 @@ class MonoVO:
                 if track_id not in self.landmarks or (frame, track_id) in self.rejected:
                     continue
                 projected = P @ np.append(self.landmarks[track_id], 1.0)
-                off = projected[2] <= 0 or np.linalg.norm(projected[:2] / projected[2] - xy) > self.config.max_reprojection_px
-                if off:
+                gate = self.config.max_reprojection_px
+                if projected[2] <= 0 or np.linalg.norm(projected[:2] / projected[2] - xy) > gate:
                     self.rejected.add((frame, track_id))
                     self.counts["gated"] += 1
                 else:
