@@ -3,6 +3,7 @@ scores against hand computations, and the command end to end on a generated bag,
 rendered posed frame folder (with its clear errors), and on the Strecha sets when
 /work/shared/data is present."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -460,3 +461,24 @@ def test_mono_table_reports_a_failed_front_end_with_its_reason():
     assert lines[2] == "| ATE RMSE [cm] (Sim(3)) | 1.23 | failed |"
     assert "| registered frames | 11 | - |" in lines
     assert lines[-1] == "klt failed: only 2 of 11 frames registered"
+
+
+REAL_POSED = next((d for d in (Path(__file__).resolve().parents[2] / "shared/data/real_eval/posed",
+                               Path("/work/shared/data/real_eval/posed")) if d.is_dir()), None)
+
+
+@pytest.mark.skipif(REAL_POSED is None, reason="the development data (shared/data/real_eval/posed) is not here")
+def test_sift_through_the_mono_backend_on_strecha_fountain():
+    """The real fountain-P11 photos (11 frames, 17 m): measured ATE RMSE 0.79 cm after Sim(3)."""
+    from superpoint_ros.evaluation.bag_eval import baseline_frontend, default_params_file
+    from superpoint_ros.params import load_params
+
+    source = slam_eval.posed_source(REAL_POSED / "strecha_fountain-P11")
+    frontend = baseline_frontend("sift", load_params(default_params_file(stereo=False)))
+    run = slam_eval.run_mono_method("sift", frontend, source, MonoConfig(), show_progress=False)
+    mask, rotations, positions = slam_eval.groundtruth_at(run.estimate, source.groundtruth)
+    scores, _ = slam_eval.score_trajectory(run.estimate.stamps_ns[mask] / 1e9, rotations, positions,
+                                           run.estimate.rotations[mask], run.estimate.positions[mask],
+                                           correct_scale=True, rpe_delta_frames=1)
+    assert run.estimate.stats["registered"] == 11 and scores["poses"] == 11
+    assert scores["ate_m"]["rmse"] < 0.02 and scores["rpe_rotation_deg"]["rmse"] < 0.3, scores
