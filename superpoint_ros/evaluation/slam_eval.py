@@ -134,6 +134,47 @@ class MethodRun:
     backend_ms: float
 
 
+def feed_backend(name: str, frames, process, observe, finish, total: Optional[int], show_progress: bool,
+                 empty: str) -> MethodRun:
+    """Run each of ``frames`` (``(stamp_ns, images, frame_id)``) through the front-end
+    (``process(images, stamp_s, frame_id) -> FrameResult``) and the back-end
+    (``observe(stamp_ns, result) -> (tracks given, progress postfix)``), then ``finish()`` ->
+    :class:`VOTrajectory`; per-frame times of both, tracks per frame, mean track length (a track's
+    longest run, as superpoint-eval-bag). ``empty``: the error when there were no frames."""
+    stamps, track_counts, track_length, frontend_ms, backend_ms = [], [], {}, 0.0, 0.0
+    progress = None
+    if show_progress:
+        from tqdm import tqdm
+
+        progress = tqdm(total=total, unit="frame", desc=f"superpoint-eval-slam {name}", file=sys.stderr)
+    try:
+        for stamp_ns, images, frame_id in frames:
+            start = time.perf_counter()
+            result = process(images, stamp_ns / NS, frame_id)
+            middle = time.perf_counter()
+            given, postfix = observe(stamp_ns, result)
+            backend_ms += (time.perf_counter() - middle) * 1e3
+            frontend_ms += (middle - start) * 1e3
+            stamps.append(stamp_ns)
+            track_counts.append(given)
+            for track_id, length in zip(np.asarray(result.track_ids).tolist(), np.asarray(result.track_lengths).tolist()):
+                track_length[track_id] = max(length, track_length.get(track_id, 0))
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(**postfix)
+    finally:
+        if progress is not None:
+            progress.close()
+    if not stamps:
+        raise SlamError(empty)
+    start = time.perf_counter()
+    estimate = finish()
+    backend_ms += (time.perf_counter() - start) * 1e3
+    return MethodRun(estimate, stamps, float(np.mean(track_counts)),
+                     float(np.mean(list(track_length.values()))) if track_length else 0.0,
+                     frontend_ms / len(stamps), backend_ms / len(stamps))
+
+
 def run_method(name: str, frontend, bag: Path, left_topic: str, right_topic: str, calibration: StereoCalibration,
                config: VOConfig, max_frames: Optional[int] = None, total: Optional[int] = None,
                show_progress: bool = True) -> MethodRun:
@@ -141,43 +182,22 @@ def run_method(name: str, frontend, bag: Path, left_topic: str, right_topic: str
     conf = frontend.conf
     slop_ns = int(round(conf.get("sync.slop", 0.005) * NS)) if conf.get("sync.mode") != "exact" else 0
     vo = StereoVO(calibration, config)
-    stamps, stereo_counts, track_length, frontend_ms, backend_ms = [], [], {}, 0.0, 0.0
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
 
-        progress = tqdm(total=total, unit="frame", desc=f"superpoint-eval-slam {name}", file=sys.stderr)
-    try:
-        for count, frame in enumerate(iterate_frames(bag, left_topic, right_topic, slop_ns,
-                                                     int(conf.get("sync.queue_size", 10)))):
+    def frames():
+        pairs = iterate_frames(bag, left_topic, right_topic, slop_ns, int(conf.get("sync.queue_size", 10)))
+        for count, frame in enumerate(pairs):
             if max_frames is not None and count >= max_frames:
-                break
-            start = time.perf_counter()
-            result = frontend.process_stereo(frame.left, frame.right, frame.stamp_ns / NS, frame.frame_id)
-            middle = time.perf_counter()
-            ids, left, right_x = stereo_observations(result)
-            keyframe = vo.add_frame(frame.stamp_ns, ids, left, right_x)
-            backend_ms += (time.perf_counter() - middle) * 1e3
-            frontend_ms += (middle - start) * 1e3
-            stamps.append(frame.stamp_ns)
-            stereo_counts.append(len(ids))
-            lengths = zip(np.asarray(result.track_ids).tolist(), np.asarray(result.track_lengths).tolist())
-            for track_id, length in lengths:  # a track's length: its longest run, as superpoint-eval-bag
-                track_length[track_id] = max(length, track_length.get(track_id, 0))
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(stereo=len(ids), keyframes=len(vo.keyframe_poses), kf=int(keyframe))
-    finally:
-        if progress is not None:
-            progress.close()
-    if not stamps:
-        raise SlamError(f"{bag}: no stereo pairs (left {left_topic}, right {right_topic})")
-    start = time.perf_counter()
-    estimate = vo.finish()
-    backend_ms += (time.perf_counter() - start) * 1e3
-    return MethodRun(estimate, stamps, float(np.mean(stereo_counts)),
-                     float(np.mean(list(track_length.values()))) if track_length else 0.0,
-                     frontend_ms / len(stamps), backend_ms / len(stamps))
+                return
+            yield frame.stamp_ns, (frame.left, frame.right), frame.frame_id
+
+    def observe(stamp_ns, result):
+        ids, left, right_x = stereo_observations(result)
+        keyframe = vo.add_frame(stamp_ns, ids, left, right_x)
+        return len(ids), dict(stereo=len(ids), keyframes=len(vo.keyframe_poses), kf=int(keyframe))
+
+    return feed_backend(name, frames(), lambda images, t, fid: frontend.process_stereo(*images, t, fid), observe,
+                        vo.finish, total, show_progress,
+                        f"{bag}: no stereo pairs (left {left_topic}, right {right_topic})")
 
 
 # --- monocular: a posed frame folder or a mono bag ---------------------------------------------
@@ -247,39 +267,15 @@ def run_mono_method(name: str, frontend, source: MonoSource, config: MonoConfig,
                     show_progress: bool = True) -> MethodRun:
     """The source's frames through ``frontend`` (``process_mono``) and one :class:`MonoVO`."""
     vo = MonoVO(source.K, config)
-    stamps, track_counts, track_length, frontend_ms, backend_ms = [], [], {}, 0.0, 0.0
-    progress = None
-    if show_progress:
-        from tqdm import tqdm
 
-        progress = tqdm(total=source.total, unit="frame", desc=f"superpoint-eval-slam {name}", file=sys.stderr)
-    try:
-        for stamp_ns, image, frame_id in source.frames():
-            start = time.perf_counter()
-            result = frontend.process_mono(image, stamp_ns / NS, frame_id)
-            middle = time.perf_counter()
-            ids, xy = mono_observations(result)
-            registered = vo.add_frame(stamp_ns, ids, xy)
-            backend_ms += (time.perf_counter() - middle) * 1e3
-            frontend_ms += (middle - start) * 1e3
-            stamps.append(stamp_ns)
-            track_counts.append(len(ids))
-            for track_id, length in zip(ids.tolist(), np.asarray(result.track_lengths).tolist()):
-                track_length[track_id] = max(length, track_length.get(track_id, 0))
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(tracks=len(ids), registered=len(vo.poses), ok=int(registered))
-    finally:
-        if progress is not None:
-            progress.close()
-    if not stamps:
-        raise SlamError(f"{source.description}: no frames")
-    start = time.perf_counter()
-    estimate = vo.finish()
-    backend_ms += (time.perf_counter() - start) * 1e3
-    return MethodRun(estimate, stamps, float(np.mean(track_counts)),
-                     float(np.mean(list(track_length.values()))) if track_length else 0.0,
-                     frontend_ms / len(stamps), backend_ms / len(stamps))
+    def observe(stamp_ns, result):
+        ids, xy = mono_observations(result)
+        registered = vo.add_frame(stamp_ns, ids, xy)
+        return len(ids), dict(tracks=len(ids), registered=len(vo.poses), ok=int(registered))
+
+    frames = ((stamp_ns, (image,), frame_id) for stamp_ns, image, frame_id in source.frames())
+    return feed_backend(name, frames, lambda images, t, fid: frontend.process_mono(images[0], t, fid), observe,
+                        vo.finish, source.total, show_progress, f"{source.description}: no frames")
 
 
 def groundtruth_at(estimate: VOTrajectory, groundtruth: Trajectory, max_dt_ns: int = GT_MAX_DT_NS):
