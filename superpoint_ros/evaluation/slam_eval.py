@@ -157,7 +157,8 @@ def feed_backend(name: str, frames, process, observe, finish, total: Optional[in
             frontend_ms += (middle - start) * 1e3
             stamps.append(stamp_ns)
             track_counts.append(given)
-            for track_id, length in zip(np.asarray(result.track_ids).tolist(), np.asarray(result.track_lengths).tolist()):
+            ids, lengths = np.asarray(result.track_ids).tolist(), np.asarray(result.track_lengths).tolist()
+            for track_id, length in zip(ids, lengths):
                 track_length[track_id] = max(length, track_length.get(track_id, 0))
             if progress is not None:
                 progress.update(1)
