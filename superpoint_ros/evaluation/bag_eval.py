@@ -600,6 +600,17 @@ def parse_overrides(items: Sequence[str]) -> dict:
     return overrides
 
 
+def parameter_overrides(args) -> dict:
+    """The command line's parameter overrides: ``--set NAME=VALUE`` items, then ``--weights`` and
+    ``--device`` when given (shared by superpoint-eval-bag and superpoint-eval-slam)."""
+    overrides = parse_overrides(args.set)
+    if args.weights:
+        overrides["extractor.weights"] = args.weights
+    if args.device:
+        overrides["extractor.device"] = args.device
+    return overrides
+
+
 def main(argv=None) -> int:
     from ..params import ParamsError, load_params
     from ..weights import WeightsError
@@ -614,11 +625,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 2
     try:
-        overrides = parse_overrides(args.set)
-        if args.weights:
-            overrides["extractor.weights"] = args.weights
-        if args.device:
-            overrides["extractor.device"] = args.device
+        overrides = parameter_overrides(args)
         baselines = parse_baselines(args.baselines)
         params_file = args.params or default_params_file(stereo)
         params = load_params(params_file, overrides=overrides)

@@ -44,7 +44,7 @@ import numpy as np
 
 from . import bags
 from .bag_eval import (baseline_frontend, camera_matrix, default_params_file, find_camera_info, first_camera_info,
-                       iterate_frames, parse_baselines, parse_overrides)
+                       iterate_frames, parameter_overrides, parse_baselines)
 from .mono_vo import MonoConfig, MonoVO, mono_observations
 from .pose import NS, Trajectory, read_tum
 from .stereo_vo import SlamError, StereoCalibration, StereoVO, VOConfig, VOTrajectory, stereo_observations
@@ -602,11 +602,7 @@ def main(argv=None) -> int:
               "--image-topic runs the monocular back-end", file=sys.stderr)
         return 2
     try:
-        overrides = parse_overrides(args.set)
-        if args.weights:
-            overrides["extractor.weights"] = args.weights
-        if args.device:
-            overrides["extractor.device"] = args.device
+        overrides = parameter_overrides(args)
         parse_baselines(args.baselines)  # unknown names fail before any work
         if args.rpe_delta <= 0:
             raise ValueError(f"--rpe-delta must be > 0 m, got {args.rpe_delta}")
