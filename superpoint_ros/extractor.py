@@ -123,12 +123,18 @@ def prepare_network_input(images: Sequence[np.ndarray], channel_order: str = "bg
     return NetworkInput([g for g, _ in prepared], tuple(images[0].shape[:2]), prepared[0][1])
 
 
+def rescale_pixels(xy: np.ndarray, scale: Optional[tuple]) -> np.ndarray:
+    """``(N, 2)`` xy pixels of a resized image -> pixels of the image it was resized from, given
+    ``scale`` = ``(sx, sy)`` original px per resized px (``None``: unchanged; the inverse mapping
+    is ``(1 / sx, 1 / sy)``). Pixel centres at integers: resized x covers ``(x + 0.5) * sx - 0.5``."""
+    if scale is None:
+        return xy
+    return ((np.asarray(xy, np.float32) + 0.5) * np.asarray(scale, np.float32) - 0.5).astype(np.float32)
+
+
 def to_input_pixels(keypoints: np.ndarray, prepared: NetworkInput) -> np.ndarray:
-    """``(N, 2)`` xy keypoints in network pixels -> the given images' pixels (pixel centres at
-    integers: network x covers input ``(x + 0.5) * sx - 0.5``)."""
-    if prepared.scale is None:
-        return keypoints
-    return ((keypoints + 0.5) * np.asarray(prepared.scale, np.float32) - 0.5).astype(np.float32)
+    """``(N, 2)`` xy keypoints in network pixels -> the given images' pixels."""
+    return rescale_pixels(keypoints, prepared.scale)
 
 
 def resize_note(input_size: tuple, resized_to: tuple, max_size: int) -> str:

@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 import torch
 
-from .extractor import FeatureExtractor, Features, NetworkInput
+from .extractor import FeatureExtractor, Features, NetworkInput, rescale_pixels
 from .flow import normalize_contrast, refine_with_flow
 from .geometry import match_rectified_stereo, ransac_inliers
 from .image import ImageError, float_to_uint8
@@ -418,15 +418,12 @@ class Frontend:
     # --- tracking.flow_refinement ----------------------------------------------------------------
     def _to_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
         """``(N, 2)`` xy input px -> px of the (resized) flow images, pixel centres at integers."""
-        if self._flow_scale is None:
-            return xy
-        return ((np.asarray(xy, np.float32) + 0.5) / np.asarray(self._flow_scale, np.float32) - 0.5).astype(np.float32)
+        scale = self._flow_scale
+        return rescale_pixels(xy, None if scale is None else (1.0 / scale[0], 1.0 / scale[1]))
 
     def _from_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`_to_flow_pixels`."""
-        if self._flow_scale is None:
-            return xy
-        return ((np.asarray(xy, np.float32) + 0.5) * np.asarray(self._flow_scale, np.float32) - 0.5).astype(np.float32)
+        return rescale_pixels(xy, self._flow_scale)
 
     def _flow(self, image0: np.ndarray, image1: np.ndarray, points0: np.ndarray, guesses1: np.ndarray,
               conf: Optional[dict] = None) -> tuple:
