@@ -146,14 +146,16 @@ class CameraModel:
         return int(self.height), int(self.width)
 
     def same_calibration(self, other: Optional["CameraModel"]) -> bool:
-        """Whether ``other`` describes the same camera (size, model and every matrix exactly):
-        a change means new intrinsics, so tracks must restart."""
+        """Whether ``other`` describes the same camera (size, distortion and every matrix
+        exactly; "no distortion" is one camera however it is written, e.g. ``""`` or
+        ``plumb_bob`` with zero D): a change means new intrinsics, so tracks must restart."""
         if other is None:
             return False
         p_equal = (self.P is None and other.P is None) or (
             self.P is not None and other.P is not None and np.array_equal(self.P, other.P))
-        return (self.image_size == other.image_size and self.distortion_model == other.distortion_model
-                and np.array_equal(self.K, other.K) and np.array_equal(self.D, other.D)
+        distortion_equal = (not self.is_distorted and not other.is_distorted) or (
+            self.distortion_model == other.distortion_model and np.array_equal(self.D, other.D))
+        return (self.image_size == other.image_size and distortion_equal and np.array_equal(self.K, other.K)
                 and np.array_equal(self.R, other.R) and p_equal)
 
 
