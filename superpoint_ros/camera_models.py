@@ -81,10 +81,12 @@ class CameraModel:
     K: np.ndarray
     D: np.ndarray
     distortion_model: str = NO_DISTORTION
-    R: np.ndarray = None
+    R: Optional[np.ndarray] = None
     P: Optional[np.ndarray] = None
 
     def __post_init__(self):
+        object.__setattr__(self, "width", int(self.width))
+        object.__setattr__(self, "height", int(self.height))
         object.__setattr__(self, "K", _matrix(self.K, (3, 3), "K"))
         object.__setattr__(self, "D", np.asarray(self.D, dtype=np.float64).reshape(-1))
         object.__setattr__(self, "R", np.eye(3) if self.R is None else _matrix(self.R, (3, 3), "R"))
@@ -93,7 +95,7 @@ class CameraModel:
         self._validate()
 
     def _validate(self) -> None:
-        if int(self.width) <= 0 or int(self.height) <= 0:
+        if self.width <= 0 or self.height <= 0:
             raise CameraInfoError(f"camera info size {self.width}x{self.height} px is not positive")
         if not np.any(self.K):
             raise CameraInfoError("camera info K is all zero: the camera is uncalibrated")
@@ -101,6 +103,8 @@ class CameraModel:
             raise CameraInfoError(f"camera info focal lengths must be positive, got fx={self.K[0, 0]}, fy={self.K[1, 1]}")
         if not np.all(np.isfinite(self.D)):
             raise CameraInfoError(f"camera info D has non-finite values: {self.D.tolist()}")
+        if not (np.allclose(self.R @ self.R.T, np.eye(3), atol=1e-6) and np.linalg.det(self.R) > 0):
+            raise CameraInfoError(f"camera info R is not a rotation matrix: {self.R.tolist()}")
         model = self.distortion_model
         if model == NO_DISTORTION:
             if np.any(self.D):

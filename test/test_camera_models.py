@@ -107,6 +107,7 @@ def info(**changes):
     (dict(d=[0.1, 0.01, 0.0]), CameraInfoError, "takes 4 or 5 coefficients, camera info D has 3"),
     (dict(d=[0.1, np.inf, 0.0, 0.0, 0.0]), CameraInfoError, "D has non-finite"),
     (dict(r=[1.0, 0, 0]), CameraInfoError, "R has 3 values"),
+    (dict(r=[2.0, 0, 0, 0, 2.0, 0, 0, 0, 2.0]), CameraInfoError, "R is not a rotation"),
     (dict(p=[1.0] * 9), CameraInfoError, "P has 9 values, expected 12"),
     (dict(width=0), CameraInfoError, "size 0x480"),
     (dict(distortion_model="equidistant"), CameraInfoError, "takes 4 coefficients"),
