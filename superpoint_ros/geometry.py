@@ -128,3 +128,52 @@ def match_rectified_stereo(left_xy, left_desc, right_xy, right_desc, epipolar_to
     disparities = lxy[indices[:, 0], 0] - rxy[indices[:, 1], 0]
     return (indices.cpu().numpy().astype(np.int64), distances.float().cpu().numpy(),
             disparities.cpu().numpy().astype(np.float32))
+
+
+#: Fewest correspondences an essential matrix needs (the five-point solver).
+MIN_POINTS_ESSENTIAL = 5
+
+
+def essential_inliers(normalised0: np.ndarray, normalised1: np.ndarray, threshold_px: float, focal_px: float,
+                      method: str = "magsac", confidence: float = 0.999, max_iterations: int = 1000,
+                      min_matches: int = 15) -> RansacResult:
+    """Inlier mask of ``normalised0[i] <-> normalised1[i]`` (``(M, 2)`` normalised undistorted
+    camera coordinates, camera_models.undistort_points) under an essential matrix, estimated with
+    OpenCV's USAC (MAGSAC++ by default). ``threshold_px``: the inlier threshold in pixels of a
+    camera of focal length ``focal_px`` (its mean focal length), i.e. ``threshold_px / focal_px``
+    in normalised units.
+
+    The normalised points go to OpenCV as the pixels of a virtual distortion-free camera
+    ``K = diag(f, f, 1)`` with the threshold in pixels: the same E, but OpenCV's MAGSAC++ is not
+    scale-free, and on normalised points with an identity K and the threshold divided by f it
+    keeps fewer inliers and returns a 6x worse E (synthetic 150 + 50 outliers, 0.2 px noise,
+    50 seeds: median rotation error 0.297 vs 0.047 deg, test/test_essential.py).
+
+    Returns a :class:`RansacResult` whose ``model`` is E (``x1^T E x0 = 0``, E = [t]x R with
+    ``X1 = R X0 + t``). Rows with a non-finite coordinate (points the camera model could not
+    undistort) are never inliers. Too few usable matches, or no model: every finite match kept,
+    ``verified`` ``False`` (as :func:`ransac_inliers`).
+    """
+    if method not in USAC_METHODS:
+        raise ValueError(f"unknown USAC method {method!r} (use {', '.join(USAC_METHODS)})")
+    if not (threshold_px > 0 and focal_px > 0):
+        raise ValueError(f"threshold_px and focal_px must be positive, got {threshold_px!r}, {focal_px!r}")
+    p0 = np.ascontiguousarray(normalised0, dtype=np.float64).reshape(-1, 2)
+    p1 = np.ascontiguousarray(normalised1, dtype=np.float64).reshape(-1, 2)
+    if p0.shape != p1.shape:
+        raise ValueError(f"point sets differ in size: {p0.shape} vs {p1.shape}")
+    finite = np.all(np.isfinite(p0), axis=1) & np.all(np.isfinite(p1), axis=1)
+    keep_finite = RansacResult(finite.copy(), None, False)
+    if finite.sum() < max(min_matches, MIN_POINTS_ESSENTIAL):
+        return keep_finite
+    try:
+        virtual_camera = np.diag([float(focal_px), float(focal_px), 1.0])
+        matrix, mask = cv2.findEssentialMat(p0[finite] * focal_px, p1[finite] * focal_px, virtual_camera,
+                                            USAC_METHODS[method], confidence, float(threshold_px), max_iterations)
+    except cv2.error:  # degenerate configurations can throw
+        return keep_finite
+    if matrix is None or mask is None or matrix.shape != (3, 3):
+        return keep_finite
+    inliers = np.zeros(len(p0), dtype=bool)
+    inliers[np.flatnonzero(finite)] = mask.reshape(-1).astype(bool)
+    return RansacResult(inliers, matrix, True)
