@@ -39,8 +39,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from . import bags
 from ..sync import StampSynchronizer, slop_ns_for
+from . import bags
 # ground truth and relative-pose maths, shared with superpoint-eval-posed (re-exported here)
 from .pose import (NS, Trajectory, direction_angle_deg, epipolar_distances, essential_pose,  # noqa: F401
                    pose_errors, read_tum, relative_pose, rotation_angle_deg, skew)
