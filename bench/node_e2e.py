@@ -141,10 +141,10 @@ def bench_node(report, device, photos, resolutions, threshold, args) -> None:
                 continue
             extractor = FeatureExtractor(**extractor_conf(flat))
             frontend = Frontend(flat)
-            clock = [0.0]
+            clock = [0]
 
             def frontend_step(i):
-                clock[0] += 0.1
+                clock[0] += 100_000_000  # ns: 10 Hz
                 frontend.process_mono(frames[i % len(frames)], clock[0], "bench_camera")
 
             # interleaved with the in-process runs so that background load hits all three alike

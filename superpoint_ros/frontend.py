@@ -4,7 +4,7 @@ The rosbag evaluator and the node call exactly this code with the same parameter
 
 >>> from superpoint_ros.params import load_params
 >>> frontend = Frontend(load_params("config/superpoint_stereo.yaml"))
->>> result = frontend.process_stereo(left, right, stamp_s=12.5, frame_id="cam0")
+>>> result = frontend.process_stereo(left, right, stamp_ns=12_500_000_000, frame_id="cam0")
 >>> result.features.keypoints, result.track_ids           # (N, 2) float32 xy px, (N,) int64
 >>> result.temporal.indices, result.temporal.inliers      # (M, 2) (prev idx, curr idx), (M,) bool
 >>> result.stereo.indices, result.stereo.disparities      # (K, 2) (left idx, right idx), (K,) px
@@ -24,6 +24,10 @@ state (tracks, previous frame) is unchanged, so the caller can skip the frame an
 Tracks never cross a discontinuity: a change of ``frame_id`` or of the input image size, time going
 backwards (or repeating), or a forward gap above ``tracking.max_time_gap`` resets them
 (``result.reset_reason`` says why); :meth:`Frontend.reset` does the same on request (e.g. a bag loop).
+
+Stamps are integer nanoseconds (``int`` or numpy integer, e.g. a ROS header's
+``sec * 10**9 + nanosec``), exact end to end: ``result.temporal.previous_stamp_ns`` is the previous
+frame's stamp as given (:mod:`superpoint_ros.stamps` converts seconds).
 """
 from __future__ import annotations
 
@@ -44,6 +48,7 @@ from .geometry import match_rectified_stereo, ransac_inliers
 from .image import ImageError, float_to_uint8
 from .matching import match_descriptors
 from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, extractor_conf, validate
+from .stamps import check_stamp_ns, seconds_text, stamp_ns_from_seconds
 from .tracking import TrackTable
 from .weights import WeightsError
 
@@ -70,7 +75,7 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 @dataclass
 class TemporalMatches:
-    """Matches between the previous frame (stamp ``previous_stamp_s``) and the current one.
+    """Matches between the previous frame (stamp ``previous_stamp_ns``, int ns) and the current one.
 
     ``indices``: ``(M, 2)`` int64 rows ``(index into the previous frame's features, index into the
     current frame's features)``; ``distances``: ``(M,)`` float32 descriptor distances;
@@ -82,7 +87,7 @@ class TemporalMatches:
     indices: np.ndarray
     distances: np.ndarray
     inliers: np.ndarray
-    previous_stamp_s: float
+    previous_stamp_ns: int
     previous_frame_id: str
     verified: bool = False
     model: Optional[np.ndarray] = None
@@ -109,6 +114,7 @@ class StereoMatches:
 class FrameResult:
     """Everything the front-end knows about one frame (mono, or the left image of a pair).
 
+    ``stamp_ns``: the frame's stamp, int nanoseconds, as given to ``process_*``;
     ``track_ids``: ``(N,)`` int64 row-aligned with ``features``; ``track_lengths``: ``(N,)`` int32
     frames observed (1 = new); ``temporal``: ``None`` on the first frame after a reset;
     ``right_features``/``stereo``: stereo only; ``timings``: milliseconds per stage
@@ -116,7 +122,7 @@ class FrameResult:
     ``reset_reason``: why the tracks were reset before this frame, or ``None``.
     """
 
-    stamp_s: float
+    stamp_ns: int
     frame_id: str
     features: Features
     track_ids: np.ndarray
@@ -143,13 +149,13 @@ class _Clock:
             self.timings[stage] = self.timings.get(stage, 0.0) + (time.perf_counter() - start) * 1e3
 
 
-def continuity_break(previous_stamp_s: float, previous_frame_id: str, stamp_s: float, frame_id: str,
-                     max_time_gap_s: float, previous_size: Optional[tuple] = None,
+def continuity_break(previous_stamp_ns: int, previous_frame_id: str, stamp_ns: int, frame_id: str,
+                     max_time_gap_ns: int, previous_size: Optional[tuple] = None,
                      size: Optional[tuple] = None) -> Optional[str]:
     """Why tracks must not continue from the previous frame to this one (a ``frame_id`` change, an
     image size change (``(height, width)`` px, when given), time going backwards or repeating, a gap
-    above ``max_time_gap_s`` seconds), or ``None``."""
-    gap = stamp_s - previous_stamp_s
+    above ``max_time_gap_ns``), or ``None``. Stamps and the gap are integer nanoseconds."""
+    gap = int(stamp_ns) - int(previous_stamp_ns)
     if frame_id != previous_frame_id:
         return f"frame_id changed from {previous_frame_id!r} to {frame_id!r}"
     if previous_size is not None and size is not None and tuple(previous_size) != tuple(size):
@@ -157,9 +163,9 @@ def continuity_break(previous_stamp_s: float, previous_frame_id: str, stamp_s: f
         return (f"image size changed from {previous_size[1]}x{previous_size[0]} to {size[1]}x{size[0]} px "
                 f"(width x height)")
     if gap <= 0:
-        return f"time went backwards by {-gap:.6f} s" if gap < 0 else "repeated stamp"
-    if gap > max_time_gap_s:
-        return f"time jumped forward by {gap:.3f} s (> tracking.max_time_gap)"
+        return f"time went backwards by {seconds_text(-gap)} s" if gap < 0 else "repeated stamp"
+    if gap > max_time_gap_ns:
+        return f"time jumped forward by {seconds_text(gap, 3)} s (> tracking.max_time_gap)"
     return None
 
 
@@ -252,19 +258,23 @@ class Frontend:
         self.tracks.reset()
 
     # --- processing ----------------------------------------------------------------------------
-    def process_mono(self, image: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
-        """One image (gray/BGR, uint8/uint16/float in [0, 1]) taken at ``stamp_s`` seconds."""
+    def process_mono(self, image: np.ndarray, stamp_ns: int, frame_id: str) -> FrameResult:
+        """One image (gray/BGR, uint8/uint16/float in [0, 1]) taken at ``stamp_ns`` (integer
+        nanoseconds; a float raises TypeError)."""
+        stamp_ns = check_stamp_ns(stamp_ns)
         clock = _Clock()
-        reset_reason = self._continuity_break(stamp_s, frame_id, image)
+        reset_reason = self._continuity_break(stamp_ns, frame_id, image)
         with clock("extract"):
             (features,), network_input = self._extract([image])
         with clock("flow_refinement"):
             gray = self._gray_images(network_input)
         self._reset_on(reset_reason)
-        return self._track(features, None, stamp_s, frame_id, clock, reset_reason, gray)
+        return self._track(features, None, stamp_ns, frame_id, clock, reset_reason, gray)
 
-    def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
-        """A rectified stereo pair of equal size; tracks follow the left image."""
+    def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_ns: int, frame_id: str) -> FrameResult:
+        """A rectified stereo pair of equal size taken at ``stamp_ns`` (integer nanoseconds);
+        tracks follow the left image."""
+        stamp_ns = check_stamp_ns(stamp_ns)
         if getattr(left, "shape", None) is None or getattr(right, "shape", None) is None:
             raise ImageError("stereo images must be numpy arrays")
         if left.shape[:2] != right.shape[:2]:
@@ -274,13 +284,13 @@ class Frontend:
             raise ImageError(f"stereo images differ in pixel format: left {left.dtype} {left.shape}, "
                              f"right {right.dtype} {right.shape}")
         clock = _Clock()
-        reset_reason = self._continuity_break(stamp_s, frame_id, left)
+        reset_reason = self._continuity_break(stamp_ns, frame_id, left)
         with clock("extract"):
             (features, right_features), network_input = self._extract([left, right])  # one forward pass
         with clock("flow_refinement"):
             gray = self._gray_images(network_input)
         self._reset_on(reset_reason)
-        return self._track(features, right_features, stamp_s, frame_id, clock, reset_reason, gray)
+        return self._track(features, right_features, stamp_ns, frame_id, clock, reset_reason, gray)
 
     def _gray_images(self, network_input: NetworkInput) -> Optional[list]:
         """Contrast-normalised uint8 copies of the network's (possibly resized) images for the
@@ -338,23 +348,23 @@ class Frontend:
                 raise FrameSkipped("the network produced non-finite keypoints, scores or descriptors")
         return features, network_input
 
-    def _continuity_break(self, stamp_s: float, frame_id: str, image: np.ndarray) -> Optional[str]:
+    def _continuity_break(self, stamp_ns: int, frame_id: str, image: np.ndarray) -> Optional[str]:
         """Why this frame cannot continue the previous one's tracks (:func:`continuity_break`), or
         ``None``; changes nothing (the frame may still be rejected: :meth:`_reset_on` resets)."""
-        if not np.isfinite(stamp_s):
-            raise ValueError(f"frame stamp must be finite, got {stamp_s!r}")
         previous = self._previous
         if previous is None:
             return None
         size = getattr(image, "shape", (0, 0))[:2]
-        return continuity_break(previous.stamp_s, previous.frame_id, stamp_s, frame_id,
-                                self.conf["tracking.max_time_gap"], previous.features.image_size, size)
+        # tracking.max_time_gap is in seconds (the parameter table's unit): to ns here, once
+        max_time_gap_ns = stamp_ns_from_seconds(self.conf["tracking.max_time_gap"])
+        return continuity_break(previous.stamp_ns, previous.frame_id, stamp_ns, frame_id, max_time_gap_ns,
+                                previous.features.image_size, size)
 
     def _reset_on(self, reason: Optional[str]) -> None:
         if reason:
             self.reset()
 
-    def _track(self, features: Features, right_features: Optional[Features], stamp_s: float, frame_id: str,
+    def _track(self, features: Features, right_features: Optional[Features], stamp_ns: int, frame_id: str,
                clock: _Clock, reset_reason: Optional[str], gray: Optional[list] = None) -> FrameResult:
         conf = self.conf
         previous = self._previous
@@ -374,7 +384,7 @@ class Frontend:
                     inliers, verified, model = geometry.inliers, geometry.verified, geometry.model
                 else:
                     inliers, verified, model = np.ones(len(matches), dtype=bool), False, None
-            temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_s,
+            temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_ns,
                                        previous.frame_id, verified, model)
             accepted = matches.indices[inliers]
             if gray is not None:
@@ -402,7 +412,7 @@ class Frontend:
                     indices, distances, disparities = indices[keep], distances[keep], disparities[keep]
             stereo = StereoMatches(indices, distances, disparities)
         clock.timings["total"] = sum(clock.timings.values())
-        result = FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal,
+        result = FrameResult(stamp_ns, frame_id, features, track_ids, track_lengths, temporal,
                              right_features, stereo, clock.timings, reset_reason)
         self._previous = result
         if gray is None:

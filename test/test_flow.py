@@ -6,6 +6,7 @@ import pytest
 
 from superpoint_ros.flow import normalize_contrast, refine_with_flow
 from superpoint_ros.image import to_grayscale_uint8
+from superpoint_ros.stamps import stamp_ns_from_seconds as ns
 
 
 def shifted(image, dx, dy):
@@ -108,7 +109,7 @@ def test_frontend_flow_refinement_makes_tracks_and_stereo_sub_pixel_consistent(p
         wrong[refine] = kept[refine] = 0
         previous = None
         for k, (left, right) in enumerate(frames):
-            result = frontend.process_stereo(left, right, 0.1 * k, "cam")
+            result = frontend.process_stereo(left, right, ns(0.1 * k), "cam")
             if previous is not None:
                 rows = result.temporal.indices[result.temporal.inliers]
                 motion = result.features.keypoints[rows[:, 1]] - previous.features.keypoints[rows[:, 0]]
@@ -154,7 +155,7 @@ def test_frontend_refinds_tracks_across_a_missed_frame_at_the_flow_position(phot
     frames = [photo, covered, shifted(photo, 2 * step, 0.0)]
     frontend = Frontend({"extractor.device": "cpu", "extractor.max_keypoints": 300, "tracking.max_age": 2,
                          "tracking.flow_refinement": True})
-    results = [frontend.process_mono(f, 0.1 * k, "cam") for k, f in enumerate(frames)]
+    results = [frontend.process_mono(f, ns(0.1 * k), "cam") for k, f in enumerate(frames)]
     first = dict(zip(results[0].track_ids.tolist(), results[0].features.keypoints))
     middle = set(results[1].track_ids.tolist())
     refound = [(first[t], xy) for t, xy in zip(results[2].track_ids.tolist(), results[2].features.keypoints)

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from superpoint_ros.extractor import FeatureExtractor
-from superpoint_ros.frontend import Frontend
+from superpoint_ros.frontend import Frontend, continuity_break
 from superpoint_ros.image import ImageError
 from superpoint_ros.params import ParamsError
+from superpoint_ros.stamps import stamp_ns_from_seconds as ns
 from superpoint_ros.weights import WeightsError, default_weights_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,12 +34,12 @@ def crops(image, n, shift=SHIFT, size=(240, 320)):
 
 def test_tracks_persist_over_a_slowly_moving_sequence(extractor, camera_image):
     frontend = Frontend(LENIENT, extractor=extractor)
-    results = [frontend.process_mono(img, 10.0 + 0.1 * k, "cam") for k, img in enumerate(crops(camera_image, 5))]
+    results = [frontend.process_mono(img, ns(10.0 + 0.1 * k), "cam") for k, img in enumerate(crops(camera_image, 5))]
     assert results[0].temporal is None and results[0].reset_reason is None
     assert (results[0].track_lengths == 1).all()
     for prev, cur in zip(results, results[1:]):
         t = cur.temporal
-        assert t.previous_stamp_s == prev.stamp_s and t.previous_frame_id == "cam"
+        assert t.previous_stamp_ns == prev.stamp_ns and t.previous_frame_id == "cam"
         assert t.indices.dtype == np.int64 and t.inliers.dtype == bool and len(t.inliers) == len(t)
         assert t.verified and t.inliers.sum() >= 20
         # inlier matches move with the camera
@@ -61,20 +62,54 @@ def test_tracks_persist_over_a_slowly_moving_sequence(extractor, camera_image):
 def test_discontinuities_reset_tracks(extractor, camera_image, frame_id, dt, reason):
     frontend = Frontend({**LENIENT, "tracking.max_time_gap": 1.0}, extractor=extractor)
     a, b = crops(camera_image, 2)
-    first = frontend.process_mono(a, 100.0, "cam")
-    second = frontend.process_mono(b, 100.0 + dt, frame_id)
+    first = frontend.process_mono(a, ns(100.0), "cam")
+    second = frontend.process_mono(b, ns(100.0 + dt), frame_id)
     assert reason in second.reset_reason
     assert second.temporal is None and (second.track_lengths == 1).all()
     assert set(first.track_ids).isdisjoint(second.track_ids)  # ids are never reused
 
 
+def test_stamps_are_exact_integer_nanoseconds(extractor, camera_image):
+    frontend = Frontend(LENIENT, extractor=extractor)
+    a, b, c = crops(camera_image, 3)
+    t0 = 1_700_000_000_123_456_789  # odd nanoseconds a float of seconds cannot hold
+    first = frontend.process_mono(a, t0, "cam")
+    second = frontend.process_mono(b, np.int64(t0 + 33_333_333), "cam")  # a numpy integer is fine too
+    assert first.stamp_ns == t0 and type(first.stamp_ns) is int
+    assert second.stamp_ns == t0 + 33_333_333 and type(second.stamp_ns) is int
+    assert second.temporal.previous_stamp_ns == t0 and second.reset_reason is None
+    assert frontend.process_mono(c, t0 + 33_333_332, "cam").reset_reason.startswith("time went backwards by 0.000000")
+
+
+@pytest.mark.parametrize("stamp, given", [(1.5, "float 1.5"), (np.float64(2.0), "float64 2.0"),
+                                          (True, "bool True"), ("1", "str '1'")])
+def test_a_stamp_that_is_not_an_integer_is_refused_with_the_conversion(extractor, camera_image, stamp, given):
+    frontend = Frontend(LENIENT, extractor=extractor)
+    with pytest.raises(TypeError, match="stamp_ns must be an integer number of nanoseconds") as error:
+        frontend.process_mono(crops(camera_image, 1)[0], stamp, "cam")
+    assert given in str(error.value)
+    if given.startswith("float"):
+        assert "stamp_ns_from_seconds" in str(error.value)
+    with pytest.raises(TypeError, match=given):
+        frontend.process_stereo(*crops(camera_image, 2), stamp, "cam")
+
+
+def test_continuity_break_compares_integer_nanoseconds():
+    gap = 1_000_000_000  # tracking.max_time_gap 1 s
+    t0 = 1_700_000_000_123_456_789
+    assert continuity_break(t0, "cam", t0 + gap, "cam", gap) is None
+    assert "jumped forward by 1.000 s" in continuity_break(t0, "cam", t0 + gap + 1, "cam", gap)
+    assert continuity_break(t0, "cam", t0, "cam", gap) == "repeated stamp"
+    assert continuity_break(t0, "cam", t0 - 1, "cam", gap) == "time went backwards by 0.000000 s"
+
+
 def test_explicit_reset_and_no_reset_within_gap(extractor, camera_image):
     frontend = Frontend(LENIENT, extractor=extractor)
     a, b, c = crops(camera_image, 3)
-    frontend.process_mono(a, 1.0, "cam")
-    assert frontend.process_mono(b, 1.5, "cam").reset_reason is None
+    frontend.process_mono(a, ns(1.0), "cam")
+    assert frontend.process_mono(b, ns(1.5), "cam").reset_reason is None
     frontend.reset()
-    third = frontend.process_mono(c, 2.0, "cam")
+    third = frontend.process_mono(c, ns(2.0), "cam")
     assert third.temporal is None and third.reset_reason is None and (third.track_lengths == 1).all()
 
 
@@ -88,7 +123,7 @@ def test_stereo_uses_one_batched_forward_pass_and_obeys_epipolar_constraints(ext
     batches = []
     hook = extractor.model.register_forward_hook(lambda module, inputs, output: batches.append(inputs[0].shape[0]))
     try:
-        result = frontend.process_stereo(left, right, 3.0, "stereo")
+        result = frontend.process_stereo(left, right, ns(3.0), "stereo")
     finally:
         hook.remove()
     assert batches == [2]
@@ -105,18 +140,18 @@ def test_stereo_uses_one_batched_forward_pass_and_obeys_epipolar_constraints(ext
 def test_stereo_rejects_mismatched_sizes(extractor, camera_image):
     frontend = Frontend(LENIENT, extractor=extractor)
     with pytest.raises(ImageError, match="differ in size"):
-        frontend.process_stereo(camera_image, camera_image[:, :500], 1.0, "cam")
+        frontend.process_stereo(camera_image, camera_image[:, :500], ns(1.0), "cam")
 
 
 def test_ransac_can_be_switched_off_or_to_homography(extractor, camera_image):
     a, b = crops(camera_image, 2)
     off = Frontend({**LENIENT, "ransac.enabled": False}, extractor=extractor)
-    off.process_mono(a, 1.0, "cam")
-    t = off.process_mono(b, 1.1, "cam").temporal
+    off.process_mono(a, ns(1.0), "cam")
+    t = off.process_mono(b, ns(1.1), "cam").temporal
     assert not t.verified and t.inliers.all() and t.model is None
     homography = Frontend({**LENIENT, "ransac.model": "homography"}, extractor=extractor)
-    homography.process_mono(a, 1.0, "cam")
-    t = homography.process_mono(b, 1.1, "cam").temporal
+    homography.process_mono(a, ns(1.0), "cam")
+    t = homography.process_mono(b, ns(1.1), "cam").temporal
     assert t.verified and t.model.shape == (3, 3)
     # a pure translation by (-SHIFT, 0): H is close to [[1, 0, -SHIFT], [0, 1, 0], [0, 0, 1]]
     H = t.model / t.model[2, 2]
@@ -126,7 +161,7 @@ def test_ransac_can_be_switched_off_or_to_homography(extractor, camera_image):
 def test_run_time_updates_apply_and_invalid_ones_change_nothing(extractor, camera_image):
     frontend = Frontend(LENIENT, extractor=extractor)
     frontend.update({"extractor.max_keypoints": 50, "ransac.threshold": 2.0})
-    assert len(frontend.process_mono(camera_image, 1.0, "cam").features) == 50
+    assert len(frontend.process_mono(camera_image, ns(1.0), "cam").features) == 50
     before = dict(frontend.conf)
     with pytest.raises(ParamsError, match="outside"):
         frontend.update({"extractor.max_keypoints": 50, "extractor.detection_threshold": 2.0})
@@ -154,7 +189,7 @@ def test_stereo_disparities_agree_with_ground_truth_with_a_trained_model():
     left, right, disparity = data.stereo_motorcycle()
     frontend = Frontend({"extractor.weights": str(weights), "extractor.device": "cpu",
                          "stereo.max_disparity": 80.0, "stereo.epipolar_tolerance": 2.0})
-    result = frontend.process_stereo(left, right, 0.0, "stereo")
+    result = frontend.process_stereo(left, right, ns(0.0), "stereo")
     s = result.stereo
     assert len(s) >= 50
     xy = np.round(result.features.keypoints[s.indices[:, 0]]).astype(int)
@@ -182,7 +217,7 @@ def test_shipped_stereo_config_gives_sub_pixel_disparities_on_a_real_pair():
               "stereo.max_disparity": 80.0}
     errors = {}
     for refine in (True, False):
-        result = Frontend({**params, "tracking.flow_refinement": refine}).process_stereo(left, right, 0.0, "stereo")
+        result = Frontend({**params, "tracking.flow_refinement": refine}).process_stereo(left, right, ns(0.0), "stereo")
         s = result.stereo
         xy = np.round(result.features.keypoints[s.indices[:, 0]]).astype(int)
         truth = disparity[xy[:, 1], xy[:, 0]]
@@ -198,9 +233,9 @@ def test_tracks_survive_a_missed_frame_only_with_max_age(extractor, camera_image
     frontend = Frontend({**LENIENT, "tracking.max_age": max_age, "tracking.max_displacement": 24.0},
                         extractor=extractor)
     a, _, c = crops(camera_image, 3)
-    first = frontend.process_mono(a, 1.0, "cam")
-    second = frontend.process_mono(np.ascontiguousarray(astronaut_bgr[:240, :320]), 1.1, "cam")  # view blocked
-    third = frontend.process_mono(c, 1.2, "cam")
+    first = frontend.process_mono(a, ns(1.0), "cam")
+    second = frontend.process_mono(np.ascontiguousarray(astronaut_bgr[:240, :320]), ns(1.1), "cam")  # view blocked
+    third = frontend.process_mono(c, ns(1.2), "cam")
     # tracks of the first frame, missed in the second (random weights match a few spuriously there)
     refound = np.isin(third.track_ids, first.track_ids) & ~np.isin(third.track_ids, second.track_ids)
     if max_age == 0:
@@ -225,8 +260,8 @@ def test_frontend_on_cuda_matches_on_the_device_and_agrees_with_cpu(random_weigh
     results = {}
     for device in ("cpu", "cuda"):
         frontend = Frontend({**conf, "extractor.device": device})
-        frontend.process_stereo(frames[0], frames[0], 1.0, "cam")
-        results[device] = frontend.process_stereo(frames[1], frames[1], 1.1, "cam")
+        frontend.process_stereo(frames[0], frames[0], ns(1.0), "cam")
+        results[device] = frontend.process_stereo(frames[1], frames[1], ns(1.1), "cam")
     cpu, gpu = results["cpu"], results["cuda"]
     assert gpu.temporal.verified and len(gpu.stereo) > 0
     # identical left/right images: matches pair a point with itself (96% on CPU; the rest are
@@ -239,7 +274,7 @@ def test_input_scale_parameter_reaches_the_extractor(random_weights, camera_imag
     frontend = Frontend({"extractor.weights": random_weights, "extractor.device": "cpu",
                          "extractor.input_scale": 0.5, "extractor.detection_threshold": 0.0})
     assert frontend.extractor.conf["input_scale"] == 0.5
-    result = frontend.process_mono(camera_image[:240, :320], 0.0, "cam")
+    result = frontend.process_mono(camera_image[:240, :320], ns(0.0), "cam")
     kp = result.features.keypoints
     assert len(kp) > 0 and kp[:, 0].max() > 160 and kp[:, 1].max() > 120  # input pixels, not the half-size ones
     with pytest.raises(ParamsError, match="input_scale"):
@@ -250,24 +285,24 @@ def test_input_scale_parameter_reaches_the_extractor(random_weights, camera_imag
 def test_an_image_size_change_resets_tracks(extractor, camera_image):
     frontend = Frontend(LENIENT, extractor=extractor)
     a, b, c = crops(camera_image, 3)
-    frontend.process_mono(a, 1.0, "cam")
+    frontend.process_mono(a, ns(1.0), "cam")
     bigger = np.ascontiguousarray(camera_image[100:340, 60:400])  # 340x240: the same scene, another size
-    changed = frontend.process_mono(bigger, 1.1, "cam")
+    changed = frontend.process_mono(bigger, ns(1.1), "cam")
     assert changed.reset_reason == "image size changed from 320x240 to 340x240 px (width x height)"
     assert changed.temporal is None and (changed.track_lengths == 1).all()
-    back = frontend.process_mono(b, 1.2, "cam")  # and back: another reset, no matches across it
+    back = frontend.process_mono(b, ns(1.2), "cam")  # and back: another reset, no matches across it
     assert "from 340x240 to 320x240" in back.reset_reason and back.temporal is None
-    same = frontend.process_mono(c, 1.3, "cam")
+    same = frontend.process_mono(c, ns(1.3), "cam")
     assert same.reset_reason is None and same.temporal is not None and same.track_lengths.max() == 2
 
 
 def test_a_rejected_frame_of_another_size_leaves_the_tracks_alone(extractor, camera_image):
     frontend = Frontend({**LENIENT, "image.max_size": 320, "image.oversize": "reject"}, extractor=extractor)
     a, b = crops(camera_image, 2)
-    frontend.process_mono(a, 1.0, "cam")
+    frontend.process_mono(a, ns(1.0), "cam")
     with pytest.raises(ImageError, match="larger than image.max_size=320"):
-        frontend.process_mono(camera_image, 1.05, "cam")
-    after = frontend.process_mono(b, 1.1, "cam")
+        frontend.process_mono(camera_image, ns(1.05), "cam")
+    after = frontend.process_mono(b, ns(1.1), "cam")
     assert after.reset_reason is None and after.temporal is not None and after.track_lengths.max() == 2
 
 
@@ -286,8 +321,8 @@ def test_flow_refinement_runs_on_the_resized_images_keypoints_in_input_pixels(ex
     frames = [cv2.warpAffine(camera_image, np.float32([[1, 0, -8.4 * k], [0, 1, 0]]), (512, 512))[100:340, 60:380]
               for k in range(4)]
     for k, frame in enumerate(frames):
-        reference = small.process_mono(np.ascontiguousarray(frame), 1.0 + 0.1 * k, "cam")
-        resized = big.process_mono(twice(frame), 1.0 + 0.1 * k, "cam")
+        reference = small.process_mono(np.ascontiguousarray(frame), ns(1.0 + 0.1 * k), "cam")
+        resized = big.process_mono(twice(frame), ns(1.0 + 0.1 * k), "cam")
         assert resized.features.image_size == (480, 640) and resized.features.resized_to == (240, 320)
         assert np.array_equal(resized.track_ids, reference.track_ids)
         assert np.allclose(resized.features.keypoints, (reference.features.keypoints + 0.5) * 2 - 0.5, atol=2e-3)
@@ -299,7 +334,7 @@ def test_flow_refinement_runs_on_the_resized_images_keypoints_in_input_pixels(ex
     big = Frontend({"tracking.flow_refinement": True, "image.max_size": 320}, extractor=trained)
     left = frames[0]  # the right image: content 6.4 px further left, 12.8 px in the 2x input
     right = cv2.warpAffine(camera_image, np.float32([[1, 0, -6.4], [0, 1, 0]]), (512, 512))[100:340, 60:380]
-    pair = big.process_stereo(twice(left), twice(right), 5.0, "cam")
+    pair = big.process_stereo(twice(left), twice(right), ns(5.0), "cam")
     assert len(pair.stereo) >= 30
     assert abs(np.median(pair.stereo.disparities) - 12.8) < 0.1, np.median(pair.stereo.disparities)
     assert np.mean(np.abs(pair.stereo.disparities - 12.8) < 0.5) > 0.8
@@ -314,10 +349,10 @@ torch.set_num_threads(1)
 frontend = Frontend({"extractor.weights": sys.argv[1], "extractor.device": "cpu", "extractor.precision": "fp32",
                      "image.max_size": 256, "tracking.flow_refinement": True})
 huge = cv2.resize(data.camera(), (8000, 8000), interpolation=cv2.INTER_LINEAR)  # mono8, 61 MiB
-frontend.process_mono(np.ascontiguousarray(huge[:256, :256]), 0.5, "cam")  # warm up the 256x256 network
+frontend.process_mono(np.ascontiguousarray(huge[:256, :256]), 500_000_000, "cam")  # warm up the 256x256 network
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 for k in range(2):
-    result = frontend.process_mono(huge, 1.0 + 0.1 * k, "cam")
+    result = frontend.process_mono(huge, 1_000_000_000 + k * 100_000_000, "cam")
 print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024) - before, result.features.resized_to)
 """
 

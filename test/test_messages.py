@@ -99,3 +99,55 @@ def test_rosbags_messages_build_and_decode():
     # and the bytes are the rclpy message's bytes: a bag written this way replays into ROS exactly
     rclpy_msg = deserialize_message(bytes(raw), PointCloud2)
     assert np.array_equal(decode_features(rclpy_msg).keypoints, kp)
+
+
+def a_stereo_result(stamp_ns, previous_stamp_ns):
+    """A FrameResult as the front-end returns it (random features; the layout is what matters)."""
+    from superpoint_ros.extractor import Features
+    from superpoint_ros.frontend import FrameResult, StereoMatches, TemporalMatches
+
+    kp, scores, desc, ids, lengths = random_features(12, 16, seed=3)
+    kp_r, scores_r, desc_r, _, _ = random_features(9, 16, seed=4)
+    temporal = TemporalMatches(np.array([[0, 2], [4, 5]]), np.float32([0.2, 0.3]), np.array([True, False]),
+                               previous_stamp_ns, "left_cam", True)
+    stereo = StereoMatches(np.array([[2, 0], [7, 8]]), np.float32([0.1, 0.4]), np.float32([3.0, 4.5]))
+    return FrameResult(stamp_ns, "left_cam", Features(kp, scores, desc, (480, 640)), ids, lengths.astype(np.int32),
+                       temporal, Features(kp_r, scores_r, desc_r, (480, 640)), stereo)
+
+
+def test_frame_messages_are_the_same_from_rclpy_and_rosbags_classes_with_exact_stamps():
+    from builtin_interfaces.msg import Time as RclpyTime
+    from rosbags.typesys import Stores, get_typestore
+
+    from superpoint_ros.ros.messages import FRAME_OUTPUTS, MessageClasses, frame_messages
+
+    t0 = 1_700_000_000_123_456_789  # odd nanoseconds: float seconds would round them away
+    result = a_stereo_result(t0 + 33_333_333, t0)
+    store = get_typestore(Stores.ROS2_KILTED)
+    bag_classes = MessageClasses(*(store.types[n] for n in ("std_msgs/msg/Header", "builtin_interfaces/msg/Time",
+                                                            "sensor_msgs/msg/PointCloud2", "sensor_msgs/msg/PointField")),
+                                 data_as_array=True)
+    ros = {k: through_the_wire(m) for k, m in frame_messages(
+        result, "left_cam", MessageClasses(Header, RclpyTime, PointCloud2, PointField), "right_cam").items()}
+    bag = {k: store.deserialize_cdr(store.serialize_cdr(m, "sensor_msgs/msg/PointCloud2"), "sensor_msgs/msg/PointCloud2")
+           for k, m in frame_messages(result, "left_cam", bag_classes, "right_cam").items()}
+    assert tuple(ros) == tuple(bag) == FRAME_OUTPUTS
+    for name in FRAME_OUTPUTS:
+        for msg in (ros[name], bag[name]):
+            assert msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec == t0 + 33_333_333
+            assert msg.header.frame_id == ("right_cam" if name == "features_right" else "left_cam")
+    for ros_msg, bag_msg in ((ros["features"], bag["features"]), (ros["features_right"], bag["features_right"])):
+        a, b = decode_features(ros_msg), decode_features(bag_msg)
+        for field in ("keypoints", "scores", "descriptors", "track_ids", "track_lengths"):
+            assert np.array_equal(getattr(a, field), getattr(b, field))
+    assert np.array_equal(decode_features(ros["features"]).track_ids, result.track_ids)
+    assert (decode_features(ros["features_right"]).track_ids == 0).all()
+    t_ros, t_bag = decode_temporal_matches(ros["temporal_matches"]), decode_temporal_matches(bag["temporal_matches"])
+    assert t_ros["previous_stamp"] == t_bag["previous_stamp"] == (1_700_000_000, 123_456_789)
+    assert np.array_equal(t_ros["indices"], t_bag["indices"]) and np.array_equal(t_ros["inliers"], [True, False])
+    s_ros, s_bag = decode_stereo_matches(ros["stereo_matches"]), decode_stereo_matches(bag["stereo_matches"])
+    for key in s_ros:
+        assert np.array_equal(s_ros[key], s_bag[key])
+    # the first frame after a reset and a mono frame: only what exists
+    result.temporal, result.stereo, result.right_features = None, None, None
+    assert list(frame_messages(result, "left_cam", bag_classes)) == ["features"]

@@ -13,6 +13,7 @@ from superpoint_ros.frontend import Frontend
 from superpoint_ros.image import ImageError
 from superpoint_ros.params import PARAMETERS
 from superpoint_ros.ros.messages import decode_features
+from superpoint_ros.stamps import stamp_ns_from_seconds as ns
 
 pytestmark = pytest.mark.ros
 
@@ -306,9 +307,9 @@ def test_resized_keypoints_are_in_input_pixels(frontend, camera_image):
     small = np.ascontiguousarray(camera_image[:96, :128])
     big = np.ascontiguousarray(np.repeat(np.repeat(small, 2, axis=0), 2, axis=1))  # exactly 2x: area filter undoes it
     frontend.reset()
-    reference = frontend.process_mono(small, 1.0, "a").features
+    reference = frontend.process_mono(small, ns(1.0), "a").features
     frontend.reset()
-    resized = frontend.process_mono(big, 2.0, "a").features
+    resized = frontend.process_mono(big, ns(2.0), "a").features
     assert resized.image_size == (192, 256)
     assert np.allclose(resized.keypoints, (reference.keypoints + 0.5) * 2 - 0.5, atol=1e-4)
     assert np.array_equal(resized.descriptors, reference.descriptors)
@@ -317,11 +318,11 @@ def test_resized_keypoints_are_in_input_pixels(frontend, camera_image):
 def test_frontend_rejects_a_stereo_pair_of_different_pixel_formats_and_keeps_its_state(frontend, camera_image):
     image = np.ascontiguousarray(camera_image[:96, :128])
     frontend.reset()
-    first = frontend.process_mono(image, 1.0, "a")
+    first = frontend.process_mono(image, ns(1.0), "a")
     with pytest.raises(ImageError, match="differ in pixel format"):
-        frontend.process_stereo(image, image.astype(np.uint16) * 257, 1.1, "a")
+        frontend.process_stereo(image, image.astype(np.uint16) * 257, ns(1.1), "a")
     with pytest.raises(ImageError, match="smaller than one 8x8 SuperPoint cell"):
-        frontend.process_mono(image[:7, :100], 1.2, "a")
-    second = frontend.process_mono(image, 1.3, "a")  # bad frames left the tracks alone
+        frontend.process_mono(image[:7, :100], ns(1.2), "a")
+    second = frontend.process_mono(image, ns(1.3), "a")  # bad frames left the tracks alone
     assert second.reset_reason is None and second.temporal is not None
     assert set(second.track_ids.tolist()) & set(first.track_ids.tolist())

@@ -15,6 +15,7 @@ from superpoint_ros.ros.image_decoding import ENCODINGS, ImageDecodingError, dec
 from superpoint_ros.ros.messages import (
     CloudLayoutError, decode_features, decode_stereo_matches, decode_temporal_matches, pack_features,
     pack_stereo_matches, pack_temporal_matches, to_pointcloud2, unpack)
+from superpoint_ros.stamps import stamp_ns_from_seconds as ns
 
 pytestmark = pytest.mark.ros
 
@@ -225,7 +226,7 @@ def test_any_image_size_gives_valid_features_or_a_clear_error(small_frontend, he
     image = pixels(np.random.default_rng(seed), np.dtype(dtype), shape)
     frontend.reset()
     try:
-        result = frontend.process_mono(image, 1.0, "cam")
+        result = frontend.process_mono(image, ns(1.0), "cam")
     except ImageError as e:
         assert f"{width}x{height}" in str(e) or "px" in str(e), str(e)
         return

@@ -18,6 +18,7 @@ from sensor_msgs.msg import PointCloud2
 from node_harness import image_msg
 from superpoint_ros.frontend import FrameSkipped, Frontend
 from superpoint_ros.ros.messages import decode_features
+from superpoint_ros.stamps import stamp_ns_from_seconds as ns
 
 pytestmark = pytest.mark.ros
 
@@ -201,7 +202,7 @@ def test_other_runtime_errors_are_not_mistaken_for_out_of_memory(random_weights,
     frontend = Frontend({"extractor.weights": random_weights, "extractor.device": "cpu"})
     frontend.extractor.forward = lambda batch: (_ for _ in ()).throw(RuntimeError("cuDNN error: bad param"))
     with pytest.raises(RuntimeError, match="bad param") as info:
-        frontend.process_mono(crop(camera_image), 1.0, "cam")
+        frontend.process_mono(crop(camera_image), ns(1.0), "cam")
     assert not isinstance(info.value, FrameSkipped)
 
 
@@ -218,9 +219,9 @@ def test_non_finite_network_output_never_reaches_the_output(random_weights, came
 
     frontend.extractor.forward = overflowing_forward
     with pytest.raises(FrameSkipped, match="non-finite"):
-        frontend.process_mono(crop(camera_image), 1.0, "cam")
+        frontend.process_mono(crop(camera_image), ns(1.0), "cam")
     frontend.extractor.forward = real_forward
-    result = frontend.process_mono(crop(camera_image), 1.1, "cam")
+    result = frontend.process_mono(crop(camera_image), ns(1.1), "cam")
     assert result.reset_reason is None and np.isfinite(result.features.descriptors).all()
 
 
@@ -231,14 +232,14 @@ def test_real_cuda_out_of_memory_skips_the_frame_and_the_next_frame_works(random
     frontend = Frontend({"extractor.weights": random_weights, "extractor.device": "cuda",
                          "extractor.cuda_graphs": cuda_graphs, "image.max_size": 0})
     normal = np.ascontiguousarray(camera_image[:240, :320])
-    first = frontend.process_mono(normal, 1.0, "cam")
+    first = frontend.process_mono(normal, ns(1.0), "cam")
     free, _ = torch.cuda.mem_get_info()
     side = int(np.sqrt(free / (64 * 2)) * 1.3)  # 64 fp16 channels at full resolution > free memory
     huge = np.zeros((side, side), np.uint8)
     huge[::7, ::5] = 255
     with pytest.raises(FrameSkipped, match="out of memory on cuda"):
-        frontend.process_mono(huge, 1.05, "cam")
+        frontend.process_mono(huge, ns(1.05), "cam")
     del huge
-    second = frontend.process_mono(normal, 1.1, "cam")
+    second = frontend.process_mono(normal, ns(1.1), "cam")
     assert second.reset_reason is None and second.temporal is not None and len(second.features) == len(first.features)
     assert np.array_equal(second.features.keypoints, first.features.keypoints)

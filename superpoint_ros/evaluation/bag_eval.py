@@ -39,6 +39,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..sync import StampSynchronizer, slop_ns_for
 from . import bags
 # ground truth and relative-pose maths, shared with superpoint-eval-posed (re-exported here)
 from .pose import (NS, Trajectory, direction_angle_deg, epipolar_distances, essential_pose,  # noqa: F401
@@ -74,8 +75,9 @@ class FrameRecord:
     time_ms: Dict[str, float] = field(default_factory=dict)
 
 
-def record_from_result(result, stamp_ns: int, previous_stamp_ns: Optional[int]) -> FrameRecord:
-    """A :class:`superpoint_ros.frontend.FrameResult` -> :class:`FrameRecord`."""
+def record_from_result(result) -> FrameRecord:
+    """A :class:`superpoint_ros.frontend.FrameResult` -> :class:`FrameRecord` (its stamps: the
+    result's ``stamp_ns`` and ``temporal.previous_stamp_ns``)."""
     temporal = result.temporal
     stereo_left = stereo_right = None
     if result.stereo is not None:
@@ -83,9 +85,9 @@ def record_from_result(result, stamp_ns: int, previous_stamp_ns: Optional[int]) 
         stereo_left = result.features.keypoints[idx[:, 0]]
         stereo_right = result.right_features.keypoints[idx[:, 1]]
     return FrameRecord(
-        stamp_ns, result.features.keypoints, result.track_ids, result.track_lengths,
+        result.stamp_ns, result.features.keypoints, result.track_ids, result.track_lengths,
         None if temporal is None else temporal.indices, None if temporal is None else temporal.inliers,
-        True if temporal is None else bool(temporal.verified), None if temporal is None else previous_stamp_ns,
+        True if temporal is None else bool(temporal.verified), None if temporal is None else temporal.previous_stamp_ns,
         stereo_left, stereo_right, dict(result.timings))
 
 
@@ -406,30 +408,22 @@ class Frame:
 
 def iterate_frames(bag: Path, left_topic: str, right_topic: Optional[str] = None, slop_ns: int = 0,
                    queue_size: int = 10) -> Iterator[Frame]:
-    """Mono frames, or stereo pairs matched by header stamp (``|dt| <= slop_ns``) in bag order.
-    Unpaired images are dropped once ``queue_size`` newer ones are waiting."""
+    """Mono frames, or stereo pairs matched by header stamp in bag order by the node's
+    synchroniser (:class:`superpoint_ros.sync.StampSynchronizer`: exact stamps first, else the
+    closest within ``slop_ns``; at most ``queue_size`` unpaired images wait per side)."""
     topic_list = [left_topic] + ([right_topic] if right_topic else [])
-    waiting: Dict[str, "OrderedDict[int, tuple]"] = {t: OrderedDict() for t in topic_list}
+    sync = StampSynchronizer(topic_list, slop_ns, queue_size)
     for item in bags.read_messages(bag, topic_list):
         message = item.message
-        stamp = bags.stamp_ns(message)
-        image = bags.message_image(message)
-        entry = (stamp, item.log_time_ns, message.header.frame_id, image, (item.topic, item.msgtype, item.raw,
-                                                                            item.log_time_ns))
+        entry = (bags.stamp_ns(message), item.log_time_ns, message.header.frame_id, bags.message_image(message),
+                 (item.topic, item.msgtype, item.raw, item.log_time_ns))
+        matched = sync.add(item.topic, entry[0], entry)
+        if matched is None:
+            continue
         if right_topic is None:
-            yield Frame(stamp, item.log_time_ns, entry[2], image, None, [entry[4]])
+            yield Frame(entry[0], entry[1], entry[2], entry[3], None, [entry[4]])
             continue
-        other = right_topic if item.topic == left_topic else left_topic
-        match = next((s for s in waiting[other] if abs(s - stamp) <= slop_ns), None)
-        if match is None:
-            waiting[item.topic][stamp] = entry
-            while len(waiting[item.topic]) > queue_size:
-                waiting[item.topic].popitem(last=False)
-            continue
-        partner = waiting[other].pop(match)
-        left, right = (entry, partner) if item.topic == left_topic else (partner, entry)
-        for older in [s for s in waiting[other] if s < match]:  # anything older can never pair now
-            del waiting[other][older]
+        left, right = matched
         yield Frame(left[0], max(left[1], right[1]), left[2], left[3], right[3], [left[4], right[4]], right[2])
 
 
@@ -471,8 +465,8 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     trajectory = read_tum(groundtruth) if groundtruth is not None else None
     stats = BagStats(K, trajectory)
     total = available[left_topic][1] if max_frames is None else min(max_frames, available[left_topic][1])
-    slop_ns = int(round(conf.get("sync.slop", 0.005) * NS)) if conf.get("sync.mode") != "exact" else 0
-    last_image, previous_stamp = None, None
+    slop_ns = slop_ns_for(conf.get("sync.mode", "approximate"), conf.get("sync.slop", 0.005))
+    last_image = None
     with contextlib.ExitStack() as stack:
         output = None
         if output_bag is not None:
@@ -487,15 +481,13 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
         for count, frame in enumerate(frames):
             if max_frames is not None and count >= max_frames:
                 break
-            stamp_s = frame.stamp_ns / NS
             start = time.perf_counter()
             if frame.right is None:
-                result = frontend.process_mono(frame.left, stamp_s, frame.frame_id)
+                result = frontend.process_mono(frame.left, frame.stamp_ns, frame.frame_id)
             else:
-                result = frontend.process_stereo(frame.left, frame.right, stamp_s, frame.frame_id)
+                result = frontend.process_stereo(frame.left, frame.right, frame.stamp_ns, frame.frame_id)
             result.timings["wall"] = (time.perf_counter() - start) * 1e3
-            stats.add(record_from_result(result, frame.stamp_ns, previous_stamp))
-            previous_stamp = frame.stamp_ns
+            stats.add(record_from_result(result))
             if output is not None:
                 output.write(frame, result)
             last_image = frame.left
@@ -511,44 +503,26 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
 
 
 class OutputBag:
-    """Writes the node's output messages (its codec, its topic names) plus the input images."""
+    """Writes the node's output messages (its codec's :func:`frame_messages`, its topic names)
+    plus the input images."""
 
     def __init__(self, writer: bags.BagWriter, namespace: str = DEFAULT_NAMESPACE):
         from ..ros import messages
 
         self.writer, self.messages = writer, messages
-        self.cloud = bags.msg_class("sensor_msgs/msg/PointCloud2")
-        self.point_field = bags.msg_class("sensor_msgs/msg/PointField")
+        self.classes = messages.MessageClasses(
+            bags.msg_class("std_msgs/msg/Header"), bags.msg_class("builtin_interfaces/msg/Time"),
+            bags.msg_class("sensor_msgs/msg/PointCloud2"), bags.msg_class("sensor_msgs/msg/PointField"),
+            data_as_array=True)
         self.topics = output_topics(namespace)
 
-    def _cloud(self, packed, stamp_ns: int, frame_id: str):
-        return self.messages.to_pointcloud2(bags.header(stamp_ns, frame_id), packed, self.cloud, self.point_field,
-                                            data_as_array=True)
-
     def write(self, frame: Frame, result) -> None:
-        m, stamp, log = self.messages, frame.stamp_ns, frame.log_time_ns
         for topic, msgtype, raw, log_time in frame.raw:
             self.writer.write_raw(topic, msgtype, raw, log_time)
-        f = result.features
-        self.writer.write(self.topics["features"], self._cloud(
-            m.pack_features(f.keypoints, f.scores, f.descriptors, result.track_ids, result.track_lengths),
-            stamp, frame.frame_id), log)
-        if result.temporal is not None:
-            prev_ns = int(round(result.temporal.previous_stamp_s * NS))
-            t = result.temporal
-            self.writer.write(self.topics["temporal_matches"], self._cloud(
-                m.pack_temporal_matches(t.indices, t.distances, t.inliers, (prev_ns // NS, prev_ns % NS)),
-                stamp, frame.frame_id), log)
-        if result.stereo is not None:
-            r = result.right_features
-            self.writer.write(self.topics["features_right"], self._cloud(
-                m.pack_features(r.keypoints, r.scores, r.descriptors, np.zeros(len(r), np.int64)), stamp,
-                frame.right_frame_id or frame.frame_id), log)  # as the node: right frame_id, left stamp
-            self.writer.write(self.topics["stereo_matches"], self._cloud(
-                m.pack_stereo_matches(result.stereo.indices, result.stereo.distances, f.keypoints, r.keypoints),
-                stamp, frame.frame_id), log)
-
-
+        # as the node: the right features carry the right frame_id and the left stamp
+        for name, msg in self.messages.frame_messages(result, frame.frame_id, self.classes,
+                                                      frame.right_frame_id).items():
+            self.writer.write(self.topics[name], msg, frame.log_time_ns)
 
 
 def output_topics(namespace: str = "/") -> Dict[str, str]:

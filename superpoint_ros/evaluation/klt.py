@@ -29,6 +29,7 @@ from ..frontend import FrameResult, StereoMatches, TemporalMatches, continuity_b
 from ..image import to_grayscale_uint8
 from ..geometry import ransac_inliers
 from ..params import validate
+from ..stamps import check_stamp_ns, stamp_ns_from_seconds
 
 default_conf = {
     "min_distance": 10,         # px between corners (VINS uses 30 px for 150 corners at 752x480)
@@ -47,7 +48,7 @@ class _Previous:
     track_ids: np.ndarray       # (N,) int64
     track_lengths: np.ndarray   # (N,) int32
     alive: np.ndarray           # (N,) bool: tracked on into the next frame (RANSAC outliers are not)
-    stamp_s: float
+    stamp_ns: int
     frame_id: str
 
 
@@ -75,13 +76,13 @@ class KLTFrontend:
         self._next_id = 0
 
     # --- the two entry points ----------------------------------------------------------------------
-    def process_mono(self, image: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
-        return self._process(self._prepare(image), None, stamp_s, frame_id)
+    def process_mono(self, image: np.ndarray, stamp_ns: int, frame_id: str) -> FrameResult:
+        return self._process(self._prepare(image), None, check_stamp_ns(stamp_ns), frame_id)
 
-    def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_s: float, frame_id: str) -> FrameResult:
+    def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_ns: int, frame_id: str) -> FrameResult:
         if np.shape(left)[:2] != np.shape(right)[:2]:
             raise ValueError(f"stereo images differ in size: {np.shape(left)} vs {np.shape(right)}")
-        return self._process(self._prepare(left), self._prepare(right), stamp_s, frame_id)
+        return self._process(self._prepare(left), self._prepare(right), check_stamp_ns(stamp_ns), frame_id)
 
     def _prepare(self, image: np.ndarray) -> np.ndarray:
         gray = to_grayscale_uint8(image)
@@ -117,12 +118,13 @@ class KLTFrontend:
         corners = cv2.goodFeaturesToTrack(image, wanted, self.klt["quality_level"], distance, mask=mask)
         return np.zeros((0, 2), np.float32) if corners is None else corners.reshape(-1, 2).astype(np.float32)
 
-    def _process(self, image: np.ndarray, right: Optional[np.ndarray], stamp_s: float, frame_id: str) -> FrameResult:
+    def _process(self, image: np.ndarray, right: Optional[np.ndarray], stamp_ns: int, frame_id: str) -> FrameResult:
         conf, timings = self.conf, {}
         start = time.perf_counter()
         previous = self._previous
         reset_reason = None if previous is None else continuity_break(
-            previous.stamp_s, previous.frame_id, stamp_s, frame_id, self.conf["tracking.max_time_gap"])
+            previous.stamp_ns, previous.frame_id, stamp_ns, frame_id,
+            stamp_ns_from_seconds(self.conf["tracking.max_time_gap"]))
         if reset_reason:
             self._previous = None
         previous, temporal = self._previous, None
@@ -140,7 +142,7 @@ class KLTFrontend:
                 inliers, verified, model = geometry.inliers, geometry.verified, geometry.model
             # the tracked points come first in this frame, in the order of ``source``
             indices = np.stack([source, np.arange(len(source))], axis=1).astype(np.int64).reshape(-1, 2)
-            temporal = TemporalMatches(indices, error[source], inliers, previous.stamp_s, previous.frame_id,
+            temporal = TemporalMatches(indices, error[source], inliers, previous.stamp_ns, previous.frame_id,
                                        verified, model)
             # an outlier is still a point of this frame (the matches refer to it), but as VINS does,
             # it is not tracked any further: a one-frame track, and new corners may take its place
@@ -175,6 +177,6 @@ class KLTFrontend:
             stereo = StereoMatches(pairs, error[left_index], disparity[left_index].astype(np.float32))
             timings["stereo_match"] = (time.perf_counter() - start) * 1e3
         timings["total"] = sum(timings.values())
-        self._previous = _Previous(image, points, track_ids, track_lengths, alive, float(stamp_s), frame_id)
-        return FrameResult(float(stamp_s), frame_id, features, track_ids, track_lengths, temporal, right_features,
+        self._previous = _Previous(image, points, track_ids, track_lengths, alive, stamp_ns, frame_id)
+        return FrameResult(stamp_ns, frame_id, features, track_ids, track_lengths, temporal, right_features,
                            stereo, timings, reset_reason)

@@ -42,6 +42,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ..sync import slop_ns_for
 from . import bags
 from .bag_eval import (baseline_frontend, camera_matrix, default_params_file, find_camera_info, first_camera_info,
                        iterate_frames, parameter_overrides, parse_baselines)
@@ -137,7 +138,7 @@ class MethodRun:
 def feed_backend(name: str, frames, process, observe, finish, total: Optional[int], show_progress: bool,
                  empty: str) -> MethodRun:
     """Run each of ``frames`` (``(stamp_ns, images, frame_id)``) through the front-end
-    (``process(images, stamp_s, frame_id) -> FrameResult``) and the back-end
+    (``process(images, stamp_ns, frame_id) -> FrameResult``) and the back-end
     (``observe(stamp_ns, result) -> (tracks given, progress postfix)``), then ``finish()`` ->
     :class:`VOTrajectory`; per-frame times of both, tracks per frame, mean track length (a track's
     longest run, as superpoint-eval-bag). ``empty``: the error when there were no frames."""
@@ -150,7 +151,7 @@ def feed_backend(name: str, frames, process, observe, finish, total: Optional[in
     try:
         for stamp_ns, images, frame_id in frames:
             start = time.perf_counter()
-            result = process(images, stamp_ns / NS, frame_id)
+            result = process(images, stamp_ns, frame_id)
             middle = time.perf_counter()
             given, postfix = observe(stamp_ns, result)
             backend_ms += (time.perf_counter() - middle) * 1e3
@@ -181,7 +182,7 @@ def run_method(name: str, frontend, bag: Path, left_topic: str, right_topic: str
                show_progress: bool = True) -> MethodRun:
     """The bag's stereo pairs through ``frontend`` (``process_stereo``) and one :class:`StereoVO`."""
     conf = frontend.conf
-    slop_ns = int(round(conf.get("sync.slop", 0.005) * NS)) if conf.get("sync.mode") != "exact" else 0
+    slop_ns = slop_ns_for(conf.get("sync.mode", "approximate"), conf.get("sync.slop", 0.005))
     vo = StereoVO(calibration, config)
 
     def frames():

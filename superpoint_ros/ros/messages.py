@@ -16,8 +16,10 @@ docs/messages.md):
   ``distance`` float32; ``inlier`` uint8 (1 = passed the geometric check).
 
 Packing/unpacking is plain numpy with structured dtypes (``bytes`` out, no per-point Python), so
-it is also what the rosbag evaluator uses to write bags; only :func:`to_pointcloud2` touches a
-message class, and it takes the classes as arguments (rclpy's by default, or ``rosbags``').
+it is also what the rosbag evaluator uses to write bags; only :func:`to_pointcloud2` and
+:func:`frame_messages` touch message classes, and they take them as arguments (rclpy's, or
+``rosbags``'). :func:`frame_messages` is the one place a front-end result becomes the node's
+output messages: the node publishes them, ``superpoint-eval-bag --output-bag`` writes them.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ..stamps import ros_time_parts
 
 # sensor_msgs/PointField datatype constants
 INT8, UINT8, INT16, UINT16, INT32, UINT32, FLOAT32, FLOAT64 = range(1, 9)
@@ -155,6 +159,63 @@ def to_pointcloud2(header: Any, packed: PackedCloud, cloud_type: Any = None, fie
     return cloud_type(header=header, height=1, width=packed.width, fields=fields, is_bigendian=False,
                       point_step=packed.point_step, row_step=packed.point_step * packed.width, data=data,
                       is_dense=True)
+
+
+#: The node's output messages per frame, in publishing order (relative topic names).
+FRAME_OUTPUTS = ("features", "temporal_matches", "features_right", "stereo_matches")
+
+
+@dataclass(frozen=True)
+class MessageClasses:
+    """The message classes :func:`frame_messages` builds with: rclpy's (the node) or a rosbags
+    typestore's (the bag writer, ``data_as_array=True``: rosbags holds ``data`` as a uint8 array)."""
+
+    header: Any  # std_msgs/msg/Header
+    time: Any  # builtin_interfaces/msg/Time
+    cloud: Any  # sensor_msgs/msg/PointCloud2
+    field: Any  # sensor_msgs/msg/PointField
+    data_as_array: bool = False
+
+
+def make_header(classes: MessageClasses, stamp_ns: int, frame_id: str):
+    """A std_msgs/Header stamped ``stamp_ns`` (integer nanoseconds, exact)."""
+    sec, nanosec = ros_time_parts(stamp_ns)
+    return classes.header(stamp=classes.time(sec=sec, nanosec=nanosec), frame_id=frame_id)
+
+
+def frame_messages(result: Any, frame_id: str, classes: MessageClasses,
+                   right_frame_id: Optional[str] = None) -> Dict[str, Any]:
+    """A front-end result (:class:`superpoint_ros.frontend.FrameResult`) -> the node's output
+    messages, keyed by :data:`FRAME_OUTPUTS` name, those that exist for it: ``features`` always,
+    ``temporal_matches`` unless it is the first frame after a reset, ``features_right`` and
+    ``stereo_matches`` for a stereo pair.
+
+    Every header is stamped ``result.stamp_ns`` (the input header's stamp, exact); ``frame_id``
+    for the left/mono outputs, ``right_frame_id`` (default ``frame_id``) for ``features_right``:
+    the pair is one frame, with the left stamp on both feature sets. Temporal matches carry
+    ``result.temporal.previous_stamp_ns``, the earlier frame's header stamp, exactly.
+    Right features have no tracks: their ``track_id`` is 0.
+    """
+    header = make_header(classes, result.stamp_ns, frame_id)
+
+    def cloud(packed: PackedCloud, cloud_header=header):
+        return to_pointcloud2(cloud_header, packed, classes.cloud, classes.field, classes.data_as_array)
+
+    f = result.features
+    out = {"features": cloud(pack_features(f.keypoints, f.scores, f.descriptors, result.track_ids,
+                                           result.track_lengths))}
+    t = result.temporal
+    if t is not None:
+        out["temporal_matches"] = cloud(pack_temporal_matches(t.indices, t.distances, t.inliers,
+                                                              ros_time_parts(t.previous_stamp_ns)))
+    if result.stereo is not None:
+        r = result.right_features
+        right_header = make_header(classes, result.stamp_ns, frame_id if right_frame_id is None else right_frame_id)
+        out["features_right"] = cloud(pack_features(r.keypoints, r.scores, r.descriptors, np.zeros(len(r), np.int64)),
+                                      right_header)
+        out["stereo_matches"] = cloud(pack_stereo_matches(result.stereo.indices, result.stereo.distances,
+                                                          f.keypoints, r.keypoints))
+    return out
 
 
 # --- decoding ----------------------------------------------------------------------------------

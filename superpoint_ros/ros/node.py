@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import rclpy
+from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.exceptions import ParameterException
@@ -39,17 +40,19 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import get_rmw_implementation_identifier
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
 
 from ..frontend import FrameResult, FrameSkipped, Frontend
 from ..image import ImageError
 from ..params import PARAMETERS, ParamsError, check_value, coerce, validate
+from ..stamps import message_stamp_ns, seconds_text
+from ..sync import StampSynchronizer
 from ..visualization import draw_keypoints, draw_tracks
 from ..weights import WeightsError
 from .image_decoding import decode_compressed_image, decode_image
 from .inputs import COMPRESSED_SUFFIX, ImageInput, SharedMemoryCheck, input_topic
-from .messages import pack_features, pack_stereo_matches, pack_temporal_matches, to_pointcloud2
-from .sync import StereoSynchronizer
+from .messages import MessageClasses, frame_messages
 
 NODE_NAME = "superpoint_node"
 MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC = "image", "left/image_rect", "right/image_rect"
@@ -58,6 +61,10 @@ INPUT_TOPICS = tuple(t + s for t in (MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC) for s 
 LOG_THROTTLE_S = 5.0
 PAIRING_WINDOW_S = 2.0  # stereo: left/right arrivals are judged over at least this long (slow cameras)
 INPUT_REFRESH_S = 0.5  # qos.reliability auto: how often the input topics' publishers are looked up
+#: the stereo synchroniser's inputs, in pair order
+STEREO_INPUTS = ("left", "right")
+#: what the node's output messages are built with (superpoint_ros.ros.messages.frame_messages)
+RCLPY_MESSAGES = MessageClasses(Header, Time, PointCloud2, PointField)
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
 
@@ -77,10 +84,6 @@ def descriptor_for(name: str) -> ParameterDescriptor:
     return descriptor
 
 
-def stamp_seconds(header) -> float:
-    return header.stamp.sec + header.stamp.nanosec * 1e-9
-
-
 class _Stats:
     """Counters for /diagnostics (written by the worker and the callbacks, read by the timer)."""
 
@@ -97,7 +100,7 @@ class _Stats:
         self.last_received_at: Optional[float] = None  # monotonic s of the last image (camera stopped?)
         # stereo inputs since pairing_window_start: images per side, newest stamp per side, pairs formed
         self.side_images, self.side_stamps, self.pairs = [0, 0], [None, None], 0
-        self.unpaired_seen = 0  # the built-in synchroniser's drop counter at the last window
+        self.unpaired_seen = 0  # the synchroniser's drop counter at the last window
         self.pairing_window_start = time.monotonic()
         self.window_processed = self.window_dropped = self.window_skipped = 0
         # "processing slower than input" reports: drops since the last one, when it was (monotonic s),
@@ -152,20 +155,22 @@ class SuperPointNode(Node):
             self.stereo_pub = self._new_publisher(PointCloud2, "stereo_matches", out_qos)
 
     def _init_pipeline_state(self) -> None:
-        """Counters, the frame queue and the per-stream state (previous stamp, debug trails)."""
+        """Counters, the frame queue and the per-stream state (debug trails)."""
         p = self.params
         self.stats = _Stats()
         self._queue: deque = deque(maxlen=p["input.queue_size"])
         self._wakeup = threading.Condition()
         self._running = True
-        self._previous_stamp = (0, 0)
         self._trails: Dict[int, deque] = {}
 
     def _create_subscriptions(self) -> None:
         self._shm_check = SharedMemoryCheck(get_rmw_implementation_identifier())
         if self.stereo:
-            self.synchronizer, feeds = self._make_synchronizer()
-            self.inputs = [self._image_input(LEFT_TOPIC, feeds[0]), self._image_input(RIGHT_TOPIC, feeds[1])]
+            p = self.params
+            self.synchronizer = StampSynchronizer.from_params(STEREO_INPUTS, p["sync.mode"], p["sync.slop"],
+                                                              p["sync.queue_size"])
+            self.inputs = [self._image_input(LEFT_TOPIC, self._side_feed(0)),
+                           self._image_input(RIGHT_TOPIC, self._side_feed(1))]
         else:
             self.inputs = [self._image_input(MONO_TOPIC, self.on_image)]
         if any(i.auto for i in self.inputs):  # publishers come and go: follow what they offer
@@ -248,29 +253,17 @@ class SuperPointNode(Node):
         return ImageInput(self, image_type, input_topic(self, name, p["input.compressed"]), on_message,
                           p["qos.depth"], p["qos.reliability"])
 
-    def _make_synchronizer(self):
-        """The stereo pairing and its (left, right) feeds for the subscriptions: message_filters'
-        synchronisers when the ROS install has them, else :class:`StereoSynchronizer`."""
-        p = self.params
-        try:  # the standard tool when the ROS install has it
-            import message_filters
-        except ImportError:
-            sync = StereoSynchronizer(self.on_stereo_pair, p["sync.mode"], p["sync.slop"], p["sync.queue_size"])
-            feeds = (sync.add_left, sync.add_right)
-        else:
-            # plain filters fed by our own subscriptions (qos.reliability auto may re-create them)
-            sides = [message_filters.SimpleFilter(), message_filters.SimpleFilter()]
-            if p["sync.mode"] == "exact":
-                sync = message_filters.TimeSynchronizer(sides, p["sync.queue_size"])
-            else:
-                sync = message_filters.ApproximateTimeSynchronizer(sides, p["sync.queue_size"], p["sync.slop"])
-            sync.registerCallback(self.on_stereo_pair)
-            feeds = tuple(side.signalMessage for side in sides)
-        return sync, [self._side_feed(feed, side) for side, feed in enumerate(feeds)]
-
-    def _side_feed(self, feed, side: int):
+    def _side_feed(self, side: int):
+        """The subscription callback of stereo input ``side`` (0 left, 1 right): into the
+        synchroniser (:class:`superpoint_ros.sync.StampSynchronizer`, the same pairing
+        superpoint-eval-bag reads bags with); a completed pair goes to the queue."""
         def on_side(msg) -> None:
-            feed(msg)
+            sync = self.synchronizer
+            if sync is None:  # deactivated between the message and its callback
+                return
+            pair = sync.add(STEREO_INPUTS[side], message_stamp_ns(msg), msg)
+            if pair is not None:
+                self.on_stereo_pair(*pair)
             self._mark_side(msg, side)  # per-side arrivals, for "never pair" reports
         return on_side
 
@@ -294,7 +287,7 @@ class SuperPointNode(Node):
             s = self.stats
             s.last_received_at = time.monotonic()
             s.side_images[side] += 1
-            s.side_stamps[side] = msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+            s.side_stamps[side] = message_stamp_ns(msg)
 
     def on_stereo_pair(self, left, right) -> None:
         with self.stats.lock:
@@ -428,19 +421,19 @@ class SuperPointNode(Node):
 
     def _process(self, item, received_at: float) -> None:
         header = item[0].header
-        stamp_s = stamp_seconds(header)
+        stamp_ns = message_stamp_ns(item[0])  # exact: sec * 10**9 + nanosec
         if len(item) == 2:
             left, right = self._decode(item[0]), self._decode(item[1])  # an unsupported encoding says so first
             encodings = [getattr(m, "encoding", None) for m in item]
             if isinstance(item[0], Image) and encodings[0] != encodings[1]:
                 raise ImageError(f"stereo images differ in encoding: left {encodings[0]!r}, right {encodings[1]!r}")
             with self._frontend_lock:
-                result = self.frontend.process_stereo(left, right, stamp_s, header.frame_id)
+                result = self.frontend.process_stereo(left, right, stamp_ns, header.frame_id)
             image = left
         else:
             image = self._decode(item[0])
             with self._frontend_lock:
-                result = self.frontend.process_mono(image, stamp_s, header.frame_id)
+                result = self.frontend.process_mono(image, stamp_ns, header.frame_id)
         self._log_resize(result)
         self._publish(result, header, item)
         if self.debug_pub.get_subscription_count() > 0:
@@ -458,7 +451,6 @@ class SuperPointNode(Node):
                 stats.last_reset = result.reset_reason
         if result.reset_reason:
             self._log_throttled(f"tracks reset: {result.reset_reason}", "info")  # throttled per reason
-        self._previous_stamp = (header.stamp.sec, header.stamp.nanosec)
 
     def _log_resize(self, result: FrameResult) -> None:
         """One warning per input size that the network and flow run on resized images."""
@@ -472,21 +464,14 @@ class SuperPointNode(Node):
                                   f"and optical flow (keypoints still in input pixels)")
 
     def _publish(self, result: FrameResult, header, item) -> None:
-        f = result.features
-        self.features_pub.publish(to_pointcloud2(header, pack_features(
-            f.keypoints, f.scores, f.descriptors, result.track_ids, result.track_lengths)))
-        if result.temporal is not None:
-            t = result.temporal
-            self.temporal_pub.publish(to_pointcloud2(header, pack_temporal_matches(
-                t.indices, t.distances, t.inliers, self._previous_stamp)))
-        if result.stereo is not None:
-            r = result.right_features
-            right_header = item[1].header
-            right_header.stamp = header.stamp  # the pair is one frame: same stamp on both feature sets
-            self.right_features_pub.publish(to_pointcloud2(right_header, pack_features(
-                r.keypoints, r.scores, r.descriptors, np.zeros(len(r), np.int64))))
-            self.stereo_pub.publish(to_pointcloud2(header, pack_stereo_matches(
-                result.stereo.indices, result.stereo.distances, f.keypoints, r.keypoints)))
+        """The result's output messages (:func:`~superpoint_ros.ros.messages.frame_messages`, as
+        the output bag writes them), each on its topic."""
+        right_frame_id = item[1].header.frame_id if len(item) == 2 else None
+        publishers = {"features": self.features_pub, "temporal_matches": self.temporal_pub}
+        if self.stereo:
+            publishers.update(features_right=self.right_features_pub, stereo_matches=self.stereo_pub)
+        for name, msg in frame_messages(result, header.frame_id, RCLPY_MESSAGES, right_frame_id).items():
+            publishers[name].publish(msg)
 
     def _publish_debug(self, image: np.ndarray, result: FrameResult, header) -> None:
         """Keypoints coloured by score and each track's last ``debug.track_length`` positions."""
@@ -525,11 +510,11 @@ class SuperPointNode(Node):
             (lefts, rights), pairs = s.side_images, s.pairs
             sync = getattr(self, "synchronizer", None)
             dropped = ""
-            if isinstance(sync, StereoSynchronizer):
-                dropped = f", {sync.unpaired_dropped - s.unpaired_seen} unpaired dropped"
-                s.unpaired_seen = sync.unpaired_dropped
+            if sync is not None:
+                dropped = f", {sync.dropped - s.unpaired_seen} unpaired dropped"
+                s.unpaired_seen = sync.dropped
             if lefts and rights and not pairs:
-                left, right = (f"{t * 1e-9:.6f}" if t is not None else "none" for t in s.side_stamps)
+                left, right = (seconds_text(t) if t is not None else "none" for t in s.side_stamps)
                 warnings.append(f"left/right images do not pair: {lefts} left and {rights} right images in "
                                 f"{window:.1f} s, no pair formed{dropped} (last left stamp {left} s, last right "
                                 f"{right} s; sync.mode={p['sync.mode']}, sync.slop={p['sync.slop']} s)")
@@ -583,8 +568,8 @@ class SuperPointNode(Node):
                 values["temporal_inliers"] = int(last.temporal.inliers.sum())
             if last.stereo is not None:
                 values["stereo_matches"] = len(last.stereo)
-        if self.stereo and isinstance(getattr(self, "synchronizer", None), StereoSynchronizer):
-            values["stereo_unpaired_dropped"] = self.synchronizer.unpaired_dropped
+        if self.stereo and getattr(self, "synchronizer", None) is not None:
+            values["stereo_unpaired_dropped"] = self.synchronizer.dropped
         status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
         s.window_start, s.window_processed, s.window_dropped, s.window_skipped = now, 0, 0, 0
         array = DiagnosticArray(status=[status])
