@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_ros.evaluation import bags
+from superpoint_ros.io import bags
 from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag
 
 rclpy = pytest.importorskip("rclpy")
@@ -30,7 +30,7 @@ def test_bag_player_feeds_the_node_every_frame(sample, random_weights, tmp_path)
     from sensor_msgs.msg import PointCloud2
 
     from superpoint_ros.evaluation.bag_eval import default_params_file
-    from superpoint_ros.ros.messages import decode_features, decode_stereo_matches
+    from superpoint_ros.io.messages import decode_features, decode_stereo_matches
 
     namespace = f"/live_{os.getpid()}"
     env = {**os.environ, "ROS_LOG_DIR": str(tmp_path)}

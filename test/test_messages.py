@@ -5,7 +5,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from superpoint_ros.ros.messages import (
+from superpoint_ros.io.messages import (
     CloudLayoutError, decode_features, decode_stereo_matches, decode_temporal_matches, pack_features,
     pack_stereo_matches, pack_temporal_matches, to_pointcloud2, unpack)
 

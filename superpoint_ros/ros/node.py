@@ -12,7 +12,7 @@ Publishes:
   ``temporal_matches`` (PointCloud2) previous/current feature rows, previous stamp in the rows
   ``debug_image`` (Image bgr8) keypoints and track trails, drawn only while someone subscribes
   ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) rates, drops, latency, stage timings
-Layouts: docs/messages.md (codec in ``superpoint_ros.ros.messages``). Parameters: docs/node.md
+Layouts: docs/messages.md (codec in ``superpoint_ros.io.messages``). Parameters: docs/node.md
 (the table in ``superpoint_ros.params``).
 
 Threading: the subscription callbacks only enqueue; one worker thread decodes, runs the
@@ -43,12 +43,12 @@ from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 
 from ..frontend import FrameResult, FrameSkipped, Frontend
 from ..image import ImageError
+from ..io.image_decoding import decode_compressed_image, decode_image
+from ..io.messages import pack_features, pack_stereo_matches, pack_temporal_matches, to_pointcloud2
 from ..params import PARAMETERS, ParamsError, check_value, coerce, validate
 from ..visualization import draw_keypoints, draw_tracks
 from ..weights import WeightsError
-from .image_decoding import decode_compressed_image, decode_image
 from .inputs import COMPRESSED_SUFFIX, ImageInput, SharedMemoryCheck, input_topic
-from .messages import pack_features, pack_stereo_matches, pack_temporal_matches, to_pointcloud2
 from .sync import StereoSynchronizer
 
 NODE_NAME = "superpoint_node"
