@@ -143,7 +143,7 @@ def test_demo_without_weights_says_what_is_missing(tmp_path, monkeypatch, capsys
     def missing():
         raise WeightsError("default model superpoint_ros_v1.pt not found")
 
-    monkeypatch.setattr("superpoint_ros.weights.default_weights_path", missing)
+    monkeypatch.setattr(demo, "default_weights_path", missing)  # the name demo resolves weights with
     assert demo.main(["-o", str(tmp_path)]) == 2
     assert "superpoint_ros_v1.pt not found" in capsys.readouterr().err
 
