@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import cv2
 import numpy as np
 import torch
 from torch import nn
@@ -310,8 +311,6 @@ _quantized: Dict[str, bytes] = {}  # weights fingerprint -> int8 ONNX bytes (qua
 
 def calibration_batches() -> List[np.ndarray]:
     """The calibration photos as ``(1, 1, 240, 320)`` float32 arrays in [0, 1]."""
-    import cv2
-
     paths = sorted(CALIBRATION_DIR.glob("*.jpg"))
     if not paths:
         raise FileNotFoundError(f"no int8 calibration photos in {CALIBRATION_DIR}")
@@ -351,7 +350,7 @@ def quantize_onnx(model: SuperPointNet, weight_type: Optional[str] = None) -> by
 
 
 def _quantize(graph: bytes, weight_type: str) -> bytes:
-    import onnx
+    import onnx  # optional (the train extra): only int8 quantisation needs it
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 

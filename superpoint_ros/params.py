@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import yaml
+
+from .yaml_numbers import parse_float_text
 
 NODE_NAME = "superpoint_node"
 
@@ -197,18 +198,6 @@ def check_value(name: str, value: Any) -> Optional[str]:
     if name == "image.bit_depth" and 0 < value < 8:
         return f"image.bit_depth={value!r} must be 0 (auto) or 8..16 (the valid bits of 16-bit images)"
     return None
-
-
-#: A number in exponent notation without a dot (``1e-3``): YAML 1.2 and ROS's parameter parser
-#: read it as a float, PyYAML (YAML 1.1) as a string.
-EXPONENT_FLOAT = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
-
-
-def parse_float_text(value: Any) -> Any:
-    """``"1e-3"`` -> ``0.001``; anything else unchanged."""
-    if isinstance(value, str) and EXPONENT_FLOAT.match(value.strip()):
-        return float(value)
-    return value
 
 
 def coerce(name: str, value: Any) -> Any:

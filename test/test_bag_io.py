@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_ros.evaluation import bags
+from superpoint_ros.io import bags
 from superpoint_ros.evaluation.bag_eval import iterate_frames, read_tum
 from superpoint_ros.evaluation.sample_data import SampleConf, TOPICS, ensure_sample_bag, intrinsics, trajectory
 

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from superpoint_ros.evaluation import bags
+from superpoint_ros.io import bags
 
 rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros

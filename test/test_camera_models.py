@@ -8,7 +8,7 @@ import pytest
 
 from superpoint_ros.camera_models import (CameraInfoError, CameraModel, UnsupportedDistortionModel,
                                           point_velocity, project_normalised, rectify_points, undistort_points)
-from superpoint_ros.evaluation.bags import camera_info_message
+from superpoint_ros.io.bags import camera_info_message
 
 # Realistic strong lenses. EuRoC MAV cam0 (plumb_bob, published calibration); a wide lens in the
 # rational model (~140 degrees across the diagonal, barrel); a TUM-VI-like equidistant fisheye

@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_ros.evaluation import bags
+from superpoint_ros.io import bags
 from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag
 
 rclpy = pytest.importorskip("rclpy")
@@ -30,7 +30,7 @@ def test_bag_player_feeds_the_node_every_frame(sample, random_weights, tmp_path)
     from sensor_msgs.msg import PointCloud2
 
     from superpoint_ros.evaluation.bag_eval import default_params_file
-    from superpoint_ros.ros.messages import decode_features, decode_stereo_matches
+    from superpoint_ros.io.messages import decode_features, decode_stereo_matches
 
     namespace = f"/live_{os.getpid()}"
     env = {**os.environ, "ROS_LOG_DIR": str(tmp_path)}
@@ -143,7 +143,7 @@ def test_demo_without_weights_says_what_is_missing(tmp_path, monkeypatch, capsys
     def missing():
         raise WeightsError("default model superpoint_ros_v1.pt not found")
 
-    monkeypatch.setattr("superpoint_ros.weights.default_weights_path", missing)
+    monkeypatch.setattr(demo, "default_weights_path", missing)  # the name demo resolves weights with
     assert demo.main(["-o", str(tmp_path)]) == 2
     assert "superpoint_ros_v1.pt not found" in capsys.readouterr().err
 

@@ -5,7 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_ros.evaluation import bag_eval, bags
+from superpoint_ros.evaluation import bag_eval
+from superpoint_ros.io import bags
 from superpoint_ros.evaluation.sample_data import SampleConf, TOPICS, ensure_sample_bag, intrinsics, trajectory
 
 
@@ -145,7 +146,7 @@ def tiny_bag(tmp_path_factory):
 
 def test_evaluate_stereo_bag_with_output_bag(tiny_bag, random_weights, tmp_path):
     from superpoint_ros.params import load_params
-    from superpoint_ros.ros.messages import decode_features, decode_stereo_matches, decode_temporal_matches
+    from superpoint_ros.io.messages import decode_features, decode_stereo_matches, decode_temporal_matches
 
     params = load_params(bag_eval.default_params_file(stereo=True),
                          overrides={"extractor.weights": random_weights, "extractor.max_keypoints": 150})

@@ -11,7 +11,8 @@ import pytest
 pytest.importorskip("gtsam")
 pytest.importorskip("evo")
 
-from superpoint_ros.evaluation import bags, slam_eval  # noqa: E402
+from superpoint_ros.evaluation import slam_eval  # noqa: E402
+from superpoint_ros.io import bags  # noqa: E402
 from superpoint_ros.evaluation.sample_data import (TOPICS, SampleConf, ensure_sample_bag, intrinsics,  # noqa: E402
                                                    trajectory)
 from superpoint_ros.evaluation.mono_vo import MonoConfig, MonoVO  # noqa: E402

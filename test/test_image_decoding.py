@@ -5,7 +5,7 @@ import pytest
 from sensor_msgs.msg import CompressedImage, Image
 
 from superpoint_ros.image import ImageError, to_grayscale_float
-from superpoint_ros.ros.image_decoding import ImageDecodingError, decode_compressed_image, decode_image
+from superpoint_ros.io.image_decoding import ImageDecodingError, decode_compressed_image, decode_image
 
 pytestmark = pytest.mark.ros
 

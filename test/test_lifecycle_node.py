@@ -27,7 +27,7 @@ from sensor_msgs.msg import Image
 
 from node_harness import RELIABLE, Harness, image_msg
 from superpoint_ros.ros.lifecycle_node import SuperPointLifecycleNode
-from superpoint_ros.ros.messages import decode_features
+from superpoint_ros.io.messages import decode_features
 from superpoint_ros.ros.node import INPUT_TOPICS
 
 pytestmark = pytest.mark.ros

@@ -5,7 +5,7 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import PointCloud2, PointField
 from std_msgs.msg import Header
 
-from superpoint_ros.ros.messages import (
+from superpoint_ros.io.messages import (
     CloudLayoutError, decode_features, decode_stereo_matches, decode_temporal_matches, pack_features,
     pack_stereo_matches, pack_temporal_matches, to_pointcloud2, unpack)
 
@@ -119,7 +119,7 @@ def test_frame_messages_are_the_same_from_rclpy_and_rosbags_classes_with_exact_s
     from builtin_interfaces.msg import Time as RclpyTime
     from rosbags.typesys import Stores, get_typestore
 
-    from superpoint_ros.ros.messages import FRAME_OUTPUTS, MessageClasses, frame_messages
+    from superpoint_ros.io.messages import FRAME_OUTPUTS, MessageClasses, frame_messages
 
     t0 = 1_700_000_000_123_456_789  # odd nanoseconds: float seconds would round them away
     result = a_stereo_result(t0 + 33_333_333, t0)

@@ -12,7 +12,7 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 
 from node_harness import image_msg
-from superpoint_ros.ros.messages import decode_features, decode_stereo_matches, decode_temporal_matches
+from superpoint_ros.io.messages import decode_features, decode_stereo_matches, decode_temporal_matches
 
 pytestmark = pytest.mark.ros
 

@@ -12,7 +12,7 @@ from node_harness import Harness, image_msg
 from superpoint_ros.frontend import Frontend
 from superpoint_ros.image import ImageError
 from superpoint_ros.params import PARAMETERS
-from superpoint_ros.ros.messages import decode_features
+from superpoint_ros.io.messages import decode_features
 from superpoint_ros.stamps import stamp_ns_from_seconds as ns
 
 pytestmark = pytest.mark.ros

@@ -11,8 +11,8 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from superpoint_ros.image import ImageError, to_grayscale_float
-from superpoint_ros.ros.image_decoding import ENCODINGS, ImageDecodingError, decode_compressed_image, decode_image
-from superpoint_ros.ros.messages import (
+from superpoint_ros.io.image_decoding import ENCODINGS, ImageDecodingError, decode_compressed_image, decode_image
+from superpoint_ros.io.messages import (
     CloudLayoutError, decode_features, decode_stereo_matches, decode_temporal_matches, pack_features,
     pack_stereo_matches, pack_temporal_matches, to_pointcloud2, unpack)
 from superpoint_ros.stamps import stamp_ns_from_seconds as ns

@@ -17,7 +17,7 @@ from sensor_msgs.msg import PointCloud2
 
 from node_harness import image_msg
 from superpoint_ros.frontend import FrameSkipped, Frontend
-from superpoint_ros.ros.messages import decode_features
+from superpoint_ros.io.messages import decode_features
 from superpoint_ros.stamps import stamp_ns_from_seconds as ns
 
 pytestmark = pytest.mark.ros

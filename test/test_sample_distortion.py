@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from superpoint_ros.camera_models import CameraModel
-from superpoint_ros.evaluation import bags
+from superpoint_ros.io import bags
 from superpoint_ros.evaluation.sample_data import (RAW_IMAGE_TOPICS, TOPICS, SampleConf, ensure_sample_bag,
                                                    sample_cameras)
 

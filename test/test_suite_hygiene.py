@@ -39,7 +39,7 @@ def test_the_checks_see_what_they_look_for():
     assert NEEDS_ROS.search("from rclpy.qos import QoSProfile\n")
     assert NEEDS_ROS.search('    [sys.executable, "-m", "superpoint_ros.ros.node", "--ros-args"]\n')
     assert not NEEDS_ROS.search("from superpoint_ros.frontend import Frontend\n")
-    assert not NEEDS_ROS.search("from superpoint_ros.ros.messages import decode_features\n")  # numpy only
+    assert not NEEDS_ROS.search("from superpoint_ros.io.messages import decode_features\n")  # numpy only
     assert MARKED_ROS.search("pytestmark = pytest.mark.ros\n")
     assert WALL_CLOCK_ASSERT.search("    assert elapsed < 0.5 * frames, elapsed\n")
     assert not WALL_CLOCK_ASSERT.search("    assert r['dropped'] + r['received'] == 120\n")

@@ -38,9 +38,18 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import yaml
+from tqdm import tqdm
 
+from ..frontend import Frontend
+from ..io import bags, messages
+from ..params import ParamsError, load_params, validate
 from ..sync import StampSynchronizer, slop_ns_for
-from . import bags
+from ..visualization import draw_tracks, to_bgr8
+from ..weights import WeightsError
+from .baselines import OpenCVFrontendExtractor
+from .klt import KLTFrontend
+from .plots import plot_bag_summary
 # ground truth and relative-pose maths, shared with superpoint-eval-posed (re-exported here)
 from .pose import (NS, Trajectory, direction_angle_deg, epipolar_distances, essential_pose,  # noqa: F401
                    pose_errors, read_tum, relative_pose, rotation_angle_deg, skew)
@@ -339,14 +348,8 @@ def baseline_frontend(name: str, params: Optional[dict]):
     network; ``klt``: the VINS-style optical-flow tracker with the same shared parameters;
     ``sp-reference``: the same network and weights with :data:`REFERENCE_SUPERPOINT` (what the
     front-end adds over the published demo's tracker)."""
-    from ..frontend import Frontend
-    from ..params import validate
-    from .baselines import OpenCVFrontendExtractor
-
     conf = validate(params or {})
     if name == "klt":
-        from .klt import KLTFrontend
-
         return KLTFrontend(conf)
     if name == "sp-reference":
         return Frontend(validate({**conf, **REFERENCE_SUPERPOINT}))
@@ -355,8 +358,6 @@ def baseline_frontend(name: str, params: Optional[dict]):
 
 def tracks_picture(image: np.ndarray, trails: Dict[int, List[Tuple[float, float]]], max_width: int = 0) -> np.ndarray:
     """The last frame with every live track's trail (green) and head (red dot), BGR uint8."""
-    from ..visualization import draw_tracks, to_bgr8
-
     canvas = to_bgr8(image).copy()
     draw_tracks(canvas, [np.asarray(t) for t in trails.values() if len(t) >= 2], color=(0, 255, 0))
     for trail in trails.values():
@@ -449,8 +450,6 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     ``params``: a flat parameter dict as :func:`superpoint_ros.params.load_params` returns (the
     node's defaults when None). ``frontend``: an already built Frontend (tests share one).
     """
-    from ..frontend import Frontend
-
     bag = Path(bag)
     available = bags.check_image_topics(bag, [left_topic] + ([right_topic] if right_topic else []))
     frontend = frontend if frontend is not None else Frontend(params or {})
@@ -474,8 +473,6 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
                                output_namespace)
         progress = None
         if show_progress:
-            from tqdm import tqdm
-
             progress = stack.enter_context(tqdm(total=total, unit="frame", desc="superpoint-eval-bag", file=sys.stderr))
         frames = iterate_frames(bag, left_topic, right_topic, slop_ns, int(conf.get("sync.queue_size", 10)))
         for count, frame in enumerate(frames):
@@ -507,8 +504,6 @@ class OutputBag:
     plus the input images."""
 
     def __init__(self, writer: bags.BagWriter, namespace: str = DEFAULT_NAMESPACE):
-        from ..ros import messages
-
         self.writer, self.messages = writer, messages
         self.classes = messages.MessageClasses(
             bags.msg_class("std_msgs/msg/Header"), bags.msg_class("builtin_interfaces/msg/Time"),
@@ -563,8 +558,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_overrides(items: Sequence[str]) -> dict:
-    import yaml
-
     overrides = {}
     for item in items:
         if "=" not in item:
@@ -586,9 +579,6 @@ def parameter_overrides(args) -> dict:
 
 
 def main(argv=None) -> int:
-    from ..params import ParamsError, load_params
-    from ..weights import WeightsError
-
     args = build_parser().parse_args(argv)
     stereo = bool(args.left_topic or args.right_topic)
     if stereo and not (args.left_topic and args.right_topic):
@@ -623,8 +613,6 @@ def main(argv=None) -> int:
     if baseline_runs:
         document["baselines"] = baseline_runs
     (args.output / "summary.json").write_text(json.dumps(document, indent=1, default=float) + "\n")
-    from .plots import plot_bag_summary
-
     lengths = np.array(list(stats.track_length.values()), np.int64)
     plot_bag_summary(stats.series(), lengths, args.output / "per_frame.png")
     if last_image is not None:

@@ -12,7 +12,9 @@ from typing import Optional
 
 import cv2
 import numpy as np
+import torch
 
+from ..extractor import FeatureExtractor, Features, prepare_network_input, to_input_pixels
 from ..matching import match_descriptors
 
 
@@ -30,8 +32,6 @@ class SuperPointMethod:
     """The package's FeatureExtractor + mutual-NN matching."""
 
     def __init__(self, weights: Optional[str], max_keypoints: int, name: str = "superpoint", **conf):
-        from ..extractor import FeatureExtractor
-
         self.name = name
         self.extractor = FeatureExtractor(weights=weights, max_keypoints=max_keypoints, **conf)
         self.weights_path = self.extractor.weights_path
@@ -129,8 +129,6 @@ class OpenCVFrontendExtractor:
     """
 
     def __init__(self, name: str, max_keypoints: int = 1024):
-        import torch
-
         self.method = OpenCVMethod(name, max_keypoints)
         self.name = name
         self.conf = {"max_keypoints": max_keypoints}
@@ -142,14 +140,10 @@ class OpenCVFrontendExtractor:
     def prepare(self, images: list):
         """As :meth:`FeatureExtractor.prepare`: the same resize (``max_size``) and 16-bit scaling
         (``bit_depth``) the Frontend asks of SuperPoint, so every method sees the same pixels."""
-        from ..extractor import prepare_network_input
-
         return prepare_network_input(images, "bgr", self.conf.get("bit_depth", 0), self.conf.get("max_size", 0))
 
     def extract_prepared(self, prepared) -> list:
         """Features of :meth:`prepare`'s images, keypoints in the given images' pixels."""
-        from ..extractor import Features, to_input_pixels
-
         out = []
         for gray_float in prepared.grays:
             gray = np.clip(np.rint(gray_float * 255.0), 0, 255).astype(np.uint8)

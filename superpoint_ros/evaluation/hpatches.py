@@ -32,11 +32,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from . import metrics
 from .baselines import build_method
 from ..weights import WeightsError, default_weights_path
-from .make_dataset import IMAGE_SUFFIXES, NUM_IMAGES
+from .make_dataset import IMAGE_SUFFIXES, NUM_IMAGES, parse_size
+from .plots import plot_mma
 
 default_conf = {
     "resize": (240, 320),       # (height, width) every image is resized to; None = native size
@@ -253,8 +255,6 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
     results, timings, all_pairs, sequence_results, level_results = {}, {}, {}, {}, {}
     progress = None
     if show_progress:
-        from tqdm import tqdm
-
         progress = tqdm(total=len(sequences) * len(methods), unit="seq", desc="superpoint-eval", file=sys.stderr)
     for method in methods:
         if progress is not None:
@@ -288,8 +288,6 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
         output = Path(output)
         output.mkdir(parents=True, exist_ok=True)
         (output / "results.json").write_text(json.dumps(report, indent=1, default=float) + "\n")
-        from .plots import plot_mma
-
         plot_mma(results, metrics.MMA_THRESHOLDS, output / "mma.png")
     return report
 
@@ -297,8 +295,6 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
 def parse_resize(text: str) -> Optional[Tuple[int, int]]:
     if text.lower() == "native":
         return None
-    from .make_dataset import parse_size
-
     return parse_size(text)
 
 

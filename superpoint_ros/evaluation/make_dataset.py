@@ -88,7 +88,7 @@ def _to_bgr8(image: np.ndarray) -> np.ndarray:
 
 def skimage_photos() -> Iterator[Tuple[str, np.ndarray]]:
     """``(name, BGR uint8)`` for the bundled scikit-image photos that load without a download."""
-    from skimage import data
+    from skimage import data  # optional (the eval/train extras): bundled photos
 
     for name in SKIMAGE_PHOTOS:
         try:

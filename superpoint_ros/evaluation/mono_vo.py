@@ -77,7 +77,7 @@ class MonoVO:
     """Feed :meth:`add_frame` once per frame in time order, then call :meth:`finish`."""
 
     def __init__(self, K: np.ndarray, config: Optional[MonoConfig] = None):
-        import gtsam
+        import gtsam  # optional heavy dependency (the slam extra): imported on use
 
         self.gtsam = gtsam
         self.config = (config or MonoConfig()).validate()

@@ -8,7 +8,7 @@ import numpy as np
 
 
 def _pyplot():
-    import matplotlib
+    import matplotlib  # optional heavy dependency (the eval extra): imported when plotting
 
     matplotlib.use("Agg")  # no display on robots and CI
     import matplotlib.pyplot as plt

@@ -46,7 +46,7 @@ def _seconds_to_ns(text: str) -> int:
 
 def read_tum(path: Path) -> Trajectory:
     """TUM RGB-D format: ``timestamp tx ty tz qx qy qz qw`` per line, ``#`` comments."""
-    from scipy.spatial.transform import Rotation
+    from scipy.spatial.transform import Rotation  # optional: scipy comes with scikit-image (the eval extra), not a pip requirement
 
     stamps, positions, quats = [], [], []
     for number, line in enumerate(Path(path).read_text().splitlines(), start=1):

@@ -40,6 +40,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from .baselines import build_method
 from .hpatches import method_specs, resize_matrix
@@ -257,8 +258,6 @@ def run_posed_benchmark(folders: Sequence[Path], method_specs: Sequence[str], ou
         raise ValueError(f"method names must be unique, got {[m.name for m in methods]} (use NAME=WEIGHTS)")
     progress = None
     if show_progress:
-        from tqdm import tqdm
-
         progress = tqdm(total=len(sequences) * len(methods), unit="seq", desc="superpoint-eval-posed", file=sys.stderr)
     results, per_sequence, timings, all_pairs = {}, {}, {}, {}
     for method in methods:

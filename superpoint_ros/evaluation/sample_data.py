@@ -34,7 +34,7 @@ import cv2
 import numpy as np
 
 from ..camera_models import CameraModel, undistort_points
-from .bags import BagWriter, camera_info_message, header, image_message, msg_class
+from ..io.bags import BagWriter, camera_info_message, header, image_message, msg_class
 
 #: Topic names of the sample bag (the mono front-end uses the left camera).
 TOPICS = {
@@ -106,7 +106,7 @@ _FACES = [
 
 
 def _texture(name: str) -> np.ndarray:
-    from skimage import data
+    from skimage import data  # optional (the eval/train extras): bundled photos
 
     image = getattr(data, name)()
     if isinstance(image, tuple):  # stereo_motorcycle -> (left, right, disparity)
@@ -233,7 +233,7 @@ def render(textures: Dict[str, np.ndarray], K: np.ndarray, rotation: np.ndarray,
 
 def rotation_to_quaternion(rotation: np.ndarray) -> np.ndarray:
     """3x3 rotation -> unit quaternion ``(x, y, z, w)`` with w >= 0."""
-    from scipy.spatial.transform import Rotation
+    from scipy.spatial.transform import Rotation  # optional: scipy comes with scikit-image (the eval extra), not a pip requirement
 
     q = Rotation.from_matrix(rotation).as_quat()
     return q if q[3] >= 0 else -q

@@ -41,13 +41,20 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
+from tqdm import tqdm
 
+from ..frontend import Frontend
+from ..io import bags
+from ..params import ParamsError, load_params
 from ..sync import slop_ns_for
-from . import bags
+from ..weights import WeightsError
 from .bag_eval import (baseline_frontend, camera_matrix, default_params_file, find_camera_info, first_camera_info,
                        iterate_frames, parameter_overrides, parse_baselines)
 from .mono_vo import MonoConfig, MonoVO, mono_observations
+from .plots import _pyplot
 from .pose import NS, Trajectory, read_tum
+from .posed import PosedDatasetError, load_posed_sequence
+from .sample_data import rotation_to_quaternion
 from .stereo_vo import SlamError, StereoCalibration, StereoVO, VOConfig, VOTrajectory, stereo_observations
 
 POSE_STAMPED = "geometry_msgs/msg/PoseStamped"
@@ -94,7 +101,7 @@ def find_groundtruth_topic(available: Dict[str, Tuple[str, int]]) -> Optional[st
 
 def groundtruth_from_bag(bag: Path, topic: str) -> Trajectory:
     """A PoseStamped topic (camera -> world, stamped by its header) as a :class:`Trajectory`."""
-    from scipy.spatial.transform import Rotation
+    from scipy.spatial.transform import Rotation  # optional: scipy comes with scikit-image (the eval extra), not a pip requirement
 
     stamps, positions, quats = [], [], []
     for item in bags.read_messages(bag, [topic]):
@@ -145,8 +152,6 @@ def feed_backend(name: str, frames, process, observe, finish, total: Optional[in
     stamps, track_counts, track_length, frontend_ms, backend_ms = [], [], {}, 0.0, 0.0
     progress = None
     if show_progress:
-        from tqdm import tqdm
-
         progress = tqdm(total=total, unit="frame", desc=f"superpoint-eval-slam {name}", file=sys.stderr)
     try:
         for stamp_ns, images, frame_id in frames:
@@ -230,8 +235,6 @@ def is_posed_folder(path: Path) -> bool:
 def posed_source(folder: Path, max_frames: Optional[int] = None) -> MonoSource:
     """A ``superpoint-eval-posed`` sequence folder (frames, ``groundtruth.txt``, ``K.txt``); frame i
     is stamped i seconds, its ground truth is the folder's pose of frame i."""
-    from .posed import PosedDatasetError, load_posed_sequence
-
     sequence = load_posed_sequence(folder)
     if len(sequence.images) < MIN_MONO_FRAMES:
         raise PosedDatasetError(f"{folder}: needs at least {MIN_MONO_FRAMES} frames for the monocular back-end, "
@@ -301,7 +304,7 @@ def groundtruth_at(estimate: VOTrajectory, groundtruth: Trajectory, max_dt_ns: i
 
 # --- scoring (evo) -------------------------------------------------------------------------------
 def _evo_trajectory(stamps_s: np.ndarray, rotations: np.ndarray, positions: np.ndarray):
-    from evo.core.trajectory import PoseTrajectory3D
+    from evo.core.trajectory import PoseTrajectory3D  # optional heavy dependency (the slam extra): on use
 
     poses = []
     for rotation, position in zip(rotations, positions):
@@ -328,7 +331,7 @@ def score_trajectory(stamps_s: np.ndarray, gt_rotations: np.ndarray, gt_position
     With ``rpe_delta_frames``, RPE is over that many scored poses instead (mono: a metric segment
     length means nothing to a scale-free estimate; its translation part is in ground-truth metres
     after the Sim(3) scale)."""
-    from evo.core import metrics
+    from evo.core import metrics  # optional heavy dependency (the slam extra): on use
     from evo.core.geometry import GeometryException
     from evo.core.units import Unit
 
@@ -368,8 +371,6 @@ def score_trajectory(stamps_s: np.ndarray, gt_rotations: np.ndarray, gt_position
 
 def write_tum(path: Path, stamps_ns: np.ndarray, rotations: np.ndarray, positions: np.ndarray) -> Path:
     """TUM ``t tx ty tz qx qy qz qw`` with exact nanosecond stamps (evo_ape/evo_traj read it)."""
-    from .sample_data import rotation_to_quaternion
-
     lines = ["# timestamp tx ty tz qx qy qz qw (camera optical frame -> world)"]
     for stamp, rotation, position in zip(np.asarray(stamps_ns).tolist(), rotations, positions):
         q = rotation_to_quaternion(rotation)
@@ -437,8 +438,6 @@ def plot_trajectories(groundtruth_xyz: np.ndarray, aligned: Dict[str, Tuple[np.n
     """Top view (x-z, the optical frame's ground plane) of the ground truth and every aligned
     estimate, and each method's position error over time (``aligned[name] = (t s, xyz (P, 3))``
     with its error (P,) appended)."""
-    from .plots import _pyplot
-
     plt = _pyplot()
     fig, (top, error) = plt.subplots(1, 2, figsize=(11, 4.5))
     top.plot(groundtruth_xyz[:, 0], groundtruth_xyz[:, 2], "k--", lw=2, label="ground truth")
@@ -490,8 +489,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _frontends(baselines: List[str], params: dict):
     """``(name, front-end)`` in table order; built lazily so that one failing loads nothing more."""
-    from ..frontend import Frontend
-
     yield "superpoint", Frontend(params)
     for name in baselines:
         yield name, baseline_frontend(name, params)
@@ -589,9 +586,6 @@ def evaluate_mono(args, params: dict) -> Tuple[Dict[str, dict], dict]:
 
 
 def main(argv=None) -> int:
-    from ..params import ParamsError, load_params
-    from ..weights import WeightsError
-
     args = build_parser().parse_args(argv)
     mono = bool(args.image_topic) or is_posed_folder(args.bag)
     if not mono and not (args.left_topic and args.right_topic):

@@ -107,7 +107,7 @@ class _FramePose:
 def robust_noise(dimension: int, sigma_px: float, kernel: str, threshold_sigmas: float):
     """An isotropic ``sigma_px`` pixel noise model, wrapped in a Huber or Cauchy kernel (``kernel``
     ``huber | cauchy | none``; ``threshold_sigmas`` where the kernel stops being quadratic)."""
-    import gtsam
+    import gtsam  # optional heavy dependency (the slam extra): imported on use
 
     nm = gtsam.noiseModel
     gaussian = nm.Isotropic.Sigma(dimension, sigma_px)
@@ -119,7 +119,7 @@ def robust_noise(dimension: int, sigma_px: float, kernel: str, threshold_sigmas:
 
 def _pose_from_pnp(rvec: np.ndarray, tvec: np.ndarray):
     """OpenCV's world -> camera (rvec, tvec) -> gtsam Pose3 camera -> world."""
-    import gtsam
+    import gtsam  # optional heavy dependency (the slam extra): imported on use
 
     R, _ = cv2.Rodrigues(rvec)
     return gtsam.Pose3(gtsam.Rot3(R.T), -R.T @ tvec.reshape(3))
@@ -135,7 +135,7 @@ class StereoVO:
     """Feed :meth:`add_frame` once per stereo frame in time order, then call :meth:`finish`."""
 
     def __init__(self, calibration: StereoCalibration, config: Optional[VOConfig] = None):
-        import gtsam
+        import gtsam  # optional heavy dependency (the slam extra): imported on use
 
         self.gtsam = gtsam
         self.calibration, self.config = calibration, (config or VOConfig()).validate()

@@ -1,5 +1,6 @@
 """Everything that imports rclpy: the node (``node.py``), bag replay and the demo.
 
-``image_decoding`` and ``messages`` are plain numpy (no rclpy import at module level) so the
-rosbag tools can decode and write the node's messages without a ROS installation.
+rclpy glue only: the message codec, rosbag I/O and image decoding it uses live in
+``superpoint_ros.io`` (no rclpy), so the rosbag tools share them without a ROS installation.
+Nothing outside this subpackage imports it.
 """

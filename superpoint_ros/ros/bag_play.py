@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-from ..evaluation.bags import IMAGE_TYPES, BagError, read_messages, topics as bag_topics
+from ..io.bags import IMAGE_TYPES, BagError, read_messages, topics as bag_topics
 
 
 def message_type(msgtype: str):
@@ -68,7 +68,7 @@ class BagPlayer:
 
     def __init__(self, node, bag: Path, topic_names: Optional[Sequence[str]] = None, rate: float = 1.0,
                  remaps: Optional[Dict[str, str]] = None, qos: str = "reliable", depth: int = 10):
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # rclpy on use, as in main()
 
         if rate is not None and rate <= 0:
             raise ValueError(f"rate must be > 0, got {rate}")
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     except Exception as e:  # rosbags raises its own types for unreadable bags
         print(f"superpoint-bag-play: cannot read {args.bag}: {e}", file=sys.stderr)
         return 2
-    import rclpy
+    import rclpy  # on use: the argument and bag checks above (and --help) need no sourced ROS
 
     rclpy.init(args=None)
     node = rclpy.create_node("superpoint_bag_play")

@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,18 @@ import threading
 import time
 from pathlib import Path
 from typing import Dict, List, Optional
+
+import cv2
+import numpy as np
+
+from ..evaluation.bag_eval import BagStats, FrameRecord, default_params_file, format_summary, read_tum, tracks_picture
+from ..evaluation.make_dataset import parse_size
+from ..evaluation.plots import plot_bag_summary
+from ..evaluation.sample_data import SampleConf, ensure_sample_bag
+from ..io import bags
+from ..io.messages import decode_features, decode_stereo_matches, decode_temporal_matches
+from ..weights import WeightsError, default_weights_path, load_weights
+from .bag_play import BagPlayer
 
 NS = 1_000_000_000
 NAMESPACE = "/superpoint"
@@ -54,8 +67,6 @@ def local_dds_environment(env: Dict[str, str], log_dir: Path) -> Dict[str, str]:
 
 
 def resolve_weights(path: Optional[str]) -> Path:
-    from ..weights import default_weights_path
-
     if path:
         weights = Path(path)
         if not weights.is_file():
@@ -65,8 +76,6 @@ def resolve_weights(path: Optional[str]) -> Path:
 
 
 def describe_weights(path: Path) -> str:
-    from ..weights import load_weights
-
     _, _, provenance = load_weights(path)
     details = ", ".join(f"{k}: {provenance[k]}" for k in ("training_data", "iterations", "date") if k in provenance)
     return f"{path}" + (f" ({details})" if details else f" ({provenance.get('format', 'checkpoint')})")
@@ -76,10 +85,9 @@ class Collector:
     """Subscribes to the node's outputs and groups them by header stamp (rclpy node inside)."""
 
     def __init__(self, node, namespace: str, stereo: bool):
+        # rclpy on use: main() confines DDS to this machine in os.environ before rclpy loads
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import PointCloud2
-
-        from .messages import decode_features, decode_stereo_matches, decode_temporal_matches
 
         self.stereo = stereo
         self.frames: Dict[int, dict] = {}
@@ -138,8 +146,6 @@ class Collector:
 
 def record_from_messages(stamp: int, frame: dict, latency_ms: float):
     """Decoded node outputs of one frame -> :class:`superpoint_ros.evaluation.bag_eval.FrameRecord`."""
-    from ..evaluation.bag_eval import FrameRecord
-
     features = frame["features"]
     temporal = frame.get("temporal_matches")
     stereo = frame.get("stereo_matches")
@@ -174,10 +180,6 @@ def frame_line(index: int, total: int, stamp: int, t0: int, row: dict, longest: 
 def write_small_png(path: Path, image, trails, limit: int = README_IMAGE_BYTES) -> int:
     """The tracks picture as a PNG under ``limit`` bytes (for the README): the photo is posterised
     to 32 grey levels (compresses ~2x, invisible at this size), then shrunk until it fits."""
-    import cv2
-
-    from ..evaluation.bag_eval import tracks_picture
-
     background = (image // 8) * 8 if image.dtype.name == "uint8" else image
     for width in (640, 560, 480, 400, 320):
         picture = tracks_picture(background, trails, max_width=width)
@@ -202,8 +204,6 @@ def start_node(params_file: Path, weights: Path, stereo: bool, topics: Dict[str,
 
 
 def stop_node(process: subprocess.Popen) -> None:
-    import signal
-
     if process.poll() is None:
         process.send_signal(signal.SIGINT)
         try:
@@ -214,8 +214,6 @@ def stop_node(process: subprocess.Popen) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ..evaluation.make_dataset import parse_size
-
     p = argparse.ArgumentParser(prog="superpoint-demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", default=None, help="weight file (default: the shipped model)")
@@ -254,10 +252,6 @@ def main(argv=None) -> int:
     if not 0.0 <= args.motion_blur <= 1.0:
         print("superpoint-demo: --motion-blur must be in [0, 1] (a fraction of the frame period)", file=sys.stderr)
         return 2
-    from ..evaluation.bag_eval import BagStats, default_params_file, format_summary, read_tum, tracks_picture
-    from ..evaluation.sample_data import SampleConf, ensure_sample_bag
-    from ..weights import WeightsError
-
     try:
         weights = resolve_weights(args.weights)
         weights_text = describe_weights(weights)
@@ -281,12 +275,8 @@ def main(argv=None) -> int:
     node_log = out / "node.log"
     process = start_node(params_file, weights, stereo, sample.topics, dict(os.environ), node_log, args.set)
 
-    import numpy as np
-    import rclpy
+    import rclpy  # only now: os.environ above keeps this process's DDS on localhost
     from rclpy.executors import SingleThreadedExecutor
-
-    from ..evaluation import bags
-    from .bag_play import BagPlayer
 
     rclpy.init()
     node = rclpy.create_node("superpoint_demo")
@@ -386,10 +376,6 @@ def main(argv=None) -> int:
     for item in bags.read_messages(sample.bag, [sample.topics["left_image"]]):
         last = item.message
     picture = tracks_picture(bags.message_image(last), stats.trails)
-    import cv2
-
-    from ..evaluation.plots import plot_bag_summary
-
     cv2.imwrite(str(out / "tracks.png"), picture)
     plot_bag_summary(stats.series(), np.array(list(stats.track_length.values()), np.int64), out / "per_frame.png")
     (out / "summary.json").write_text(json.dumps({**summary, "per_frame": stats.frames}, indent=1, default=float) + "\n")

@@ -12,7 +12,7 @@ Publishes:
   ``temporal_matches`` (PointCloud2) previous/current feature rows, previous stamp in the rows
   ``debug_image`` (Image bgr8) keypoints and track trails, drawn only while someone subscribes
   ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) rates, drops, latency, stage timings
-Layouts: docs/messages.md (codec in ``superpoint_ros.ros.messages``). Parameters: docs/node.md
+Layouts: docs/messages.md (codec in ``superpoint_ros.io.messages``). Parameters: docs/node.md
 (the table in ``superpoint_ros.params``).
 
 Threading: the subscription callbacks only enqueue; one worker thread decodes, runs the
@@ -45,14 +45,14 @@ from std_msgs.msg import Header
 
 from ..frontend import FrameResult, FrameSkipped, Frontend
 from ..image import ImageError
+from ..io.image_decoding import decode_compressed_image, decode_image
+from ..io.messages import MessageClasses, frame_messages
 from ..params import PARAMETERS, ParamsError, check_value, coerce, validate
 from ..stamps import message_stamp_ns, seconds_text
 from ..sync import StampSynchronizer
 from ..visualization import draw_keypoints, draw_tracks
 from ..weights import WeightsError
-from .image_decoding import decode_compressed_image, decode_image
 from .inputs import COMPRESSED_SUFFIX, ImageInput, SharedMemoryCheck, input_topic
-from .messages import MessageClasses, frame_messages
 
 NODE_NAME = "superpoint_node"
 MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC = "image", "left/image_rect", "right/image_rect"
@@ -63,7 +63,7 @@ PAIRING_WINDOW_S = 2.0  # stereo: left/right arrivals are judged over at least t
 INPUT_REFRESH_S = 0.5  # qos.reliability auto: how often the input topics' publishers are looked up
 #: the stereo synchroniser's inputs, in pair order
 STEREO_INPUTS = ("left", "right")
-#: what the node's output messages are built with (superpoint_ros.ros.messages.frame_messages)
+#: what the node's output messages are built with (superpoint_ros.io.messages.frame_messages)
 RCLPY_MESSAGES = MessageClasses(Header, Time, PointCloud2, PointField)
 _ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
@@ -464,7 +464,7 @@ class SuperPointNode(Node):
                                   f"and optical flow (keypoints still in input pixels)")
 
     def _publish(self, result: FrameResult, header, item) -> None:
-        """The result's output messages (:func:`~superpoint_ros.ros.messages.frame_messages`, as
+        """The result's output messages (:func:`~superpoint_ros.io.messages.frame_messages`, as
         the output bag writes them), each on its topic."""
         right_frame_id = item[1].header.frame_id if len(item) == 2 else None
         publishers = {"features": self.features_pub, "temporal_matches": self.temporal_pub}

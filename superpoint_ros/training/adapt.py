@@ -25,6 +25,7 @@ from typing import Dict
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from ..keypoints import logits_to_heatmap, nms, remove_border
 from ..weights import load_model
@@ -167,8 +168,6 @@ def adapt_folder(model, image_dir, out_dir, conf: dict, progress: bool = True, r
                                          num_workers=workers, prefetch_factor=4 if workers else None)
     iterator = loader
     if progress:
-        from tqdm import tqdm
-
         desc = "superpoint-adapt" if world_size == 1 else f"superpoint-adapt rank {rank}/{world_size}"
         iterator = tqdm(loader, desc=desc, unit="img", initial=len(mine) - len(todo),
                         total=len(mine), dynamic_ncols=True, mininterval=2.0)

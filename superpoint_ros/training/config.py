@@ -9,7 +9,7 @@ from typing import Iterable, Optional
 
 import yaml
 
-from ..params import parse_float_text
+from ..yaml_numbers import parse_float_text
 
 
 class ConfigError(ValueError):

@@ -42,7 +42,7 @@ MANIFEST_NAME = "MANIFEST.tsv"
 
 def skimage_photos(names: Sequence[str] = SKIMAGE_TRAIN) -> List[Path]:
     """Paths of the bundled scikit-image photos with these names (those present)."""
-    import skimage
+    import skimage  # optional (the eval/train extras): bundled photos
 
     folder = Path(skimage.__file__).parent / "data"
     found = []

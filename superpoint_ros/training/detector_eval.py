@@ -8,6 +8,8 @@ ground-truth point matched at most once, greedily by score):
 """
 from __future__ import annotations
 
+import argparse
+import json
 from pathlib import Path
 from typing import Dict, List, Tuple
 
@@ -16,6 +18,9 @@ import numpy as np
 import torch
 
 from ..keypoints import logits_to_heatmap, nms, remove_border
+from ..weights import load_model
+from .config import load_config
+from .magicpoint_config import default_conf
 from .synthetic_shapes import SyntheticShapes
 
 Detections = Tuple[np.ndarray, np.ndarray]  # (N, 2) xy, (N,) scores
@@ -139,13 +144,6 @@ def format_table(results: Dict[str, Dict[str, float]]) -> str:
 
 def main(argv=None) -> None:
     """``python -m superpoint_ros.training.detector_eval --weights MODEL.pt``: the table for any checkpoint."""
-    import argparse
-    import json
-
-    from ..weights import load_model
-    from .config import load_config
-    from .train_magicpoint import default_conf
-
     parser = argparse.ArgumentParser(description="Detector evaluation on held-out synthetic shapes vs OpenCV")
     parser.add_argument("--weights", required=True)
     parser.add_argument("--config", help="a MagicPoint YAML config (its synthetic + eval sections are used)")

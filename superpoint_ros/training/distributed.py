@@ -22,9 +22,11 @@ from __future__ import annotations
 import datetime
 import gc
 import os
+import random
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple, TypeVar
 
+import numpy as np
 import torch
 import torch.distributed as dist
 
@@ -140,17 +142,11 @@ def rank_seed(seed: int, rank: int) -> int:
     well-mixed 63-bit value on the others (so no two ranks draw the same augmentation)."""
     if rank == 0:
         return int(seed)
-    import numpy as np
-
     return int(np.random.SeedSequence([int(seed), int(rank), 9]).generate_state(1, np.uint64)[0] >> 1)
 
 
 def seed_everything(seed: int) -> None:
     """Seed python's, numpy's and torch's global generators (CPU and CUDA)."""
-    import random
-
-    import numpy as np
-
     random.seed(seed)
     np.random.seed(seed % 2 ** 32)
     torch.manual_seed(seed)

@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Callable, Dict, Optional, Sequence
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
 
 from ..extractor import resolve_device
 from ..model import SMALL, SuperPointConfig, SuperPointNet
@@ -104,7 +106,7 @@ class _Board:
 
     def __init__(self, folder: Path):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # optional (the train extra)
 
             self.writer = SummaryWriter(str(folder))
         except Exception as e:  # tensorboard missing: training must still run
@@ -162,8 +164,6 @@ class SelectOutputs(torch.nn.Module):
 
 
 def _wrap_ddp(module: torch.nn.Module, device: torch.device):
-    from torch.nn.parallel import DistributedDataParallel
-
     # static_graph: the same parameters get gradients every step, so DDP can plan its buckets once
     return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None,
                                    static_graph=True)
@@ -245,8 +245,6 @@ def train(conf: dict, dataset, step_fn: Callable, out_dir, *, tool: str, provena
     forward = AutocastForward(trained, device, conf["amp"])
     bar = None
     if progress and is_main:
-        from tqdm import tqdm
-
         bar = tqdm(total=max_steps, initial=start, desc=tool, unit="step", dynamic_ncols=True, mininterval=2.0)
     stopped_early = False
     # one generator, re-seeded per step (same numbers as a fresh one, without allocating it each time)

@@ -67,7 +67,7 @@ def check_inputs(sizes: Sequence[Tuple[int, int, int]] = CHECK_SIZES) -> List[to
     g = torch.Generator().manual_seed(0)
     inputs = [torch.rand(b, 1, h, w, generator=g) for b, h, w in sizes]
     try:
-        from skimage import data
+        from skimage import data  # optional (the eval/train extras): bundled photos
 
         photo = torch.from_numpy(data.camera()[:240, :320].astype(np.float32) / 255)[None, None]
         inputs.append(photo)
@@ -95,7 +95,7 @@ def check_torchscript(model: nn.Module, path: Path, inputs: Sequence[torch.Tenso
 
 
 def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor]) -> Dict[str, float]:
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional (the train extra): imported on use
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     worst = {"logits": 0.0, "descriptors": 0.0}
@@ -111,7 +111,7 @@ def check_onnx(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor]) -> 
 def descriptor_cosine_p05(model: nn.Module, path: Path, inputs: Sequence[torch.Tensor]) -> float:
     """5th percentile, over every descriptor cell of every input, of the cosine similarity between
     the ONNX file's descriptors and eager PyTorch's (1.0 = identical directions)."""
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional (the train extra): imported on use
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     cosines = []

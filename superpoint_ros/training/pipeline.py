@@ -12,20 +12,18 @@ import json
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
+from ..extractor import FeatureExtractor
+from ..matching import match_descriptors
 from ..weights import load_model, load_weights, save_checkpoint
+from .homographies import sample_homography, warp_points
 
 
 def sanity_check(path: Path) -> dict:
     """Extract + match on a real photo and a warped copy; report keypoints and correct-match ratio."""
-    import cv2
-
-    from ..extractor import FeatureExtractor
-    from ..matching import match_descriptors
-    from skimage import data as skdata
-
-    from .homographies import sample_homography, warp_points
+    from skimage import data as skdata  # optional (the train extra): the held-out photo
 
     image = skdata.astronaut()[..., 0]  # an evaluation photo (never trained on), red channel as gray
     h = sample_homography(np.random.default_rng(7), image.shape)

@@ -22,8 +22,10 @@ from typing import Callable, Dict, List, Tuple
 import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from .config import load_config
+from .distributed import group_from_env
 
 default_conf = {
     "height": 120,
@@ -384,8 +386,6 @@ def worker_init(_worker_id: int) -> None:
 
 
 def main(argv=None) -> None:
-    from tqdm import tqdm
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", help="YAML config (defaults: config/train/synthetic_shapes.yaml)")
     parser.add_argument("--out", required=True, help="output folder for PNG images and .npy points")
@@ -399,8 +399,6 @@ def main(argv=None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     counts: Dict[str, int] = {}
     # under torchrun each process writes every WORLD_SIZE-th scene (scenes depend on their index only)
-    from .distributed import group_from_env
-
     group = group_from_env()
     indices = range(args.start + group.rank, args.start + args.num, group.world_size)
     for i in tqdm(indices, desc="synthetic shapes", unit="img", disable=not group.is_main):

@@ -22,23 +22,13 @@ from . import distributed
 from .checkpoint import one_line_errors
 from .config import load_config
 from .data import WithHomographies
-from .engine import default_train_conf, train
+from .detector_eval import evaluate_on_synthetic, format_table
+from .engine import train
 from .homographies import HomographyParams, warp_images, warp_keypoint_maps
 from .losses import detector_loss
+from .magicpoint_config import default_conf
 from .photometric import PhotometricParams, photometric_augment
-from .synthetic_shapes import SyntheticShapes, default_conf as synth_conf, worker_init
-
-default_conf = {
-    **default_train_conf,
-    "batch_size": 64,
-    "max_steps": 20000,
-    "synthetic": dict(synth_conf),
-    "homography": HomographyParams().to_dict(),
-    "photometric": PhotometricParams().to_dict(),
-    "augment": True,
-    "eval": {"num_images": 500, "offset": 10 ** 8, "detection_threshold": 0.015, "nms_radius": 4,
-             "distance": 3.0, "top_k": 0},
-}
+from .synthetic_shapes import SyntheticShapes, worker_init
 
 
 def magicpoint_step(forward, batch, generator, conf):
@@ -86,8 +76,6 @@ def _main(argv) -> None:
                     provenance=provenance, resume=not args.no_resume, worker_init_fn=worker_init,
                     outputs=("logits",))  # the descriptor head is not trained here
     if not args.no_eval and conf["eval"]["num_images"] > 0 and distributed.current().is_main:
-        from .detector_eval import evaluate_on_synthetic, format_table
-
         results = evaluate_on_synthetic(summary["model_obj"], conf)
         print(format_table(results))
         Path(args.out, "eval.json").write_text(json.dumps(results, indent=2))

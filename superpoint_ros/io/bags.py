@@ -12,6 +12,7 @@ as they are.
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,7 +32,7 @@ class BagError(ValueError):
 @lru_cache(maxsize=1)
 def typestore():
     """The ROS 2 Kilted message definitions (what the node's rclpy messages are)."""
-    from rosbags.typesys import Stores, get_typestore
+    from rosbags.typesys import Stores, get_typestore  # rosbags (optional, pure Python): imported on use
 
     return get_typestore(Stores.ROS2_KILTED)
 
@@ -113,7 +114,7 @@ class BagWriter:
     """
 
     def __init__(self, path: Union[str, Path], storage: str = "sqlite3", overwrite: bool = False):
-        from rosbags.rosbag2 import StoragePlugin, Writer
+        from rosbags.rosbag2 import StoragePlugin, Writer  # rosbags: imported on use, as everywhere here
 
         if storage not in STORAGE_FORMATS:
             raise BagError(f"storage must be one of {STORAGE_FORMATS}, got {storage!r}")
@@ -121,8 +122,6 @@ class BagWriter:
         if self.path.exists():
             if not overwrite:
                 raise BagError(f"output bag {self.path} already exists")
-            import shutil
-
             shutil.rmtree(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         plugin = StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3

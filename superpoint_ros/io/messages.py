@@ -151,7 +151,7 @@ def to_pointcloud2(header: Any, packed: PackedCloud, cloud_type: Any = None, fie
     """Build a PointCloud2 message. Defaults to rclpy's ``sensor_msgs`` classes; pass the
     ``rosbags`` typestore classes and ``data_as_array=True`` to build bag messages."""
     if cloud_type is None or field_type is None:
-        from sensor_msgs.msg import PointCloud2, PointField
+        from sensor_msgs.msg import PointCloud2, PointField  # a ROS install: only for rclpy messages
 
         cloud_type, field_type = cloud_type or PointCloud2, field_type or PointField
     fields = [field_type(name=f.name, offset=f.offset, datatype=f.datatype, count=f.count) for f in packed.fields]
