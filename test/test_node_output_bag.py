@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from node_harness import image_msg
-from superpoint_ros.evaluation import bag_eval, bags
+from superpoint_ros.evaluation import bag_eval
+from superpoint_ros.io import bags
 from superpoint_ros.io.messages import FRAME_OUTPUTS, decode_features, decode_stereo_matches, decode_temporal_matches
 
 pytestmark = pytest.mark.ros
