@@ -3,6 +3,7 @@
 The equality tests run the shipped model at fp32 (pinned: ``precision="auto"`` would run int8 on
 CPUs with VNNI) on real photos (scikit-image) moved by a small synthetic motion.
 """
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -112,6 +113,10 @@ def test_frontends_sharing_an_extractor_keep_their_own_thresholds(random_weights
     few.update({"extractor.max_keypoints": 30})
     assert len(many.process_mono(camera_image, 2.0, "a").features) == 100
     assert len(few.process_mono(camera_image, 2.0, "b").features) == 30
+    typed = Frontend(replace(FrontendConf(), detector=DetectorConf(max_keypoints=40, detection_threshold=0.0,
+                                                                   uniform_cell=None)), extractor=extractor)
+    assert typed.params["extractor.max_keypoints"] == 40 and typed.params["extractor.uniform_cell"] == 0
+    assert len(typed.process_mono(camera_image, 0.0, "c").features) == 40
     assert dict(extractor.conf) == before
     with pytest.raises(TypeError):
         extractor.conf["max_keypoints"] = 5  # read-only: nobody writes into a shared extractor
