@@ -66,7 +66,7 @@ def bench_node(report, device, photos, resolutions, threshold, args) -> None:
         from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image, PointCloud2
 
-        from superpoint_ros.params import extractor_conf, load_params, validate
+        from superpoint_ros.params import frontend_conf, load_params, validate
         import superpoint_ros.ros.node  # noqa: F401 - the node must import here too
     except Exception as e:  # noqa: BLE001 - ROS not installed / node not written yet
         report.note(f"node section skipped: {type(e).__name__}: {e}")
@@ -139,7 +139,7 @@ def bench_node(report, device, photos, resolutions, threshold, args) -> None:
             except TimeoutError as e:
                 report.note(f"node {resolution}: {e}")
                 continue
-            extractor = FeatureExtractor(**extractor_conf(flat))
+            extractor = FeatureExtractor(frontend_conf(flat).extractor)
             frontend = Frontend(flat)
             clock = [0]
 

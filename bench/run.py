@@ -58,6 +58,9 @@ SECTIONS = ("forward", "decode", "extractor", "stereo", "frontend", "matching", 
 #: detection threshold for random weights: their heatmap is ~1/65 everywhere, so the trained
 #: default (0.005) would make every pixel a candidate; this keeps the keypoint count realistic.
 RANDOM_WEIGHTS_THRESHOLD = 0.0155
+#: the extractor sections time plain top-k decoding at pixel positions, as docs/benchmarks.md
+#: measured them (the extractor's defaults, the node's, add the uniform grid and sub-pixel centroid)
+MEASURED_DECODING = {"uniform_cell": None, "subpixel": False}
 
 
 class Report:
@@ -180,7 +183,7 @@ def bench_forward(report, model, device, frames, resolution, args):
 def bench_decode(report, model, device, frames, resolution, threshold, args):
     reference = ReferenceExtractor(model, str(device), detection_threshold=threshold, max_keypoints=1000)
     extractor = FeatureExtractor(weights=args.weights_path, device=str(device), detection_threshold=threshold,
-                                 max_keypoints=1000, precision="fp32")
+                                 max_keypoints=1000, precision="fp32", **MEASURED_DECODING)
     grays = [to_grayscale_float(f) for f in frames]
     outputs = [reference.forward(g) for g in grays]
     size = grays[0].shape
@@ -239,7 +242,7 @@ def make_extractors(device, threshold, args) -> Dict[str, FeatureExtractor]:
     extractors = {}
     for label, options in extractor_variants(device, args).items():
         ex = FeatureExtractor(weights=args.weights_path, device=str(device), detection_threshold=threshold,
-                              max_keypoints=1000, **options)
+                              max_keypoints=1000, **MEASURED_DECODING, **options)
         if label == "optimised default":
             label = f"optimised default ({ex.backend_name})"
         elif not options.get("input_scale") and any(e.backend_name == ex.backend_name for e in extractors.values()):
@@ -293,7 +296,7 @@ def bench_extractor(report, model, device, frames, resolution, threshold, args):
 def bench_stereo(report, device, photos, size, resolution, threshold, args):
     left, right = stereo_pair(photos, size)
     ex = FeatureExtractor(weights=args.weights_path, device=str(device), detection_threshold=threshold,
-                          max_keypoints=1000)
+                          max_keypoints=1000, **MEASURED_DECODING)
     variants = {"two single-image calls (baseline)": lambda i: (ex(left), ex(right)),
                 "one batched call (extract_batch)": lambda i: ex.extract_batch([left, right])}
     if device.type == "cuda":
@@ -306,7 +309,8 @@ def bench_stereo(report, device, photos, size, resolution, threshold, args):
 def bench_matching(report, device, photos, threshold, args):
     """Mutual NN of 1000x1000 real SuperPoint descriptors (two different photos at 480x640)."""
     # threshold 0: the top 1000 scores of each image, so both sets have exactly 1000 descriptors
-    ex = FeatureExtractor(weights=args.weights_path, device="cpu", detection_threshold=0.0, max_keypoints=1000)
+    ex = FeatureExtractor(weights=args.weights_path, device="cpu", detection_threshold=0.0, max_keypoints=1000,
+                          **MEASURED_DECODING)
     frames = frames_at(photos, RESOLUTIONS["480x640"])
     d0, d1 = ex(frames[0]).descriptors, ex(frames[1]).descriptors
     if len(d0) < 1000 or len(d1) < 1000:

@@ -32,8 +32,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-keypoints", type=int, default=default_conf["max_keypoints"])
     p.add_argument("--detection-threshold", type=float, default=default_conf["detection_threshold"])
     p.add_argument("--nms-radius", type=int, default=default_conf["nms_radius"])
-    p.add_argument("--uniform-cell", type=int, default=default_conf["uniform_cell"])
-    p.add_argument("--subpixel", action="store_true")
+    p.add_argument("--uniform-cell", type=int, default=default_conf["uniform_cell"] or 0,
+                   help="grid cell in px for spatially uniform keypoints; 0 = off")
+    p.add_argument("--subpixel", action=argparse.BooleanOptionalAction, default=default_conf["subpixel"],
+                   help="sub-pixel keypoints (7x7 heatmap centroid)")
     p.add_argument("--no-image", action="store_true", help="skip the visualisation PNG")
     return p
 
@@ -81,7 +83,7 @@ def main(argv=None) -> int:
         extractor = FeatureExtractor(
             weights=args.weights, device=args.device, max_keypoints=args.max_keypoints,
             detection_threshold=args.detection_threshold, nms_radius=args.nms_radius,
-            uniform_cell=args.uniform_cell, subpixel=args.subpixel)
+            uniform_cell=args.uniform_cell or None, subpixel=args.subpixel)
     except (WeightsError, RuntimeError, ValueError) as e:
         print(f"superpoint-extract: {e}", file=sys.stderr)
         return 2

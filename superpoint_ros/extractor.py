@@ -1,8 +1,14 @@
 """The feature extractor: images in, keypoints + scores + descriptors out.
 
->>> extractor = FeatureExtractor(max_keypoints=500)          # the shipped default model
+>>> extractor = FeatureExtractor()          # the shipped model and node settings (superpoint_ros.config)
 >>> features = extractor(cv2.imread("frame.png"))             # BGR, gray, uint8/uint16/float
 >>> features.keypoints  # (N, 2) float32, xy pixels of the input image (see keypoints.py)
+>>> fewer = extractor(image, detector=DetectorConf(max_keypoints=200))  # per call: extractors are shared
+
+The detector settings (:class:`~superpoint_ros.config.DetectorConf`) and the image settings
+(:class:`~superpoint_ros.config.ImageConf`) given at construction are only the defaults of each
+call; a caller sharing the extractor (the Frontend) passes its own per call, so nothing is ever
+written into a shared extractor.
 
 Images whose longest side exceeds ``max_size`` px run through the network resized (area filter,
 in the input's dtype before any float copy: docs/reliability.md has the memory this saves);
@@ -14,7 +20,8 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import List, Optional, Sequence, Union
+from types import MappingProxyType
+from typing import Any, List, Mapping, Optional, Protocol, Sequence, Union
 
 import numpy as np
 import torch
@@ -23,40 +30,15 @@ import torch.nn.functional as F
 from .backends import make_runner, single_threaded_torch
 from .image import ImageError, check_bit_depth, network_gray
 from .keypoints import decode_keypoints, logits_to_heatmap, sample_descriptors
+from .config import DetectorConf, ExtractorConf, ImageConf
 from .model import CELL, SuperPointNet
-from .params import PARAMETERS
 from .weights import default_weights_path, load_model
 
 log = logging.getLogger(__name__)
 
-#: Every extractor option and its default, in one place. Values are merged once in __init__.
-default_conf = {
-    "weights": None,            # path to a weight file; None = the shipped default model
-    "device": "auto",           # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"
-    "fp16": True,               # half-precision network on CUDA when precision="auto"
-    "num_threads": None,        # CPU threads for torch; None = torch's default
-    # --- speed options (docs/benchmarks.md has the measurements behind the defaults) ---
-    "backend": "auto",          # "auto" (CPU fp32: onnxruntime if installed; else torch), "torch", "onnxruntime"
-    "precision": "auto",        # "auto" (CUDA: fp16 if fp16 else fp32; CPU: int8 with VNNI, else fp32), "fp32",
-                                # "fp16" (CUDA), "bf16", "int8" (CPU: ONNX Runtime static quantisation, ~2.5x fp32)
-    "channels_last": True,      # NHWC activations: oneDNN/cuDNN's fast convolution layout
-    "cuda_graphs": True,        # replay the network as a CUDA graph per input shape (CUDA only)
-    "compile": False,           # torch.compile the network (slow first call; falls back to eager)
-    "nms_radius": 4,            # px; 0 disables NMS
-    "detection_threshold": 0.005,
-    "max_keypoints": 1000,      # top-k after NMS; -1 = unlimited
-    "remove_borders": 4,        # px ignored at each image border
-    "uniform_cell": 0,          # px grid cell for spatially uniform selection; 0 = off
-    "max_per_cell": 4,          # keypoints kept per uniform cell
-    "subpixel": False,          # sub-pixel keypoints (centroid of the 7x7 heatmap window)
-    "channel_order": "bgr",     # colour order of 3/4-channel inputs
-    "input_scale": 1.0,         # (0, 1]: run the network on the image scaled by this (e.g. 0.5: 480x640
-                                # -> 240x320, ~4x faster); keypoints come back in input pixels
-    # --- input images: the node's defaults (superpoint_ros.params, image.*) ---
-    "max_size": PARAMETERS["image.max_size"].default,    # px, longest side the network runs on (larger:
-                                # resized, keypoints in input pixels); 0 = no limit
-    "bit_depth": PARAMETERS["image.bit_depth"].default,  # valid bits of uint16 images, 8..16; 0 = auto
-}
+#: Every extractor option and its default (read-only): the flat view of
+#: :class:`superpoint_ros.config.ExtractorConf`, where the defaults and their reasons live.
+default_conf: Mapping[str, Any] = MappingProxyType(ExtractorConf().options())
 
 
 @dataclass
@@ -144,19 +126,45 @@ def resize_note(input_size: tuple, resized_to: tuple, max_size: int) -> str:
             f"network (keypoints still in input pixels)")
 
 
-class FeatureExtractor:
-    """SuperPoint keypoints and descriptors for single images or batches of equal size."""
+class FeatureSource(Protocol):
+    """What :class:`superpoint_ros.frontend.Frontend` needs of a feature source: SuperPoint
+    (:class:`FeatureExtractor`) or a classical detector (``evaluation.baselines.OpenCVFrontendExtractor``).
 
-    def __init__(self, conf: Optional[dict] = None, model: Optional[SuperPointNet] = None, **kwargs):
-        merged = {**default_conf, **(conf or {}), **kwargs}
-        unknown = set(merged) - set(default_conf)
-        if unknown:
-            raise ValueError(f"unknown extractor options: {sorted(unknown)}")
-        self.conf = merged
+    Settings come with each call, so one source can serve several front-ends.
+    """
+
+    #: where descriptors are matched (``torch.device("cpu")`` for CPU-only sources)
+    device: torch.device
+    #: what produced the features, for reports (a weight file, ``"opencv-orb"``, ...); None = in-memory
+    weights_path: Optional[str]
+
+    def prepare(self, images: Sequence[np.ndarray], image: Optional[ImageConf] = None) -> NetworkInput:
+        """Equal-size images -> grayscale float, resized and scaled per ``image``."""
+
+    def extract_prepared(self, prepared: NetworkInput, detector: Optional[DetectorConf] = None) -> List[Features]:
+        """Features of :meth:`prepare`'s images, keypoints in the given images' pixels, at most
+        ``detector.max_keypoints`` each, unit float32 descriptors."""
+
+
+class FeatureExtractor:
+    """SuperPoint keypoints and descriptors for single images or batches of equal size.
+
+    ``conf``: an :class:`~superpoint_ros.config.ExtractorConf`, or flat options
+    (``{"max_keypoints": 500}``, names as in :data:`default_conf`) over the shipped values;
+    ``options``: more flat options over those (``FeatureExtractor(device="cpu")``). With no
+    arguments it is the node's extractor. ``model``: an in-memory network instead of ``weights``.
+    """
+
+    def __init__(self, conf: Union[ExtractorConf, Mapping[str, Any], None] = None,
+                 model: Optional[SuperPointNet] = None, **options):
+        base = conf if isinstance(conf, ExtractorConf) else ExtractorConf.from_options(conf or {})
+        #: the settings: network options, and the detector / image settings of calls that pass none
+        self.settings = ExtractorConf.from_options(options, base)
+        merged = self.settings.options()
         if not 0.0 < float(merged["input_scale"]) <= 1.0:
             raise ValueError(f"input_scale must be in (0, 1], got {merged['input_scale']!r}")
-        if int(merged["max_size"]) < 0:
-            raise ValueError(f"max_size must be >= 0 px (0 = no limit), got {merged['max_size']!r}")
+        if merged["max_size"] is not None and int(merged["max_size"]) < 0:
+            raise ValueError(f"max_size must be >= 0 px (None = no limit), got {merged['max_size']!r}")
         check_bit_depth(int(merged["bit_depth"]))
         self._logged_resize: Optional[tuple] = None  # the input size whose resize was last logged
         if merged["num_threads"]:
@@ -173,17 +181,23 @@ class FeatureExtractor:
         self.model = getattr(self.runner, "model", model)
 
     @property
+    def conf(self) -> Mapping[str, Any]:
+        """The settings as a read-only flat dict (as :data:`default_conf`), e.g. for reports."""
+        return MappingProxyType(self.settings.options())
+
+    @property
     def descriptor_dim(self) -> int:
         return self.model.config.descriptor_dim
 
-    def prepare(self, images: Sequence[np.ndarray]) -> NetworkInput:
-        """Equal-size numpy images -> grayscale float, resized when larger than ``max_size``
-        (logged once per input size), 16-bit data scaled per ``bit_depth``."""
-        c = self.conf
-        result = prepare_network_input(images, c["channel_order"], c["bit_depth"], c["max_size"])
+    def prepare(self, images: Sequence[np.ndarray], image: Optional[ImageConf] = None) -> NetworkInput:
+        """Equal-size numpy images -> grayscale float, resized when larger than ``image.max_size``
+        (logged once per input size), 16-bit data scaled per ``image.bit_depth`` (``image``:
+        default the extractor's own)."""
+        c = image or self.settings.image
+        result = prepare_network_input(images, self.settings.model.channel_order, c.bit_depth, c.max_size or 0)
         if result.scale is not None and result.input_size != self._logged_resize:
             self._logged_resize = result.input_size
-            log.warning(resize_note(result.input_size, result.size, int(c["max_size"])))
+            log.warning(resize_note(result.input_size, result.size, int(c.max_size)))
         return result
 
     def to_tensor(self, images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -209,50 +223,51 @@ class FeatureExtractor:
         return self.runner(pad_to_cell(batch.to(self.device)))
 
     @torch.inference_mode()
-    def decode(self, outputs: dict, image_size: tuple) -> List[dict]:
-        """Network outputs -> per image keypoints, scores and descriptors (see extract_tensor)."""
+    def decode(self, outputs: dict, image_size: tuple, detector: Optional[DetectorConf] = None) -> List[dict]:
+        """Network outputs -> per image keypoints, scores and descriptors (see extract_tensor),
+        decoded per ``detector`` (default: the extractor's own)."""
         with single_threaded_torch(self.device):
-            return self._decode(outputs, image_size)
+            return self._decode(outputs, image_size, detector or self.settings.detector)
 
-    def _decode(self, outputs: dict, image_size: tuple) -> List[dict]:
-        c = self.conf
+    def _decode(self, outputs: dict, image_size: tuple, c: DetectorConf) -> List[dict]:
         h, w = image_size
-        max_kp = None if c["max_keypoints"] is None or c["max_keypoints"] < 0 else int(c["max_keypoints"])
+        max_kp = None if c.max_keypoints is None or c.max_keypoints < 0 else int(c.max_keypoints)
         results = []
         for i in range(outputs["logits"].shape[0]):
             # one image at a time: the softmax kernel's last bits depend on the batch size, and an
             # image must give the same keypoints alone as in a stereo batch
             heatmap = logits_to_heatmap(outputs["logits"][i:i + 1])[0, :h, :w]  # crop padding: unpadded coords
             keypoints, scores = decode_keypoints(
-                heatmap, c["nms_radius"], c["detection_threshold"], c["remove_borders"], max_kp,
-                uniform_cell=c["uniform_cell"] or None, max_per_cell=c["max_per_cell"], subpixel=c["subpixel"])
+                heatmap, c.nms_radius, c.detection_threshold, c.remove_borders, max_kp,
+                uniform_cell=c.uniform_cell or None, max_per_cell=c.max_per_cell, subpixel=c.subpixel)
             descriptors = sample_descriptors(outputs["descriptors"][i], keypoints)
             results.append({"keypoints": keypoints, "scores": scores, "descriptors": descriptors})
         return results
 
     @torch.inference_mode()
-    def extract_tensor(self, batch: torch.Tensor) -> List[dict]:
+    def extract_tensor(self, batch: torch.Tensor, detector: Optional[DetectorConf] = None) -> List[dict]:
         """``(B, 1, H, W)`` float in [0, 1] -> per image ``{"keypoints", "scores", "descriptors"}``
-        torch tensors on the device (keypoints xy pixels of the unpadded image)."""
+        torch tensors on the device (keypoints xy pixels of the unpadded image), per ``detector``."""
         h, w = batch.shape[-2:]
         if h < 1 or w < 1:
             raise ImageError(f"empty image of size {h}x{w}")
-        scale = float(self.conf["input_scale"])
+        scale = float(self.settings.model.input_scale)
         if scale == 1.0:
-            return self.decode(self.forward(batch), (h, w))
+            return self.decode(self.forward(batch), (h, w), detector)
         hs, ws = max(1, round(h * scale)), max(1, round(w * scale))
         small = F.interpolate(batch.to(self.device, torch.float32), size=(hs, ws), mode="bilinear",
                               antialias=True, align_corners=False)
-        results = self.decode(self.forward(small), (hs, ws))
+        results = self.decode(self.forward(small), (hs, ws), detector)
         # pixel-centre convention: a point at x in the small image covers input x' = (x + 0.5) * w / ws - 0.5
         stretch = torch.tensor([w / ws, h / hs], device=self.device)
         for r in results:
             r["keypoints"] = (r["keypoints"] + 0.5) * stretch - 0.5
         return results
 
-    def extract_prepared(self, prepared: NetworkInput) -> List[Features]:
-        """Features of :meth:`prepare`'s images in one forward pass, keypoints in input pixels."""
-        results = self.extract_tensor(self._tensor(prepared.grays))
+    def extract_prepared(self, prepared: NetworkInput, detector: Optional[DetectorConf] = None) -> List[Features]:
+        """Features of :meth:`prepare`'s images in one forward pass, keypoints in input pixels,
+        decoded per ``detector`` (default: the extractor's own)."""
+        results = self.extract_tensor(self._tensor(prepared.grays), detector)
         resized_to = prepared.size if prepared.scale is not None else None
         features = []
         for r in results:
@@ -261,14 +276,15 @@ class FeatureExtractor:
                                      prepared.input_size, resized_to))
         return features
 
-    def extract_batch(self, images: Sequence[np.ndarray]) -> List[Features]:
+    def extract_batch(self, images: Sequence[np.ndarray], detector: Optional[DetectorConf] = None,
+                      image: Optional[ImageConf] = None) -> List[Features]:
         """Features for equal-size images in one forward pass (e.g. a stereo pair)."""
         if len(images) == 0:
             return []
-        return self.extract_prepared(self.prepare(images))
+        return self.extract_prepared(self.prepare(images, image), detector)
 
-    def __call__(self, image: Union[np.ndarray, Sequence[np.ndarray]]):
+    def __call__(self, image: Union[np.ndarray, Sequence[np.ndarray]], detector: Optional[DetectorConf] = None):
         """One image -> Features; a list of equal-size images -> list of Features."""
         if isinstance(image, np.ndarray):
-            return self.extract_batch([image])[0]
-        return self.extract_batch(list(image))
+            return self.extract_batch([image], detector)[0]
+        return self.extract_batch(list(image), detector)

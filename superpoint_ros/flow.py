@@ -23,6 +23,8 @@ from typing import Optional, Tuple
 import cv2
 import numpy as np
 
+from .config import FlowConf
+
 #: Window (px) and output contrast of :func:`normalize_contrast`: 9 px measured best of 9/15/21.
 CONTRAST_WINDOW = 9
 CONTRAST_SCALE = 40.0
@@ -36,14 +38,6 @@ def normalize_contrast(gray: np.ndarray, window: int = CONTRAST_WINDOW, scale: f
     variance = cv2.blur(image * image, (window, window)) - mean * mean
     std = np.sqrt(np.maximum(variance, 0.0)) + 2.0  # + 2 grey levels: flat areas stay flat, not noise
     return np.clip((image - mean) * (scale / std) + 128.0, 0, 255).astype(np.uint8)
-
-
-default_conf = {
-    "window": 15,               # px, side of the Lucas-Kanade window
-    "pyramid_levels": 2,        # matches are already within a few px: a shallow pyramid suffices
-    "max_back_error": 0.5,      # px, forward-backward consistency
-    "max_shift": 2.0,           # px, how far the refined point may be from the detection
-}
 
 
 def flow_forward_backward(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray,
@@ -82,31 +76,30 @@ def flow_forward_backward(image0: np.ndarray, image1: np.ndarray, points0: np.nd
 
 
 def refine_with_flow(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray, guesses1: np.ndarray,
-                     conf: dict = None) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                     conf: FlowConf = FlowConf()) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Where the patches around ``points0`` in ``image0`` are in ``image1``.
 
     ``image0``, ``image1``: ``(H, W)`` uint8 of equal size (pass :func:`normalize_contrast`
     images when brightness may differ between them); ``points0``, ``guesses1``: ``(N, 2)``
     float xy px, row-aligned (``guesses1`` are the matched detections, used as the flow's start).
     Returns ``(refined (N, 2) float32, ok (N,) bool, contradicted (N,) bool)``: ``ok``: the flow
-    converged (forward-backward) within ``max_shift`` px of the guess, ``refined`` holds the flow
+    converged (forward-backward, ``conf``: window and limits in px) within ``conf.max_shift`` px of the guess, ``refined`` holds the flow
     position; elsewhere ``refined`` holds the guess unchanged. ``contradicted``: the flow converged
     but more than ``max_shift`` px from the guess, i.e. the patch went somewhere else and the
     match that gave the guess is wrong (measured on the sample bag: of the temporal matches RANSAC
     accepted, 81 % of those the ground truth puts > 2 px off are flagged and 0.9 % of the others,
     mostly 1.5-2 px off themselves).
     """
-    c = {**default_conf, **(conf or {})}
     guesses1 = np.asarray(guesses1, np.float32).reshape(-1, 2)
     if image0.shape != image1.shape:
         raise ValueError(f"images differ in size: {image0.shape} vs {image1.shape}")
     if len(guesses1) == 0:
         return guesses1.copy(), np.zeros(0, bool), np.zeros(0, bool)
-    p1, converged, back_error = flow_forward_backward(image0, image1, points0, guesses1, c["window"],
-                                                      c["pyramid_levels"])
+    p1, converged, back_error = flow_forward_backward(image0, image1, points0, guesses1, conf.window,
+                                                      conf.pyramid_levels)
     h, w = image1.shape[:2]
-    converged &= ((back_error <= c["max_back_error"]) & (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5)
+    converged &= ((back_error <= conf.max_back_error) & (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5)
                   & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5))
-    near = np.linalg.norm(p1 - guesses1, axis=1) <= c["max_shift"]
+    near = np.linalg.norm(p1 - guesses1, axis=1) <= conf.max_shift
     ok = converged & near
     return np.where(ok[:, None], p1, guesses1).astype(np.float32), ok, converged & ~near

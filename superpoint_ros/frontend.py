@@ -36,18 +36,18 @@ from collections import deque
 from contextlib import contextmanager
 from functools import partial
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
-import cv2
 import numpy as np
 import torch
 
-from .extractor import FeatureExtractor, Features, NetworkInput, rescale_pixels
+from .config import FlowConf, FrontendConf
+from .extractor import FeatureExtractor, Features, FeatureSource, NetworkInput, rescale_pixels
 from .flow import normalize_contrast, refine_with_flow
 from .geometry import match_rectified_stereo, ransac_inliers
 from .image import ImageError, float_to_uint8
 from .matching import match_descriptors
-from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, extractor_conf, validate
+from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, frontend_conf, ros_params, validate
 from .stamps import check_stamp_ns, seconds_text, stamp_ns_from_seconds
 from .tracking import TrackTable
 from .weights import WeightsError
@@ -55,11 +55,31 @@ from .weights import WeightsError
 #: Parameters fixed when the Frontend is built (they shape the network, not the thresholds).
 FIXED_PARAMETERS = tuple(n for n in FRONTEND_PARAMETERS if PARAMETERS[n].read_only)
 MIN_IMAGE_SIDE = 8  # px: one SuperPoint cell; smaller images have no detector output at all
-#: Flow limits confirming a re-found track (tracking.max_age): stricter than for a match, because
-#: the points matching missed are the hard ones (edge-like patches, where the flow can slide along
-#: the edge and still come back). Sample bag, max_age 2, re-found positions off by > 1 px under
-#: ground truth: 21 % with the match limits (0.5 px back, 2 px shift), 2 % with these.
-REFOUND_FLOW = {"max_back_error": 0.1, "max_shift": 1.0}
+
+
+@dataclass(frozen=True)
+class FlowFrame:
+    """What the optical flow (``tracking.flow_refinement``) sees of one frame.
+
+    ``images``: contrast-normalised ``(h, w)`` uint8 copies of the network's (possibly resized)
+    images, the left (or mono) image first, then the right one; ``scale``: ``(sx, sy)`` input px
+    per flow-image px when they were resized (``image.max_size``), else ``None``.
+    """
+
+    images: Tuple[np.ndarray, ...]
+    scale: Optional[tuple] = None
+
+    @property
+    def left(self) -> np.ndarray:
+        return self.images[0]
+
+    def to_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """``(N, 2)`` xy input px -> px of the flow images, pixel centres at integers."""
+        return rescale_pixels(xy, None if self.scale is None else (1.0 / self.scale[0], 1.0 / self.scale[1]))
+
+    def from_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
+        """Inverse of :meth:`to_flow_pixels`."""
+        return rescale_pixels(xy, self.scale)
 
 
 class FrameSkipped(RuntimeError):
@@ -172,24 +192,32 @@ def continuity_break(previous_stamp_ns: int, previous_frame_id: str, stamp_ns: i
 class Frontend:
     """Stateful front-end for one camera (or one rectified stereo rig).
 
-    ``conf``: flat dotted parameters (any subset of :data:`superpoint_ros.params.PARAMETERS`;
-    the output of :func:`superpoint_ros.params.load_params` works as is). ``extractor``: an
-    already built :class:`FeatureExtractor` to share (then the ``extractor.*`` model options in
-    ``conf`` are ignored, the thresholds still apply).
+    ``conf``: a :class:`~superpoint_ros.config.FrontendConf`, or flat dotted parameters (any
+    subset of :data:`superpoint_ros.params.PARAMETERS`; the output of
+    :func:`superpoint_ros.params.load_params` works as is); missing values are the shipped ones,
+    so ``Frontend()`` is the node with ``config/superpoint_mono.yaml``. ``extractor``: an already
+    built feature source to share (:class:`~superpoint_ros.extractor.FeatureSource`; then the
+    ``extractor.*`` model options are ignored). The Frontend passes its own detector and image
+    settings with every call, so Frontends sharing an extractor do not interfere.
+
+    ``conf`` (typed) is what the processing reads; ``params`` (flat, validated, node-only names
+    included) is what it was configured with, for :meth:`update` and the callers' reports.
     """
 
-    def __init__(self, conf: Optional[Mapping[str, Any]] = None, extractor: Optional[FeatureExtractor] = None):
-        self.conf = validate(conf or {})
+    def __init__(self, conf: Union[FrontendConf, Mapping[str, Any], None] = None,
+                 extractor: Optional[FeatureSource] = None):
+        if isinstance(conf, FrontendConf):
+            self.params, self.conf = validate(ros_params(conf)), conf
+        else:
+            self.params = validate(conf or {})
+            self.conf = frontend_conf(self.params)
         #: start-up notes for the caller's log (e.g. the CPU fall-back)
         self.warnings: list = []
         self.extractor = extractor if extractor is not None else self._build_extractor()
-        self._apply_extractor_thresholds()
-        self.tracks = TrackTable(self.conf["tracking.max_age"], self.conf["tracking.max_displacement"])
+        self.tracks = TrackTable(self.conf.tracking.max_age, self.conf.tracking.max_displacement)
         self._previous: Optional[FrameResult] = None
-        # contrast-normalised uint8 left images of the last frames, newest last (flow_refinement)
-        self._grays: deque = deque(maxlen=max(1, self.conf["tracking.max_age"]))
-        # (sx, sy) input px per flow-image px of the current frame (image.max_size), or None
-        self._flow_scale: Optional[tuple] = None
+        # the flow's view of the last frames, newest last (tracking.flow_refinement; re-found tracks)
+        self._flow_history: deque = deque(maxlen=max(1, self.conf.tracking.max_age))
 
     # --- configuration -------------------------------------------------------------------------
     def update(self, changes: Mapping[str, Any]) -> None:
@@ -198,55 +226,43 @@ class Frontend:
         Raises :class:`ParamsError` (and changes nothing) for an invalid value or a parameter that
         is fixed at construction (``extractor.weights``/``device``/``fp16``/``num_threads``).
         """
-        fixed = [n for n in changes if n in FIXED_PARAMETERS and changes[n] != self.conf[n]]
+        fixed = [n for n in changes if n in FIXED_PARAMETERS and changes[n] != self.params[n]]
         if fixed:
             raise ParamsError(f"cannot change {', '.join(fixed)} at run time (restart with the new value)")
-        self.conf = validate({**self.conf, **changes})
-        self._apply_extractor_thresholds()
-        self.tracks.max_age = self.conf["tracking.max_age"]
-        self.tracks.max_displacement = self.conf["tracking.max_displacement"]
-        self._grays = deque(self._grays, maxlen=max(1, self.conf["tracking.max_age"]))
+        params = validate({**self.params, **changes})
+        self.params, self.conf = params, frontend_conf(params, base=self.conf)
+        self.tracks.max_age = self.conf.tracking.max_age
+        self.tracks.max_displacement = self.conf.tracking.max_displacement
+        self._flow_history = deque(self._flow_history, maxlen=max(1, self.conf.tracking.max_age))
+
+    @property
+    def weights_path(self) -> Optional[str]:
+        """What produced the features (weight file, ``opencv-orb``, ...), for reports."""
+        return self.extractor.weights_path
 
     def _build_extractor(self) -> FeatureExtractor:
-        conf = self._extractor_conf()
+        model = self.conf.model
+        if self.conf.cpu_fallback and model.device.startswith("cuda") and not torch.cuda.is_available():
+            # an explicit choice of the user (device.cpu_fallback): slower, but the robot keeps its front-end
+            self.warnings.append(f"extractor.device={model.device!r} but CUDA is not available: running on the CPU "
+                                 f"(device.cpu_fallback is true)")
+            model = replace(model, device="cpu")
         try:
-            return FeatureExtractor(conf)
+            return FeatureExtractor(replace(self.conf.extractor, model=model))
         except WeightsError as e:
             # every weight problem names the file (some core messages, e.g. an unknown architecture, do not)
-            path = str(conf["weights"] or "the default model")
+            path = str(model.weights or "the default model")
             if path in str(e):
                 raise
             raise WeightsError(f"{path}: {e}") from None
 
-    def _extractor_conf(self) -> Dict[str, Any]:
-        conf = {**extractor_conf(self.conf), **self._image_conf()}
-        device = str(conf["device"])
-        if self.conf["device.cpu_fallback"] and device.startswith("cuda") and not torch.cuda.is_available():
-            # an explicit choice of the user (device.cpu_fallback): slower, but the robot keeps its front-end
-            self.warnings.append(f"extractor.device={device!r} but CUDA is not available: running on the CPU "
-                                 f"(device.cpu_fallback is true)")
-            conf["device"] = "cpu"
-        return conf
-
-    def _apply_extractor_thresholds(self) -> None:
-        conf = extractor_conf(self.conf)
-        for key in ("nms_radius", "detection_threshold", "max_keypoints", "remove_borders", "uniform_cell",
-                    "max_per_cell", "subpixel"):
-            self.extractor.conf[key] = conf[key]
-        self.extractor.conf.update(self._image_conf())
-
-    def _image_conf(self) -> Dict[str, Any]:
-        """The ``image.*`` parameters the extractor applies (resize, 16-bit scaling)."""
-        return {"max_size": self.conf["image.max_size"], "bit_depth": self.conf["image.bit_depth"]}
-
     @property
     def ratio_test(self) -> Optional[float]:
-        return self.conf["matching.ratio_test"] or None
+        return self.conf.matching.ratio_test
 
     @property
     def max_distance(self) -> Optional[float]:
-        value = self.conf["matching.max_distance"]
-        return None if value >= 2.0 else value
+        return self.conf.matching.max_distance
 
     def _on_device(self, array: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(array, device=self.extractor.device)  # zero-copy on CPU
@@ -254,7 +270,7 @@ class Frontend:
     def reset(self) -> None:
         """Forget the previous frame and all tracks (new track IDs continue from the counter)."""
         self._previous = None
-        self._grays.clear()
+        self._flow_history.clear()
         self.tracks.reset()
 
     # --- processing ----------------------------------------------------------------------------
@@ -267,9 +283,9 @@ class Frontend:
         with clock("extract"):
             (features,), network_input = self._extract([image])
         with clock("flow_refinement"):
-            gray = self._gray_images(network_input)
+            flow = self._flow_frame(network_input)
         self._reset_on(reset_reason)
-        return self._track(features, None, stamp_ns, frame_id, clock, reset_reason, gray)
+        return self._track(features, None, stamp_ns, frame_id, clock, reset_reason, flow)
 
     def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_ns: int, frame_id: str) -> FrameResult:
         """A rectified stereo pair of equal size taken at ``stamp_ns`` (integer nanoseconds);
@@ -288,18 +304,17 @@ class Frontend:
         with clock("extract"):
             (features, right_features), network_input = self._extract([left, right])  # one forward pass
         with clock("flow_refinement"):
-            gray = self._gray_images(network_input)
+            flow = self._flow_frame(network_input)
         self._reset_on(reset_reason)
-        return self._track(features, right_features, stamp_ns, frame_id, clock, reset_reason, gray)
+        return self._track(features, right_features, stamp_ns, frame_id, clock, reset_reason, flow)
 
-    def _gray_images(self, network_input: NetworkInput) -> Optional[list]:
-        """Contrast-normalised uint8 copies of the network's (possibly resized) images for the
-        optical flow (``superpoint_ros.flow``), only when ``tracking.flow_refinement`` is on. The
-        flow works in their pixels (:meth:`_to_flow_pixels`)."""
-        if not self.conf["tracking.flow_refinement"]:
+    def _flow_frame(self, network_input: NetworkInput) -> Optional[FlowFrame]:
+        """The optical flow's view of this frame when ``tracking.flow_refinement`` is on, else
+        ``None`` (not needed)."""
+        if not self.conf.tracking.flow_refinement:
             return None
-        self._flow_scale = network_input.scale
-        return [normalize_contrast(float_to_uint8(g)) for g in network_input.grays]
+        return FlowFrame(tuple(normalize_contrast(float_to_uint8(g)) for g in network_input.grays),
+                         network_input.scale)
 
     def _check_size(self, images: list) -> None:
         """The ``image.oversize=reject`` policy: raise :class:`ImageError` for images larger than
@@ -308,15 +323,15 @@ class Frontend:
         if not isinstance(image, np.ndarray) or image.ndim < 2:
             raise ImageError(f"expected a numpy image, got {type(image).__name__}")
         h, w = image.shape[:2]
-        max_size = self.conf["image.max_size"]
-        if max_size and max(h, w) > max_size and self.conf["image.oversize"] == "reject":
+        max_size = self.conf.image.max_size
+        if max_size and max(h, w) > max_size and self.conf.image.oversize == "reject":
             raise ImageError(f"image of {w}x{h} px is larger than image.max_size={max_size} px "
                              f"(image.oversize=reject)")
 
     def _check_network_size(self, network_input: NetworkInput) -> None:
         """Images the network has no output for (after any resize) raise :class:`ImageError`."""
         (nh, nw), (h, w) = network_input.size, network_input.input_size
-        border = self.conf["extractor.remove_borders"]
+        border = self.conf.detector.remove_borders
         if min(nh, nw) < MIN_IMAGE_SIDE:
             raise ImageError(f"image of {nw}x{nh} px is smaller than one {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} SuperPoint "
                              f"cell" + (f" (after resizing {w}x{h} to image.max_size)" if network_input.scale else ""))
@@ -329,10 +344,10 @@ class Frontend:
         input (:class:`NetworkInput`, resized per ``image.max_size``); raises ImageError for
         unusable input and FrameSkipped for out-of-memory or non-finite network output."""
         self._check_size(images)
-        network_input = self.extractor.prepare(images)
+        network_input = self.extractor.prepare(images, self.conf.image)
         self._check_network_size(network_input)
         try:
-            features = self.extractor.extract_prepared(network_input)
+            features = self.extractor.extract_prepared(network_input, self.conf.detector)
         except RuntimeError as e:
             if not is_out_of_memory(e):
                 raise
@@ -356,7 +371,7 @@ class Frontend:
             return None
         size = getattr(image, "shape", (0, 0))[:2]
         # tracking.max_time_gap is in seconds (the parameter table's unit): to ns here, once
-        max_time_gap_ns = stamp_ns_from_seconds(self.conf["tracking.max_time_gap"])
+        max_time_gap_ns = stamp_ns_from_seconds(self.conf.tracking.max_time_gap)
         return continuity_break(previous.stamp_ns, previous.frame_id, stamp_ns, frame_id, max_time_gap_ns,
                                 previous.features.image_size, size)
 
@@ -365,8 +380,13 @@ class Frontend:
             self.reset()
 
     def _track(self, features: Features, right_features: Optional[Features], stamp_ns: int, frame_id: str,
-               clock: _Clock, reset_reason: Optional[str], gray: Optional[list] = None) -> FrameResult:
+               clock: _Clock, reset_reason: Optional[str], flow: Optional[FlowFrame] = None) -> FrameResult:
+        """Matches, tracks and stereo of an extracted frame. ``flow``: the frame's
+        :class:`FlowFrame`, given when ``tracking.flow_refinement`` is on."""
         conf = self.conf
+        refine = conf.tracking.flow_refinement
+        if refine and flow is None:
+            raise ValueError("tracking.flow_refinement is on: the frame's FlowFrame is needed")
         previous = self._previous
         temporal = None
         accepted = np.zeros((0, 2), dtype=np.int64)
@@ -376,26 +396,27 @@ class Frontend:
                 matches = match_descriptors(self._on_device(previous.features.descriptors),
                                             self._on_device(features.descriptors), self.ratio_test, self.max_distance)
             with clock("ransac"):
-                if conf["ransac.enabled"]:
+                if conf.ransac.enabled:
+                    ransac = conf.ransac
                     geometry = ransac_inliers(
                         previous.features.keypoints[matches.indices[:, 0]], features.keypoints[matches.indices[:, 1]],
-                        conf["ransac.model"], conf["ransac.method"], conf["ransac.threshold"],
-                        conf["ransac.confidence"], conf["ransac.max_iterations"], conf["ransac.min_matches"])
+                        ransac.model, ransac.method, ransac.threshold, ransac.confidence, ransac.max_iterations,
+                        ransac.min_matches)
                     inliers, verified, model = geometry.inliers, geometry.verified, geometry.model
                 else:
                     inliers, verified, model = np.ones(len(matches), dtype=bool), False, None
             temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_ns,
                                        previous.frame_id, verified, model)
             accepted = matches.indices[inliers]
-            if gray is not None:
+            if refine:
                 with clock("flow_refinement"):
-                    features, contradicted = self._refine_temporal(features, previous.features, accepted, gray[0])
+                    features, contradicted = self._refine_temporal(features, previous.features, accepted, flow)
                 if contradicted.any():  # the patch went elsewhere: a wrong match, though RANSAC kept it
                     temporal.inliers = inliers.copy()
                     temporal.inliers[np.flatnonzero(inliers)[contradicted]] = False
                     accepted = matches.indices[temporal.inliers]
         with clock("tracking"):
-            verify = None if gray is None else partial(self._verify_refound, gray[0])
+            verify = partial(self._verify_refound, flow) if refine else None
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
                                                           self.ratio_test, self.max_distance, verify)
             if self.tracks.keypoints is not features.keypoints:  # re-found tracks moved to the flow's position
@@ -405,87 +426,80 @@ class Frontend:
             with clock("stereo_match"):
                 indices, distances, disparities = match_rectified_stereo(
                     features.keypoints, features.descriptors, right_features.keypoints, right_features.descriptors,
-                    conf["stereo.epipolar_tolerance"], conf["stereo.min_disparity"], conf["stereo.max_disparity"],
+                    conf.stereo.epipolar_tolerance, conf.stereo.min_disparity, conf.stereo.max_disparity,
                     self.ratio_test, self.max_distance, device=self.extractor.device)
-                if gray is not None and len(indices):
-                    right_features, disparities, keep = self._refine_stereo(features, right_features, indices, gray)
+                if refine and len(indices):
+                    right_features, disparities, keep = self._refine_stereo(features, right_features, indices, flow)
                     indices, distances, disparities = indices[keep], distances[keep], disparities[keep]
             stereo = StereoMatches(indices, distances, disparities)
         clock.timings["total"] = sum(clock.timings.values())
         result = FrameResult(stamp_ns, frame_id, features, track_ids, track_lengths, temporal,
                              right_features, stereo, clock.timings, reset_reason)
         self._previous = result
-        if gray is None:
-            self._grays.clear()
+        if refine:
+            self._flow_history.append(flow)
         else:
-            self._grays.append(gray[0])
+            self._flow_history.clear()
         return result
 
-    @property
-    def _previous_gray(self) -> Optional[np.ndarray]:
-        return self._grays[-1] if self._grays else None
-
     # --- tracking.flow_refinement ----------------------------------------------------------------
-    def _to_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
-        """``(N, 2)`` xy input px -> px of the (resized) flow images, pixel centres at integers."""
-        scale = self._flow_scale
-        return rescale_pixels(xy, None if scale is None else (1.0 / scale[0], 1.0 / scale[1]))
-
-    def _from_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
-        """Inverse of :meth:`_to_flow_pixels`."""
-        return rescale_pixels(xy, self._flow_scale)
-
-    def _flow(self, image0: np.ndarray, image1: np.ndarray, points0: np.ndarray, guesses1: np.ndarray,
-              conf: Optional[dict] = None) -> tuple:
+    @staticmethod
+    def _flow(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray, guesses1: np.ndarray,
+              frame: FlowFrame, conf: FlowConf) -> tuple:
         """:func:`~superpoint_ros.flow.refine_with_flow` with points in input px: the flow runs in
-        the flow images' pixels (its limits, e.g. ``max_shift``, are in those pixels)."""
-        refined, ok, contradicted = refine_with_flow(image0, image1, self._to_flow_pixels(points0),
-                                                     self._to_flow_pixels(guesses1), conf)
-        return self._from_flow_pixels(refined), ok, contradicted
+        the flow images' pixels (its limits, e.g. ``max_shift``, are in those pixels). ``frame``'s
+        scale applies to both images: frames of one track share the input size (a size change
+        resets the tracks)."""
+        refined, ok, contradicted = refine_with_flow(image0, image1, frame.to_flow_pixels(points0),
+                                                     frame.to_flow_pixels(guesses1), conf)
+        return frame.from_flow_pixels(refined), ok, contradicted
 
     def _refine_temporal(self, features: Features, previous: Features, accepted: np.ndarray,
-                         gray: np.ndarray) -> tuple:
+                         flow: FlowFrame) -> tuple:
         """Current positions of the accepted temporal matches ``(prev idx, curr idx)``, refined by
         flow from the previous image (kept as they are across a size change or without matches).
         Returns ``(features, contradicted (len(accepted),) bool)``: matches the flow contradicts
         (:func:`superpoint_ros.flow.refine_with_flow`)."""
-        previous_gray = self._previous_gray
-        if previous_gray is None or previous_gray.shape != gray.shape or not len(accepted):
+        previous_gray = self._flow_history[-1].left if self._flow_history else None
+        if previous_gray is None or previous_gray.shape != flow.left.shape or not len(accepted):
             return features, np.zeros(len(accepted), dtype=bool)
-        refined, ok, contradicted = self._flow(previous_gray, gray, previous.keypoints[accepted[:, 0]],
-                                               features.keypoints[accepted[:, 1]])
+        refined, ok, contradicted = self._flow(previous_gray, flow.left, previous.keypoints[accepted[:, 0]],
+                                               features.keypoints[accepted[:, 1]], flow, self.conf.tracking.flow)
         return _with_refined(features, accepted[:, 1], refined, ok), contradicted
 
-    def _refine_stereo(self, left: Features, right: Features, indices: np.ndarray, gray: list) -> tuple:
+    def _refine_stereo(self, left: Features, right: Features, indices: np.ndarray, flow: FlowFrame) -> tuple:
         """Right points of the stereo matches ``(left idx, right idx)`` refined by flow from the
         left image -> ``(right features, disparities (K,) float32 px, keep (K,) bool)``; ``keep`` is
         False for the matches the flow contradicts."""
-        conf = self.conf
+        stereo = self.conf.stereo
         left_xy = left.keypoints[indices[:, 0]]
-        refined, ok, contradicted = self._flow(gray[0], gray[1], left_xy, right.keypoints[indices[:, 1]])
+        refined, ok, contradicted = self._flow(flow.images[0], flow.images[1], left_xy,
+                                               right.keypoints[indices[:, 1]], flow, self.conf.tracking.flow)
         disparity = left_xy[:, 0] - refined[:, 0]
         # a refined point must still obey the rectified-stereo limits
-        ok &= ((np.abs(refined[:, 1] - left_xy[:, 1]) <= conf["stereo.epipolar_tolerance"])
-               & (disparity >= conf["stereo.min_disparity"]) & (disparity <= conf["stereo.max_disparity"]))
+        ok &= ((np.abs(refined[:, 1] - left_xy[:, 1]) <= stereo.epipolar_tolerance)
+               & (disparity >= stereo.min_disparity) & (disparity <= stereo.max_disparity))
         right = _with_refined(right, indices[:, 1], refined, ok)
         return right, (left_xy[:, 0] - right.keypoints[indices[:, 1], 0]).astype(np.float32), ~contradicted
 
     # --- tracking.max_age ------------------------------------------------------------------------
-    def _verify_refound(self, current: np.ndarray, frames_ago: np.ndarray, last_xy: np.ndarray,
+    def _verify_refound(self, flow: FlowFrame, frames_ago: np.ndarray, last_xy: np.ndarray,
                         candidate_xy: np.ndarray) -> tuple:
-        """Whether lost tracks last seen ``frames_ago`` (``(K,)`` int) frames before the image
-        ``current`` at ``last_xy`` really are at the keypoints ``candidate_xy`` (``(K, 2)`` xy px)
-        the descriptors re-found them on: flow from the image each was last seen in must confirm it
-        within :data:`REFOUND_FLOW`. Returns ``(ok (K,) bool, xy (K, 2))``, xy the flow's positions
-        (as for any refined match). Used only with flow refinement (without it, nothing confirms)."""
+        """Whether lost tracks last seen ``frames_ago`` (``(K,)`` int) frames before the current
+        frame (``flow``) at ``last_xy`` really are at the keypoints ``candidate_xy`` (``(K, 2)`` xy
+        px) the descriptors re-found them on: flow from the image each was last seen in must confirm
+        it within ``tracking.refound_flow``. Returns ``(ok (K,) bool, xy (K, 2))``, xy the flow's
+        positions (as for any refined match). Used only with flow refinement (without it, nothing
+        confirms)."""
+        current, history = flow.left, self._flow_history
         candidate_xy = np.asarray(candidate_xy, np.float32)
         ok, xy = np.zeros(len(frames_ago), dtype=bool), candidate_xy.copy()
         for ago in np.unique(frames_ago):
-            if ago > len(self._grays) or self._grays[-ago].shape != current.shape:
+            if ago > len(history) or history[-ago].left.shape != current.shape:
                 continue  # that image is gone (or of another size): cannot confirm
             rows = np.flatnonzero(frames_ago == ago)
-            refined, ok[rows], _ = self._flow(self._grays[-ago], current, last_xy[rows], candidate_xy[rows],
-                                              REFOUND_FLOW)
+            refined, ok[rows], _ = self._flow(history[-ago].left, current, last_xy[rows], candidate_xy[rows],
+                                              flow, self.conf.tracking.refound_flow)
             xy[rows] = np.where(ok[rows, None], refined, candidate_xy[rows])  # unrefined: exactly the keypoint
         return ok, xy
 

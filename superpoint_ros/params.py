@@ -14,19 +14,23 @@ file may nest them (``extractor: {max_keypoints: 1000}``) or write them dotted. 
 layouts: ``superpoint_node: {ros__parameters: {...}}``, ``/**: {ros__parameters: {...}}`` (also
 with a namespace like ``/robot/superpoint_node``), or a bare mapping of parameters.
 
-ROS parameters cannot be ``None``, so "off" is spelled with a value: ``extractor.weights: ""``
-means the shipped model, ``matching.ratio_test: 0.0`` disables Lowe's test, and so on (see each
-description).
+The front-end parameters' defaults are the typed configuration's (:mod:`superpoint_ros.config`,
+the shipped node's values), so the YAML files hold only what differs. ROS parameters cannot be
+``None``, so "off" is spelled with a value (:data:`NO_VALUE`): ``extractor.weights: ""`` means the
+shipped model, ``matching.ratio_test: 0.0`` disables Lowe's test, and so on (see each
+description); :func:`frontend_conf`, the one bridge to the core, turns them into ``None``.
+The table in docs/node.md is :func:`markdown_table`'s output (``python -m superpoint_ros.params``).
 """
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Dict, Mapping, Optional, Tuple
 
 import yaml
 
+from .config import FrontendConf
 from .yaml_numbers import parse_float_text
 
 NODE_NAME = "superpoint_node"
@@ -55,80 +59,137 @@ class Param:
         return type(self.default)
 
 
+#: Which field of :class:`superpoint_ros.config.FrontendConf` each front-end parameter sets:
+#: ``(section, field)``, section ``""`` for a field of FrontendConf itself.
+FIELDS: Dict[str, Tuple[str, str]] = {
+    **{f"extractor.{n}": ("model", n) for n in ("weights", "device", "fp16", "num_threads", "backend", "precision",
+                                                 "channels_last", "cuda_graphs", "compile", "input_scale")},
+    **{f"extractor.{n}": ("detector", n) for n in ("nms_radius", "detection_threshold", "max_keypoints",
+                                                    "remove_borders", "uniform_cell", "max_per_cell", "subpixel")},
+    **{f"matching.{n}": ("matching", n) for n in ("ratio_test", "max_distance")},
+    **{f"ransac.{n}": ("ransac", n) for n in ("enabled", "model", "method", "threshold", "confidence",
+                                               "max_iterations", "min_matches")},
+    **{f"tracking.{n}": ("tracking", n) for n in ("max_age", "max_displacement", "max_time_gap", "flow_refinement")},
+    **{f"image.{n}": ("image", n) for n in ("max_size", "oversize", "bit_depth")},
+    "device.cpu_fallback": ("", "cpu_fallback"),
+    **{f"stereo.{n}": ("stereo", n) for n in ("min_disparity", "max_disparity", "epipolar_tolerance")},
+}
+
+#: ROS parameters cannot be ``None``: the value each of these uses for "off" / "none" (the typed
+#: configuration's ``None``).
+NO_VALUE: Dict[str, Any] = {
+    "extractor.weights": "", "extractor.num_threads": 0, "extractor.max_keypoints": -1,
+    "extractor.uniform_cell": 0, "matching.ratio_test": 0.0, "matching.max_distance": 2.0, "image.max_size": 0,
+}
+
+
+def _ros_value(name: str, value: Any) -> Any:
+    return NO_VALUE[name] if value is None else value
+
+
+def _typed_value(name: str, value: Any) -> Any:
+    """A ROS value -> the typed configuration's (``None`` for the "no value" marker)."""
+    if name in NO_VALUE and value == NO_VALUE[name]:
+        return None
+    return value
+
+
+def ros_params(conf: FrontendConf) -> Dict[str, Any]:
+    """The front-end parameters (flat ROS names and values, "no value" markers for ``None``) that
+    configure ``conf``; the inverse of :func:`frontend_conf` (fields without a ROS parameter, e.g.
+    the flow limits, are left out)."""
+    return {name: _ros_value(name, getattr(getattr(conf, section) if section else conf, key))
+            for name, (section, key) in FIELDS.items()}
+
+
+#: The default of a front-end parameter is the shipped configuration's value (superpoint_ros.config).
+CONF = object()
+
+
+def _with_shipped_defaults(table: Dict[str, Param]) -> Dict[str, Param]:
+    shipped = ros_params(FrontendConf())
+    filled = {}
+    for name, param in table.items():
+        if (param.default is CONF) != (name in FIELDS) or (name in FIELDS) != param.frontend:
+            raise AssertionError(f"{name}: a front-end parameter takes its default from superpoint_ros.config")
+        filled[name] = replace(param, default=shipped[name]) if param.default is CONF else param
+    return filled
+
+
 #: Every parameter, its default, meaning and valid range, in one place.
-PARAMETERS: Dict[str, Param] = {
+PARAMETERS: Dict[str, Param] = _with_shipped_defaults({
     # --- extractor (superpoint_ros.extractor.default_conf) ---
-    "extractor.weights": Param("", "Weight file (project checkpoint or published state_dict); "
+    "extractor.weights": Param(CONF, "Weight file (project checkpoint or published state_dict); "
                                "empty = the shipped default model", read_only=True),
-    "extractor.device": Param("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N; "
+    "extractor.device": Param(CONF, "auto (CUDA if available, else CPU), cpu, cuda or cuda:N; "
                               "an explicit cuda without CUDA is a start-up error", read_only=True),
-    "extractor.fp16": Param(True, "Half-precision network on CUDA (ignored on CPU)", read_only=True),
-    "extractor.num_threads": Param(0, "CPU threads for torch; 0 = torch's default", (0, 256), read_only=True),
-    "extractor.backend": Param("auto", "Network runtime: auto (CPU fp32: ONNX Runtime if installed, else torch), "
+    "extractor.fp16": Param(CONF, "Half-precision network on CUDA (ignored on CPU)", read_only=True),
+    "extractor.num_threads": Param(CONF, "CPU threads for torch; 0 = torch's default", (0, 256), read_only=True),
+    "extractor.backend": Param(CONF, "Network runtime: auto (CPU fp32: ONNX Runtime if installed, else torch), "
                                "torch or onnxruntime", choices=("auto", "torch", "onnxruntime"), read_only=True),
-    "extractor.precision": Param("auto", "auto (CUDA: fp16 if extractor.fp16, else fp32; CPU: int8 where the CPU "
+    "extractor.precision": Param(CONF, "auto (CUDA: fp16 if extractor.fp16, else fp32; CPU: int8 where the CPU "
                                  "has VNNI / dot-product instructions and onnxruntime is installed, else fp32), "
                                  "fp32, fp16 (CUDA), bf16, or int8 (CPU, ONNX Runtime static quantisation: "
                                  "docs/benchmarks.md)", choices=("auto", "fp32", "fp16", "bf16", "int8"),
                                  read_only=True),
-    "extractor.channels_last": Param(True, "NHWC activations (faster convolutions on oneDNN/cuDNN)", read_only=True),
-    "extractor.cuda_graphs": Param(True, "Replay the network as a CUDA graph per input size (CUDA only)",
+    "extractor.channels_last": Param(CONF, "NHWC activations (faster convolutions on oneDNN/cuDNN)", read_only=True),
+    "extractor.cuda_graphs": Param(CONF, "Replay the network as a CUDA graph per input size (CUDA only)",
                                    read_only=True),
-    "extractor.compile": Param(False, "torch.compile the network (slow first frame)", read_only=True),
-    "extractor.input_scale": Param(1.0, "Run the network on the image scaled by this factor (keypoints stay in "
+    "extractor.compile": Param(CONF, "torch.compile the network (slow first frame)", read_only=True),
+    "extractor.input_scale": Param(CONF, "Run the network on the image scaled by this factor (keypoints stay in "
                                    "input pixels): the CPU real-time knob, see docs/benchmarks.md", (0.1, 1.0),
                                    read_only=True),
-    "extractor.nms_radius": Param(4, "Non-maximum suppression radius in px; 0 disables NMS", (0, 32)),
-    "extractor.detection_threshold": Param(0.005, "Minimum detector probability of a keypoint", (0.0, 1.0)),
-    "extractor.max_keypoints": Param(1000, "Keypoints kept per image, best first; -1 = unlimited", (-1, 100000)),
-    "extractor.remove_borders": Param(4, "Pixels ignored at each image border", (0, 128)),
-    "extractor.uniform_cell": Param(0, "Grid cell in px for spatially uniform keypoints; 0 = off", (0, 1024)),
-    "extractor.max_per_cell": Param(4, "Keypoints kept per uniform grid cell", (1, 1024)),
-    "extractor.subpixel": Param(False, "Sub-pixel keypoints: score-weighted centroid of the 7x7 heatmap window"),
+    "extractor.nms_radius": Param(CONF, "Non-maximum suppression radius in px; 0 disables NMS", (0, 32)),
+    "extractor.detection_threshold": Param(CONF, "Minimum detector probability of a keypoint", (0.0, 1.0)),
+    "extractor.max_keypoints": Param(CONF, "Keypoints kept per image, best first; -1 = unlimited", (-1, 100000)),
+    "extractor.remove_borders": Param(CONF, "Pixels ignored at each image border", (0, 128)),
+    "extractor.uniform_cell": Param(CONF, "Grid cell in px for spatially uniform keypoints; 0 = off", (0, 1024)),
+    "extractor.max_per_cell": Param(CONF, "Keypoints kept per uniform grid cell", (1, 1024)),
+    "extractor.subpixel": Param(CONF, "Sub-pixel keypoints: score-weighted centroid of the 7x7 heatmap window"),
     # --- descriptor matching (temporal and stereo) ---
-    "matching.ratio_test": Param(0.9, "Lowe's ratio test on descriptor distances; 0 = off", (0.0, 1.0)),
-    "matching.max_distance": Param(1.2, "Maximum descriptor distance of a match (unit descriptors: "
+    "matching.ratio_test": Param(CONF, "Lowe's ratio test on descriptor distances; 0 = off", (0.0, 1.0)),
+    "matching.max_distance": Param(CONF, "Maximum descriptor distance of a match (unit descriptors: "
                                    "0..2); 2 = no limit", (0.0, 2.0)),
     # --- outlier rejection of temporal matches ---
-    "ransac.enabled": Param(True, "Reject temporal outliers with OpenCV USAC"),
-    "ransac.model": Param("fundamental", "Geometric model: fundamental (general motion) or homography "
+    "ransac.enabled": Param(CONF, "Reject temporal outliers with OpenCV USAC"),
+    "ransac.model": Param(CONF, "Geometric model: fundamental (general motion) or homography "
                           "(planar scene or pure rotation)", choices=("fundamental", "homography")),
-    "ransac.method": Param("magsac", "OpenCV USAC flavour", choices=("magsac", "default", "accurate", "fast")),
-    "ransac.threshold": Param(1.0, "Inlier threshold in px (epipolar or reprojection distance)", (0.01, 100.0)),
-    "ransac.confidence": Param(0.999, "RANSAC confidence", (0.5, 0.999999)),
-    "ransac.max_iterations": Param(1000, "Maximum RANSAC iterations", (1, 1000000)),
-    "ransac.min_matches": Param(15, "Fewer temporal matches than this: no geometric check (all kept "
+    "ransac.method": Param(CONF, "OpenCV USAC flavour", choices=("magsac", "default", "accurate", "fast")),
+    "ransac.threshold": Param(CONF, "Inlier threshold in px (epipolar or reprojection distance)", (0.01, 100.0)),
+    "ransac.confidence": Param(CONF, "RANSAC confidence", (0.5, 0.999999)),
+    "ransac.max_iterations": Param(CONF, "Maximum RANSAC iterations", (1, 1000000)),
+    "ransac.min_matches": Param(CONF, "Fewer temporal matches than this: no geometric check (all kept "
                                 "and flagged unverified)", (8, 100000)),
     # --- tracks ---
-    "tracking.max_age": Param(0, "Frames a track may go unmatched and still be re-found (by "
+    "tracking.max_age": Param(CONF, "Frames a track may go unmatched and still be re-found (by "
                               "descriptor, within tracking.max_displacement, confirmed by optical flow "
                               "when tracking.flow_refinement is on); 0 = must match every frame. Without "
                               "flow_refinement re-found tracks are often another point (docs/node.md)",
                               (0, 1000)),
-    "tracking.max_displacement": Param(64.0, "Max px a lost track may move to be re-found", (0.0, 100000.0)),
-    "tracking.max_time_gap": Param(1.0, "Seconds between frames beyond which tracks reset; time going "
+    "tracking.max_displacement": Param(CONF, "Max px a lost track may move to be re-found", (0.0, 100000.0)),
+    "tracking.max_time_gap": Param(CONF, "Seconds between frames beyond which tracks reset; time going "
                                    "backwards also resets", (0.0, 86400.0)),
-    "tracking.flow_refinement": Param(False, "Refine matched keypoints (temporal inliers, stereo right points) "
+    "tracking.flow_refinement": Param(CONF, "Refine matched keypoints (temporal inliers, stereo right points) "
                                       "with Lucas-Kanade flow from their match: sub-pixel, consistent "
                                       "along tracks; matches the flow contradicts (> 2 px away) are "
                                       "dropped; costs a few ms of CPU per frame"),
     # --- input images (bad or extreme input; docs/reliability.md) ---
-    "image.max_size": Param(1280, "Longest image side in px the network and the optical flow run on; larger "
+    "image.max_size": Param(CONF, "Longest image side in px the network and the optical flow run on; larger "
                             "images are handled per image.oversize (logged once per input size); 0 = no limit. "
                             "Memory grows with its square: an 8000x8000 mono8 frame peaks at 1.3 GiB (ONNX "
                             "Runtime) / 1.6 GiB (torch) with 1280, 2.6 GiB with 2048 on the CPU (docs/reliability.md)", (0, 65536)),
-    "image.oversize": Param("resize", "Image larger than image.max_size: resize (area filter; keypoints still "
+    "image.oversize": Param(CONF, "Image larger than image.max_size: resize (area filter; keypoints still "
                             "in input pixels) or reject (frame skipped and logged)", choices=("resize", "reject")),
-    "image.bit_depth": Param(0, "Valid bits of 16-bit images (mono16/16UC1 from 10/12-bit cameras): 8..16 = "
+    "image.bit_depth": Param(CONF, "Valid bits of 16-bit images (mono16/16UC1 from 10/12-bit cameras): 8..16 = "
                              "white is 2^bit_depth - 1 (brighter pixels clip); 0 = auto per image: the smallest "
                              "2^b - 1 (b 8..16) holding the image's maximum (12-bit data -> 4095, full-range or "
                              "MSB-aligned 16-bit -> 65535). 8-bit and float images ignore it", (0, 16)),
-    "device.cpu_fallback": Param(False, "extractor.device cuda requested but CUDA absent: false = start-up "
+    "device.cpu_fallback": Param(CONF, "extractor.device cuda requested but CUDA absent: false = start-up "
                                  "error, true = log a warning and run on the CPU", read_only=True),
     # --- rectified stereo ---
-    "stereo.min_disparity": Param(0.0, "Minimum disparity x_left - x_right in px", (0.0, 10000.0)),
-    "stereo.max_disparity": Param(128.0, "Maximum disparity x_left - x_right in px", (0.0, 10000.0)),
-    "stereo.epipolar_tolerance": Param(2.0, "Max |y_left - y_right| in px of a stereo match", (0.0, 1000.0)),
+    "stereo.min_disparity": Param(CONF, "Minimum disparity x_left - x_right in px", (0.0, 10000.0)),
+    "stereo.max_disparity": Param(CONF, "Maximum disparity x_left - x_right in px", (0.0, 10000.0)),
+    "stereo.epipolar_tolerance": Param(CONF, "Max |y_left - y_right| in px of a stereo match", (0.0, 1000.0)),
     # --- ROS node only ---
     "stereo.enabled": Param(False, "Subscribe to a rectified stereo pair (left/image_rect, right/image_rect) "
                             "instead of one image", read_only=True, frontend=False),
@@ -157,7 +218,7 @@ PARAMETERS: Dict[str, Param] = {
                                      "(camera stopped); 0 = never", (0.0, 3600.0), frontend=False),
     "diagnostics.max_latency": Param(0.5, "Mean processing latency in s above which diagnostics warn",
                                      (0.0, 3600.0), frontend=False),
-}
+})
 
 FRONTEND_PARAMETERS = tuple(name for name, p in PARAMETERS.items() if p.frontend)
 
@@ -295,9 +356,38 @@ def load_params(path: os.PathLike | str, node_name: str = NODE_NAME,
         raise ParamsError(f"{path}: {e}") from None
 
 
-def extractor_conf(params: Mapping[str, Any]) -> Dict[str, Any]:
-    """The ``extractor.*`` parameters as a :data:`superpoint_ros.extractor.default_conf` dict."""
-    conf = {name.split(".", 1)[1]: params[name] for name in PARAMETERS if name.startswith("extractor.")}
-    conf["weights"] = conf["weights"] or None
-    conf["num_threads"] = conf["num_threads"] or None
-    return conf
+def frontend_conf(params: Mapping[str, Any], base: Optional[FrontendConf] = None) -> FrontendConf:
+    """Flat ROS parameters (any subset; validated, the rest from the defaults) -> the typed
+    configuration: THE bridge between the node's parameters and the core, where the ROS "no value"
+    markers (:data:`NO_VALUE`) become ``None``. ``base`` supplies the fields without a ROS
+    parameter (default: the shipped values). Raises :class:`ParamsError`."""
+    checked = validate(params)
+    conf = base or FrontendConf()
+    sections: Dict[str, Dict[str, Any]] = {}
+    for name, (section, key) in FIELDS.items():
+        sections.setdefault(section, {})[key] = _typed_value(name, checked[name])
+    top = sections.pop("", {})
+    return replace(conf, **top, **{section: replace(getattr(conf, section), **values)
+                                    for section, values in sections.items()})
+
+
+def _markdown_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return '""' if value == "" else str(value)
+
+
+def markdown_table() -> str:
+    """The parameter table of docs/node.md (``python -m superpoint_ros.params`` prints it)."""
+    lines = ["| parameter | default | range / choices | run-time | description |", "| --- | --- | --- | --- | --- |"]
+    for name, p in PARAMETERS.items():
+        valid = (f"[{p.limits[0]:g}, {p.limits[1]:g}]" if p.limits else
+                 " \\| ".join(p.choices) if p.choices else "")
+        description = p.description.replace("|", "\\|") + ("" if p.frontend else " (node only)")
+        lines.append(f"| `{name}` | `{_markdown_value(p.default)}` | {valid} | {'no' if p.read_only else 'yes'} | "
+                     f"{description} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown_table())

@@ -39,7 +39,8 @@ def test_reference_extractor_agrees_with_the_optimised_one(random_model, random_
     image = camera_image[:240, :320]
     reference = ReferenceExtractor(random_model, detection_threshold=0.0155, max_keypoints=200)
     fast = FeatureExtractor(weights=random_weights, device="cpu", precision="fp32", detection_threshold=0.0155,
-                            max_keypoints=200)  # float32: this compares the NMS, not the int8 network
+                            max_keypoints=200,  # float32: this compares the NMS, not the int8 network
+                            uniform_cell=None, subpixel=False)  # plain top-k at pixels, as the reference
     fr, ff = reference(image), fast(image)
     assert len(fr) == 200 and fr.descriptors.shape == (200, 256)
     assert np.all(np.diff(fr.scores) <= 0)

@@ -10,10 +10,14 @@ from superpoint_ros import FeatureExtractor, ImageError
 from superpoint_ros.image import to_grayscale_float
 
 
+#: plain decoding (pixel-grid keypoints, no uniform grid): the network's own behaviour
+PLAIN = {"uniform_cell": None, "subpixel": False}
+
+
 @pytest.fixture(scope="module")
 def extractor(random_weights):
     return FeatureExtractor(weights=random_weights, device="cpu", max_keypoints=-1,
-                            detection_threshold=0.0155, remove_borders=0)
+                            detection_threshold=0.0155, remove_borders=0, **PLAIN)
 
 
 def as_set(kpts, offset=(0, 0), box=None):
@@ -49,7 +53,7 @@ def as_set_list(kpts, offset=(0, 0)):
 
 def test_odd_size_maps_back_to_original_pixels(random_weights, camera_image):
     ex = FeatureExtractor(weights=random_weights, device="cpu", max_keypoints=-1, detection_threshold=0.0155,
-                          remove_borders=0, nms_radius=2)
+                          remove_borders=0, nms_radius=2, **PLAIN)
     odd = camera_image[:101, :203]
     f = ex(odd)
     assert f.image_size == (101, 203)

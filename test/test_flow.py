@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
+from superpoint_ros.config import FlowConf
 from superpoint_ros.flow import normalize_contrast, refine_with_flow
 from superpoint_ros.image import to_grayscale_uint8
 from superpoint_ros.stamps import stamp_ns_from_seconds as ns
@@ -70,11 +71,11 @@ def test_contrast_normalisation_ignores_gain_and_offset(photo):
 def test_a_match_the_flow_contradicts_keeps_its_detection_and_is_flagged(photo):
     points = corners(photo, 20)
     far = points + np.float32([6.0, 0.0])  # a wrong match: the patch did not move, the "detection" is 6 px off
-    refined, ok, contradicted = refine_with_flow(photo, photo, points, far, {"max_shift": 2.0})
+    refined, ok, contradicted = refine_with_flow(photo, photo, points, far, FlowConf(max_shift=2.0))
     assert not ok.any() and np.array_equal(refined, far)
     assert contradicted.mean() > 0.8  # the flow found the patch where it is, 6 px from the guess
     near = points + np.float32([0.7, -0.4])  # a right match, detected a little off
-    refined, ok, contradicted = refine_with_flow(photo, photo, points, near, {"max_shift": 2.0})
+    refined, ok, contradicted = refine_with_flow(photo, photo, points, near, FlowConf(max_shift=2.0))
     assert ok.mean() > 0.8 and not contradicted.any()
     assert np.median(np.linalg.norm(refined[ok] - points[ok], axis=1)) < 0.05
     flat = np.full_like(photo, 128)  # no texture: the flow cannot say anything, nothing is flagged

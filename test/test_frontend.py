@@ -145,7 +145,8 @@ def test_stereo_rejects_mismatched_sizes(extractor, camera_image):
 
 def test_ransac_can_be_switched_off_or_to_homography(extractor, camera_image):
     a, b = crops(camera_image, 2)
-    off = Frontend({**LENIENT, "ransac.enabled": False}, extractor=extractor)
+    # flow refinement off too: it would drop the matches the flow contradicts (a check of its own)
+    off = Frontend({**LENIENT, "ransac.enabled": False, "tracking.flow_refinement": False}, extractor=extractor)
     off.process_mono(a, ns(1.0), "cam")
     t = off.process_mono(b, ns(1.1), "cam").temporal
     assert not t.verified and t.inliers.all() and t.model is None
@@ -162,14 +163,15 @@ def test_run_time_updates_apply_and_invalid_ones_change_nothing(extractor, camer
     frontend = Frontend(LENIENT, extractor=extractor)
     frontend.update({"extractor.max_keypoints": 50, "ransac.threshold": 2.0})
     assert len(frontend.process_mono(camera_image, ns(1.0), "cam").features) == 50
-    before = dict(frontend.conf)
+    assert frontend.conf.detector.max_keypoints == 50 and frontend.conf.ransac.threshold == 2.0
+    before, before_params = frontend.conf, dict(frontend.params)
     with pytest.raises(ParamsError, match="outside"):
         frontend.update({"extractor.max_keypoints": 50, "extractor.detection_threshold": 2.0})
     with pytest.raises(ParamsError, match="run time"):
         frontend.update({"extractor.device": "cuda"})
     with pytest.raises(ParamsError, match="min_disparity"):
         frontend.update({"stereo.min_disparity": 200.0, "stereo.max_disparity": 100.0})
-    assert frontend.conf == before
+    assert frontend.conf == before and frontend.params == before_params
 
 
 def test_bad_configuration_is_rejected_with_reasons(random_weights):

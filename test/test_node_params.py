@@ -3,7 +3,11 @@ from pathlib import Path
 
 import pytest
 
-from superpoint_ros.params import PARAMETERS, ParamsError, check_value, defaults, extractor_conf, load_params, validate
+import yaml
+
+from superpoint_ros.config import FrontendConf
+from superpoint_ros.params import (PARAMETERS, ParamsError, check_value, defaults, flatten, frontend_conf, load_params,
+                                   markdown_table, ros_params, validate)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,19 +80,35 @@ def test_every_problem_is_listed_at_once():
     assert "extractor.nms_radius" in text and "ransac.confidence" in text and "must be finite" in text
 
 
-def test_extractor_conf_maps_ros_sentinels_to_none():
-    conf = extractor_conf(defaults())
-    assert conf["weights"] is None and conf["num_threads"] is None and conf["max_keypoints"] == 1000
-    from superpoint_ros.extractor import default_conf
+def test_the_defaults_are_the_typed_configuration_and_no_value_markers_become_none():
+    assert frontend_conf(defaults()) == FrontendConf()
+    assert frontend_conf({}) == FrontendConf()
+    off = frontend_conf({"matching.ratio_test": 0.0, "matching.max_distance": 2.0, "extractor.uniform_cell": 0,
+                         "extractor.max_keypoints": -1, "image.max_size": 0, "extractor.num_threads": 0})
+    assert off.matching.ratio_test is None and off.matching.max_distance is None
+    assert off.detector.uniform_cell is None and off.detector.max_keypoints is None and off.image.max_size is None
+    assert off.model.weights is None and off.model.num_threads is None
+    assert ros_params(off)["matching.ratio_test"] == 0.0 and ros_params(off)["extractor.uniform_cell"] == 0
+    changed = frontend_conf({"extractor.max_keypoints": 7, "tracking.flow_refinement": False, "ransac.model": "homography",
+                             "device.cpu_fallback": True, "extractor.weights": "w.pt"})
+    assert (changed.detector.max_keypoints, changed.tracking.flow_refinement, changed.ransac.model) == (7, False, "homography")
+    assert changed.cpu_fallback is True and changed.model.weights == "w.pt"
+    assert frontend_conf(ros_params(changed)) == changed  # the two directions agree
+    with pytest.raises(ParamsError, match="outside"):
+        frontend_conf({"extractor.nms_radius": 99})
 
-    assert set(conf) <= set(default_conf)
+
+@pytest.mark.parametrize("name", ["superpoint_mono.yaml", "superpoint_stereo.yaml"])
+def test_shipped_files_hold_only_their_mode(name):
+    """The code defaults are the shipped values: the files only say mono or stereo."""
+    document = yaml.safe_load((ROOT / "config" / name).read_text())
+    assert set(flatten(document["/**"]["ros__parameters"])) == {"stereo.enabled"}
 
 
-def test_docs_list_every_parameter():
-    text = (ROOT / "docs" / "node.md").read_text()
-    missing = [name for name in PARAMETERS if f"`{name}`" not in text]
-    assert not missing, f"docs/node.md lacks {missing}"
-    # each parameter's row in the table carries the description of the table in params.py
-    rows = {line.split("`")[1]: line for line in text.splitlines() if line.startswith("| `")}
-    stale = [name for name, p in PARAMETERS.items() if p.description not in rows.get(name, "")]
-    assert not stale, f"docs/node.md rows out of date with superpoint_ros/params.py: {stale}"
+def test_docs_table_is_the_generated_one():
+    """docs/node.md's parameter table is ``python -m superpoint_ros.params``'s output (defaults included)."""
+    lines = (ROOT / "docs" / "node.md").read_text().splitlines()
+    start = lines.index("| parameter | default | range / choices | run-time | description |")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    assert "\n".join(lines[start:end]) == markdown_table(), "regenerate: python -m superpoint_ros.params"
+    assert all(f"`{name}`" in markdown_table() for name in PARAMETERS)

@@ -72,9 +72,10 @@ def test_shipped_parameter_files_start_the_node_and_sigint_stops_it(config, rand
         assert "front-end ready" in lines[-1], "".join(lines)
         assert ("stereo" if "stereo" in config else "mono") in lines[-1]
         from superpoint_ros.extractor import FeatureExtractor  # what runs the network is logged
-        from superpoint_ros.params import extractor_conf, load_params
+        from superpoint_ros.params import frontend_conf, load_params
 
-        expected = FeatureExtractor({**extractor_conf(load_params(ROOT / "config" / config)), "weights": random_weights})
+        shipped = frontend_conf(load_params(ROOT / "config" / config)).extractor
+        expected = FeatureExtractor(shipped, weights=random_weights)
         assert f"network {expected.backend_name}," in lines[-1], lines[-1]
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=20)

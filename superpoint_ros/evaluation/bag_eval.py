@@ -453,7 +453,7 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     bag = Path(bag)
     available = bags.check_image_topics(bag, [left_topic] + ([right_topic] if right_topic else []))
     frontend = frontend if frontend is not None else Frontend(params or {})
-    conf = frontend.conf
+    conf = frontend.params
     info_topic = camera_info_topic or find_camera_info(bag, left_topic, available)
     K = None
     if info_topic is not None:
@@ -494,7 +494,7 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     summary = stats.summary()
     summary["bag"] = str(bag)
     summary["topics"] = {"left": left_topic, "right": right_topic, "camera_info": info_topic}
-    summary["weights"] = frontend.extractor.weights_path or "in-memory model"
+    summary["weights"] = frontend.weights_path or "in-memory model"
     summary["parameters"] = {k: v for k, v in conf.items()}
     return summary, stats, last_image
 

@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..extractor import FeatureExtractor, Features, prepare_network_input, to_input_pixels
+from ..config import DetectorConf, ImageConf
+from ..extractor import FeatureExtractor, Features, NetworkInput, prepare_network_input, to_input_pixels
 from ..matching import match_descriptors
 
 
@@ -119,35 +120,39 @@ def sift_to_unit_float(descriptors: np.ndarray) -> np.ndarray:
 
 
 class OpenCVFrontendExtractor:
-    """ORB or SIFT dressed as a FeatureExtractor for ``Frontend(conf, extractor=...)``.
+    """ORB or SIFT as a feature source (:class:`superpoint_ros.extractor.FeatureSource`) for
+    ``Frontend(conf, extractor=...)``.
 
-    Provides what the Frontend uses: ``conf`` (it writes ``max_keypoints`` etc. into it; only
-    ``max_keypoints`` is honoured), ``device`` (CPU), ``weights_path``, ``extract_batch(images)``.
-    Descriptors are unit float32 (see :func:`orb_to_unit_float`, :func:`sift_to_unit_float`) so
-    the Frontend's mutual-NN L2 matching and its thresholds apply unchanged. Used by
-    ``superpoint-eval-bag --baselines orb,sift``.
+    Of the detector settings the Frontend passes, only ``max_keypoints`` applies (the best by
+    response; ``max_keypoints`` given here is OpenCV's own ``nfeatures``, which shapes ORB's
+    pyramid). Descriptors are unit float32 (see :func:`orb_to_unit_float`,
+    :func:`sift_to_unit_float`) so the Frontend's mutual-NN L2 matching and its thresholds apply
+    unchanged. Used by ``superpoint-eval-bag --baselines orb,sift``.
     """
 
     def __init__(self, name: str, max_keypoints: int = 1024):
         self.method = OpenCVMethod(name, max_keypoints)
         self.name = name
-        self.conf = {"max_keypoints": max_keypoints}
         self.device = torch.device("cpu")
         self.weights_path = f"opencv-{name}"
         self.provenance = {"opencv": cv2.__version__}
         self.descriptor_dim = 256 if name == "orb" else 128
 
-    def prepare(self, images: list):
-        """As :meth:`FeatureExtractor.prepare`: the same resize (``max_size``) and 16-bit scaling
-        (``bit_depth``) the Frontend asks of SuperPoint, so every method sees the same pixels."""
-        return prepare_network_input(images, "bgr", self.conf.get("bit_depth", 0), self.conf.get("max_size", 0))
+    def prepare(self, images: list, image: Optional[ImageConf] = None) -> NetworkInput:
+        """As :meth:`FeatureExtractor.prepare`: the same resize (``image.max_size``) and 16-bit
+        scaling (``image.bit_depth``) the Frontend asks of SuperPoint, so every method sees the same
+        pixels (``image`` None: no resize, automatic bit depth)."""
+        image = image or ImageConf(max_size=None)
+        return prepare_network_input(images, "bgr", image.bit_depth, image.max_size or 0)
 
-    def extract_prepared(self, prepared) -> list:
-        """Features of :meth:`prepare`'s images, keypoints in the given images' pixels."""
+    def extract_prepared(self, prepared: NetworkInput, detector: Optional[DetectorConf] = None) -> list:
+        """Features of :meth:`prepare`'s images, keypoints in the given images' pixels, at most
+        ``detector.max_keypoints`` per image (None: as many as OpenCV gives)."""
+        limit = None if detector is None else detector.max_keypoints
         out = []
         for gray_float in prepared.grays:
             gray = np.clip(np.rint(gray_float * 255.0), 0, 255).astype(np.uint8)
-            self.method.max_keypoints = int(self.conf.get("max_keypoints") or 100000)
+            self.method.max_keypoints = int(limit) if limit is not None and limit >= 0 else 100000
             f = self.method.extract(gray)
             conv = orb_to_unit_float if self.name == "orb" else sift_to_unit_float
             desc = conv(f.descriptors) if len(f.descriptors) else np.zeros((0, self.descriptor_dim), np.float32)

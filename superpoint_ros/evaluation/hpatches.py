@@ -49,6 +49,7 @@ default_conf = {
     "nms_radius": 4,            # SuperPoint NMS radius (px)
     "detection_threshold": 0.001,  # SuperPoint detector threshold (the paper used 0.015); lower = more points
     "subpixel": False,          # SuperPoint sub-pixel refinement (the shipped node configs turn it on)
+    "uniform_cell": None,       # SuperPoint uniform grid cell in px (the node uses 32); None = plain top-k
     "device": "auto",
     "precision": "auto",        # SuperPoint network precision (extractor option; auto = int8 on VNNI CPUs)
 }
@@ -247,7 +248,8 @@ def run_benchmark(dataset: Path, method_specs: Sequence[str], output: Optional[P
     if max_sequences:
         sequences = truncate_sequences(sequences, max_sequences)
     extractor_conf = {"nms_radius": conf["nms_radius"], "detection_threshold": conf["detection_threshold"],
-                      "device": conf["device"], "subpixel": conf["subpixel"], "precision": conf["precision"]}
+                      "device": conf["device"], "subpixel": conf["subpixel"], "precision": conf["precision"],
+                      "uniform_cell": conf["uniform_cell"]}
     methods = [build_method(spec, conf["top_k"], extractor_conf) for spec in method_specs]
     names = [m.name for m in methods]
     if len(set(names)) != len(names):

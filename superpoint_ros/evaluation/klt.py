@@ -17,8 +17,8 @@ descriptors are ``(N, 0)`` and match distances are the forward-backward errors i
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
-from typing import Any, Dict, Mapping, Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Mapping, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -28,7 +28,7 @@ from ..flow import flow_forward_backward
 from ..frontend import FrameResult, StereoMatches, TemporalMatches, continuity_break
 from ..image import to_grayscale_uint8
 from ..geometry import ransac_inliers
-from ..params import validate
+from ..params import frontend_conf, validate
 from ..stamps import check_stamp_ns, stamp_ns_from_seconds
 
 default_conf = {
@@ -52,25 +52,24 @@ class _Previous:
     frame_id: str
 
 
-@dataclass
-class _Extractor:
-    """What the evaluator reads of a front-end's extractor."""
-
-    weights_path: str = "opencv-klt"
-    conf: Dict[str, Any] = field(default_factory=dict)
-
-
 class KLTFrontend:
     """Shi-Tomasi + pyramidal Lucas-Kanade tracking with the node front-end's interface
-    (``process_mono``, ``process_stereo``, ``conf``, ``extractor.weights_path``)."""
+    (``process_mono``, ``process_stereo``, ``params``, ``conf``, ``weights_path``).
+
+    ``params``: the node's flat parameters (any subset; read through
+    :func:`superpoint_ros.params.frontend_conf` like the Frontend's); ``conf``: KLT options
+    (:data:`default_conf`)."""
+
+    #: what produced the features, for the evaluator's reports (the Frontend's is its weight file)
+    weights_path = "opencv-klt"
 
     def __init__(self, params: Optional[Mapping[str, Any]] = None, conf: Optional[Mapping[str, Any]] = None):
-        self.conf = validate(params or {})
+        self.params = validate(params or {})
+        self.conf = frontend_conf(self.params)
         unknown = set(conf or {}) - set(default_conf)
         if unknown:
             raise ValueError(f"unknown KLT options: {sorted(unknown)}")
         self.klt = {**default_conf, **(conf or {})}
-        self.extractor = _Extractor(conf={"max_keypoints": self.conf["extractor.max_keypoints"]})
         self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)) if self.klt["equalize"] else None
         self._previous: Optional[_Previous] = None
         self._next_id = 0
@@ -96,7 +95,7 @@ class KLTFrontend:
         moved, ok, error = flow_forward_backward(image0, image1, points, None, self.klt["window"],
                                                  self.klt["pyramid_levels"])
         h, w = image1.shape
-        border = self.conf["extractor.remove_borders"]
+        border = self.conf.detector.remove_borders
         ok &= ((error <= self.klt["max_flow_back_error"]) & (moved[:, 0] >= border) & (moved[:, 0] <= w - 1 - border)
                & (moved[:, 1] >= border) & (moved[:, 1] <= h - 1 - border))
         return moved, ok, error
@@ -104,14 +103,14 @@ class KLTFrontend:
     def _new_corners(self, image: np.ndarray, existing: np.ndarray, budget_used: int) -> np.ndarray:
         """Shi-Tomasi corners at least ``min_distance`` px from each other and from ``existing``,
         at most ``extractor.max_keypoints - budget_used`` of them."""
-        budget = int(self.conf["extractor.max_keypoints"])
-        budget = 100000 if budget < 0 else budget
+        budget = self.conf.detector.max_keypoints
+        budget = 100000 if budget is None else int(budget)
         wanted = budget - budget_used
         if wanted <= 0:
             return np.zeros((0, 2), np.float32)
         distance = int(self.klt["min_distance"])
         mask = np.zeros_like(image)
-        border = max(int(self.conf["extractor.remove_borders"]), 1)
+        border = max(int(self.conf.detector.remove_borders), 1)
         mask[border:-border, border:-border] = 255
         for x, y in np.round(existing).astype(int):
             cv2.circle(mask, (int(x), int(y)), distance, 0, -1)
@@ -124,7 +123,7 @@ class KLTFrontend:
         previous = self._previous
         reset_reason = None if previous is None else continuity_break(
             previous.stamp_ns, previous.frame_id, stamp_ns, frame_id,
-            stamp_ns_from_seconds(self.conf["tracking.max_time_gap"]))
+            stamp_ns_from_seconds(self.conf.tracking.max_time_gap))
         if reset_reason:
             self._previous = None
         previous, temporal = self._previous, None
@@ -135,10 +134,11 @@ class KLTFrontend:
             moved, ok, error = self._track(previous.image, image, previous.points)
             source = np.flatnonzero(ok & previous.alive)
             inliers, verified, model = np.ones(len(source), bool), False, None
-            if conf["ransac.enabled"] and len(source):
-                geometry = ransac_inliers(previous.points[source], moved[source], conf["ransac.model"],
-                                          conf["ransac.method"], conf["ransac.threshold"], conf["ransac.confidence"],
-                                          conf["ransac.max_iterations"], conf["ransac.min_matches"])
+            ransac = conf.ransac
+            if ransac.enabled and len(source):
+                geometry = ransac_inliers(previous.points[source], moved[source], ransac.model, ransac.method,
+                                          ransac.threshold, ransac.confidence, ransac.max_iterations,
+                                          ransac.min_matches)
                 inliers, verified, model = geometry.inliers, geometry.verified, geometry.model
             # the tracked points come first in this frame, in the order of ``source``
             indices = np.stack([source, np.arange(len(source))], axis=1).astype(np.int64).reshape(-1, 2)
@@ -168,8 +168,8 @@ class KLTFrontend:
             start = time.perf_counter()
             right_points, ok, error = self._track(image, right, points)
             disparity = points[:, 0] - right_points[:, 0]
-            ok &= (np.abs(points[:, 1] - right_points[:, 1]) <= conf["stereo.epipolar_tolerance"]) & \
-                (disparity >= conf["stereo.min_disparity"]) & (disparity <= conf["stereo.max_disparity"])
+            ok &= (np.abs(points[:, 1] - right_points[:, 1]) <= conf.stereo.epipolar_tolerance) & \
+                (disparity >= conf.stereo.min_disparity) & (disparity <= conf.stereo.max_disparity)
             left_index = np.flatnonzero(ok)
             right_features = Features(right_points[left_index], np.ones(len(left_index), np.float32),
                                       np.zeros((len(left_index), 0), np.float32), right.shape[:2])

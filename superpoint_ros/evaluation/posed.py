@@ -63,6 +63,7 @@ default_conf = {
     "nms_radius": 4,
     "detection_threshold": 0.001,
     "subpixel": False,
+    "uniform_cell": None,         # SuperPoint uniform grid cell in px (the node uses 32); None = plain top-k
     "device": "auto",
     "precision": "auto",
 }
@@ -252,7 +253,8 @@ def run_posed_benchmark(folders: Sequence[Path], method_specs: Sequence[str], ou
     names = [s.name for s in sequences]
     if len(set(names)) != len(names):
         raise PosedDatasetError(f"sequence folder names must be unique, got {names}")
-    extractor_conf = {k: conf[k] for k in ("nms_radius", "detection_threshold", "device", "subpixel", "precision")}
+    extractor_conf = {k: conf[k] for k in ("nms_radius", "detection_threshold", "device", "subpixel", "precision",
+                                                "uniform_cell")}
     methods = [build_method(spec, conf["top_k"], extractor_conf) for spec in method_specs]
     if len({m.name for m in methods}) != len(methods):
         raise ValueError(f"method names must be unique, got {[m.name for m in methods]} (use NAME=WEIGHTS)")

@@ -186,7 +186,7 @@ def run_method(name: str, frontend, bag: Path, left_topic: str, right_topic: str
                config: VOConfig, max_frames: Optional[int] = None, total: Optional[int] = None,
                show_progress: bool = True) -> MethodRun:
     """The bag's stereo pairs through ``frontend`` (``process_stereo``) and one :class:`StereoVO`."""
-    conf = frontend.conf
+    conf = frontend.params
     slop_ns = slop_ns_for(conf.get("sync.mode", "approximate"), conf.get("sync.slop", 0.005))
     vo = StereoVO(calibration, config)
 
@@ -525,7 +525,7 @@ def evaluate(args, params: dict) -> Tuple[Dict[str, dict], dict]:
                                    np.array([g[1] for g in gt]), np.array([g[2] for g in gt]))
             gt_xyz = np.array([g[2] for g in gt])
         results[name] = {
-            **scores, "weights": getattr(frontend.extractor, "weights_path", None),
+            **scores, "weights": frontend.weights_path,
             "frames": len(run.frame_stamps_ns), "trajectory": str(trajectories / f"{name}.tum"),
             "backend": {**estimate.stats, "ms_per_frame": run.backend_ms},
             "frontend": {"stereo_tracks_per_frame": run.tracks_per_frame,
@@ -558,7 +558,7 @@ def evaluate_mono(args, params: dict) -> Tuple[Dict[str, dict], dict]:
                                 f"(tracking lost); need {MIN_SCORED_POSES} to score")
             mask, gt_rotations, gt_positions = groundtruth_at(estimate, source.groundtruth)
         except SlamError as e:
-            results[name] = {"failed": str(e), "weights": getattr(frontend.extractor, "weights_path", None)}
+            results[name] = {"failed": str(e), "weights": frontend.weights_path}
             continue
         processed = processed or run.frame_stamps_ns
         stamps_s = estimate.stamps_ns[mask] / NS
@@ -566,7 +566,7 @@ def evaluate_mono(args, params: dict) -> Tuple[Dict[str, dict], dict]:
                                                estimate.positions[mask], correct_scale=True, rpe_delta_frames=1)
         write_tum(trajectories / f"{name}.tum", estimate.stamps_ns, estimate.rotations, estimate.positions)
         results[name] = {
-            **scores, "weights": getattr(frontend.extractor, "weights_path", None),
+            **scores, "weights": frontend.weights_path,
             "frames": len(run.frame_stamps_ns), "trajectory": str(trajectories / f"{name}.tum"),
             "backend": {**estimate.stats, "ms_per_frame": run.backend_ms},
             "frontend": {"tracks_per_frame": run.tracks_per_frame, "track_length_mean": run.track_length_mean,
