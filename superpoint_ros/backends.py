@@ -386,7 +386,7 @@ def _quantize(graph: bytes, weight_type: str) -> bytes:
 
 def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
     """The runner the extractor options ask for (``backend``, ``precision``, ``channels_last``,
-    ``cuda_graphs``, ``compile``), falling back to eager PyTorch if ONNX Runtime is unusable."""
+    ``cuda_graphs``, ``compile``); ONNX Runtime falls back as :func:`onnxruntime_runner` says."""
     backend = conf["backend"]
     if backend not in ("auto", "torch", "onnxruntime"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'onnxruntime', got {backend!r}")
@@ -397,41 +397,47 @@ def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
             raise ValueError("precision='int8' runs on ONNX Runtime: use backend 'auto' or 'onnxruntime'")
         if importlib.util.find_spec("onnxruntime") is None:
             raise ValueError("precision='int8' needs the onnxruntime package (pip install onnxruntime onnx)")
-        try:
-            return OnnxRuntimeRunner(model, conf["num_threads"], int8=True)
-        except Exception as e:  # noqa: BLE001 - quantiser/runtime mismatch: run float32 instead
-            runner = OnnxRuntimeRunner(model, conf["num_threads"])
-            runner.fallbacks.append(f"int8 quantisation failed, running float32: {e}")
-            log.warning("int8 quantisation failed, running float32 ONNX Runtime: %s", e)
-            return runner
-    if backend == "auto":
-        # measured (docs/benchmarks.md): on the CPU, ONNX Runtime float32 beats every eager
-        # float32 variant; torch everywhere else and whenever onnxruntime is not installed
-        wants_ort = device.type == "cpu" and dtype == torch.float32 and not conf["compile"]
-        if wants_ort and importlib.util.find_spec("onnxruntime") is not None:
-            try:
-                return OnnxRuntimeRunner(model, conf["num_threads"])
-            except Exception as e:  # noqa: BLE001 - exporter/runtime mismatch: run eager instead
-                runner = TorchRunner(model, device, dtype, conf["channels_last"])
-                runner._fall_back(f"ONNX export/session failed: {e}")
-                return runner
-        backend = "torch"
-    if backend == "onnxruntime":
+    elif backend == "onnxruntime":
         if device.type != "cpu":
             raise ValueError("backend='onnxruntime' runs on the CPU only (use backend='torch' on CUDA)")
         if dtype != torch.float32:
             raise ValueError("backend='onnxruntime' runs float32 only (set precision='fp32' or 'auto')")
+    elif backend == "auto":
+        # measured (docs/benchmarks.md): on the CPU, ONNX Runtime float32 beats every eager
+        # float32 variant; torch everywhere else and whenever onnxruntime is not installed
+        wants_ort = device.type == "cpu" and dtype == torch.float32 and not conf["compile"]
+        backend = "onnxruntime" if wants_ort and importlib.util.find_spec("onnxruntime") is not None else "torch"
+    if precision != "int8" and backend == "torch":
+        return TorchRunner(model, device, dtype, channels_last=conf["channels_last"],
+                           cuda_graphs=conf["cuda_graphs"], compile=conf["compile"])
+    return onnxruntime_runner(model, conf, int8=precision == "int8", required=conf["backend"] == "onnxruntime")
+
+
+def onnxruntime_runner(model: SuperPointNet, conf: dict, int8: bool = False, required: bool = False):
+    """An :class:`OnnxRuntimeRunner` (CPU), int8 or float32, with the one fall-back chain: int8
+    quantisation fails -> float32 ONNX Runtime; export or session fails -> eager float32 PyTorch
+    (``conf["channels_last"]``). Each step taken is logged once and kept in ``runner.fallbacks``.
+    ``required`` (``backend='onnxruntime'`` asked for by name): a missing onnxruntime package is a
+    ``ValueError`` instead of a fall-back."""
+    reasons = []
+    if int8:
         try:
-            return OnnxRuntimeRunner(model, conf["num_threads"])
-        except ImportError as e:
+            return OnnxRuntimeRunner(model, conf["num_threads"], int8=True)
+        except Exception as e:  # noqa: BLE001 - quantiser/runtime mismatch: run float32 instead
+            reasons.append(f"int8 quantisation failed, running float32: {e}")
+            log.warning("int8 quantisation failed, running float32 ONNX Runtime: %s", e)
+    try:
+        runner = OnnxRuntimeRunner(model, conf["num_threads"])
+    except Exception as e:  # noqa: BLE001 - exporter/runtime mismatch: run eager instead
+        if required and isinstance(e, ImportError):
             raise ValueError(f"backend='onnxruntime' needs the onnxruntime package: {e}") from None
-        except Exception as e:  # noqa: BLE001 - exporter/runtime mismatch: run eager instead
-            runner = TorchRunner(model, device, dtype, conf["channels_last"])
-            runner._fall_back(f"ONNX export/session failed: {e}")
-            return runner
-    return TorchRunner(model, device, dtype, channels_last=conf["channels_last"],
-                       cuda_graphs=conf["cuda_graphs"], compile=conf["compile"])
+        runner = TorchRunner(model, torch.device("cpu"), torch.float32, conf["channels_last"])
+        runner.fallbacks.extend(reasons)
+        runner._fall_back(f"ONNX export/session failed: {e}")
+        return runner
+    runner.fallbacks.extend(reasons)
+    return runner
 
 
 __all__ = ["OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "auto_precision_is_int8", "calibration_batches",
-           "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "int8_weight_type", "make_runner", "quantize_onnx", "resolve_precision", "single_threaded_torch"]
+           "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "int8_weight_type", "make_runner", "onnxruntime_runner", "quantize_onnx", "resolve_precision", "single_threaded_torch"]

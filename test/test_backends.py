@@ -215,6 +215,26 @@ def test_failed_int8_quantisation_falls_back_to_float32(random_model, monkeypatc
     assert any("quantiser exploded" in reason for reason in extractor.runner.fallbacks)
 
 
+@pytest.mark.parametrize("options", [{"backend": "auto"}, {"backend": "onnxruntime"}, {"precision": "int8"}])
+def test_failed_onnx_export_falls_back_to_eager_torch(random_model, monkeypatch, options):
+    pytest.importorskip("onnxruntime")
+    from superpoint_ros import backends
+
+    def broken(model, opset=17):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(backends, "export_onnx", broken)
+    monkeypatch.setattr(backends, "_quantized", {})
+    extractor = FeatureExtractor(model=random_model, device="cpu", **options)
+    assert extractor.backend_name == "torch+float32+channels_last" and extractor.dtype == torch.float32
+    reasons = extractor.runner.fallbacks
+    assert "exporter exploded" in reasons[-1] and reasons[-1].startswith("ONNX export/session failed")
+    # int8 tried first (its quantiser exports too), then float32 ONNX Runtime, then eager
+    assert len(reasons) == (2 if "precision" in options else 1)
+    image = np.random.default_rng(0).integers(0, 255, (64, 80), dtype=np.uint8)
+    assert len(extractor(image).descriptors) == len(extractor(image))
+
+
 def test_int8_calibration_uses_training_photos_only():
     from superpoint_ros.backends import CALIBRATION_DIR, calibration_batches
     from superpoint_ros.data_splits import split_of
