@@ -20,7 +20,7 @@ import threading
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -39,6 +39,29 @@ CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 #: Layers kept in float32 by the int8 quantisation: the heads' last convolutions produce the logits
 #: and descriptors themselves (quantising them moves keypoints; the rest is where the time goes).
 INT8_FLOAT_LAYERS = ("convPb", "convDb")
+
+
+@runtime_checkable
+class NetworkRunner(Protocol):
+    """What :class:`superpoint_ros.extractor.FeatureExtractor` needs from a way to run the network
+    (:class:`TorchRunner`, :class:`OnnxRuntimeRunner`; :func:`make_runner` picks one).
+
+    ``runner(batch)``: ``(B, 1, H, W)`` float32 in [0, 1], H and W multiples of 8 ->
+    ``{"logits": (B, 65, H/8, W/8), "descriptors": (B, D, H/8, W/8)}`` on ``device`` (dtype may be
+    ``dtype``: fp16/bf16; callers convert). ``model``: the ``nn.Module`` that runs, with the
+    network's ``config`` (forward hooks on it see every call). ``name``: what runs, e.g.
+    ``torch+float32+channels_last``. ``fallbacks``: why a faster path asked for is not used.
+    """
+
+    device: torch.device
+    dtype: torch.dtype
+    model: nn.Module
+    fallbacks: List[str]
+
+    @property
+    def name(self) -> str: ...
+
+    def __call__(self, batch: torch.Tensor) -> Outputs: ...
 
 
 def cpu_has_native_bf16() -> bool:
@@ -384,7 +407,7 @@ def _quantize(graph: bytes, weight_type: str) -> bytes:
         return target.read_bytes()
 
 
-def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
+def make_runner(model: SuperPointNet, device: torch.device, conf: dict) -> NetworkRunner:
     """The runner the extractor options ask for (``backend``, ``precision``, ``channels_last``,
     ``cuda_graphs``, ``compile``); ONNX Runtime falls back as :func:`onnxruntime_runner` says."""
     backend = conf["backend"]
@@ -413,7 +436,7 @@ def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
     return onnxruntime_runner(model, conf, int8=precision == "int8", required=conf["backend"] == "onnxruntime")
 
 
-def onnxruntime_runner(model: SuperPointNet, conf: dict, int8: bool = False, required: bool = False):
+def onnxruntime_runner(model: SuperPointNet, conf: dict, int8: bool = False, required: bool = False) -> NetworkRunner:
     """An :class:`OnnxRuntimeRunner` (CPU), int8 or float32, with the one fall-back chain: int8
     quantisation fails -> float32 ONNX Runtime; export or session fails -> eager float32 PyTorch
     (``conf["channels_last"]``). Each step taken is logged once and kept in ``runner.fallbacks``.
@@ -439,5 +462,5 @@ def onnxruntime_runner(model: SuperPointNet, conf: dict, int8: bool = False, req
     return runner
 
 
-__all__ = ["OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "auto_precision_is_int8", "calibration_batches",
+__all__ = ["NetworkRunner", "OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "auto_precision_is_int8", "calibration_batches",
            "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "int8_weight_type", "make_runner", "onnxruntime_runner", "quantize_onnx", "resolve_precision", "single_threaded_torch"]

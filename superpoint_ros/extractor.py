@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backends import make_runner, single_threaded_torch
+from .backends import NetworkRunner, make_runner, single_threaded_torch
 from .image import ImageError, check_bit_depth, network_gray
 from .keypoints import decode_keypoints, logits_to_heatmap, sample_descriptors
 from .model import CELL, SuperPointNet
@@ -168,9 +168,9 @@ class FeatureExtractor:
             self.weights_path = str(path)
         else:
             self.provenance, self.weights_path = {"format": "in-memory"}, None
-        self.runner = make_runner(model, self.device, merged)
+        self.runner: NetworkRunner = make_runner(model, self.device, merged)
         self.dtype = self.runner.dtype
-        self.model = getattr(self.runner, "model", model)
+        self.model = self.runner.model  # what runs (a copy, or the ONNX Runtime module): hooks see each call
 
     @property
     def descriptor_dim(self) -> int:

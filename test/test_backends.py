@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from superpoint_ros import FeatureExtractor
-from superpoint_ros.backends import TorchRunner, cpu_has_native_bf16, resolve_precision
+from superpoint_ros.backends import NetworkRunner, TorchRunner, cpu_has_native_bf16, resolve_precision
 from superpoint_ros.keypoints import (decode_keypoints, detect_keypoints, logits_to_heatmap, max_pool_square, nms,
                                       nms_points, remove_border)
 
@@ -110,6 +110,24 @@ def test_onnxruntime_backend_matches_eager(random_weights, plain, camera_image):
     odd = [camera_image[:101, :203], camera_image[50:151, 60:263]]
     for fa, fb in zip(plain.extract_batch(odd), ort.extract_batch(odd)):
         assert len(fa) > 50 and same_points(fa, fb)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_every_runner_is_a_network_runner_whose_model_is_what_runs(random_weights, camera_image, backend):
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    extractor = FeatureExtractor(weights=random_weights, device="cpu", backend=backend, precision="fp32")
+    runner = extractor.runner
+    assert isinstance(runner, NetworkRunner) and extractor.model is runner.model
+    assert runner.name == extractor.backend_name and runner.device == torch.device("cpu")
+    shapes = []
+    hook = extractor.model.register_forward_hook(lambda module, inputs, output: shapes.append(inputs[0].shape))
+    try:
+        out = runner(torch.zeros(2, 1, 64, 96))
+    finally:
+        hook.remove()
+    assert shapes == [(2, 1, 64, 96)]
+    assert out["logits"].shape == (2, 65, 8, 12) and out["descriptors"].shape == (2, extractor.descriptor_dim, 8, 12)
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bf16")
