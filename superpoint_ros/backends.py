@@ -16,9 +16,7 @@ import io
 import logging
 import re
 import tempfile
-import threading
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Protocol, runtime_checkable
 
@@ -121,27 +119,35 @@ def resolve_precision(precision: str, device: torch.device, fp16: bool) -> torch
     raise ValueError(f"precision must be auto, fp32, fp16, bf16 or int8, got {precision!r}")
 
 
-_threads_lock = threading.Lock()
+#: torch's intra-op thread count when this module was imported (OMP_NUM_THREADS, else the cores),
+#: before any entry point's :func:`configure_process`: ONNX Runtime sessions default to it.
+DEFAULT_CPU_THREADS = torch.get_num_threads()
 
 
-@contextmanager
-def single_threaded_torch(device: torch.device):
-    """Run the enclosed CPU torch ops on one thread (decoding, matching).
+def configure_process(num_threads: Optional[int] = None, seed: int = 0) -> None:
+    """The process-wide settings of an entry point; each ``main()`` calls this once, first thing.
+    Library code changes none of them (it would change every other user in the process).
 
-    Why: they are many small ops; split over OpenMP threads each one waits at a barrier for a
-    core, and on a robot (or a shared 2-core machine) the other core is often busy, which measured
-    10-100x slower than one thread (docs/benchmarks.md). No-op on CUDA or with one thread already.
+    - torch's intra-op CPU threads: ``num_threads``, default **1**. Why: decoding and matching
+      are many small ops, each waiting at an OpenMP barrier for a busy core when split over
+      threads. Measured on the shared 2-core machine (480x640, shipped model, 1000 keypoints,
+      interleaved, load ~1-2; docs/benchmarks.md "Torch threads"): decoding 2.0-7.5x and
+      matching 2.6-20x slower on 2 threads than on 1, the eager network 1.35x slower. The CPU
+      network's default, ONNX Runtime, has its own threads (the extractor's ``num_threads``,
+      default :data:`DEFAULT_CPU_THREADS`).
+    - ``torch.backends.cudnn.benchmark``: on. A camera's frame size is fixed, so cuDNN times its
+      algorithms once per shape.
+    - OpenCV's global RNG seeded with ``seed`` (for this thread), so anything drawing from it
+      repeats run to run. (The robust estimators used here do not: classic RANSAC has a fixed-seed
+      generator of its own and USAC its own state; tested in test/test_backends.py.)
     """
-    if device.type != "cpu" or torch.get_num_threads() == 1:
-        yield
-        return
-    with _threads_lock:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+    import cv2
+
+    if num_threads is not None and int(num_threads) < 1:
+        raise ValueError(f"num_threads must be >= 1 or None (one thread), got {num_threads!r}")
+    torch.set_num_threads(int(num_threads or 1))
+    torch.backends.cudnn.benchmark = True
+    cv2.setRNGSeed(int(seed))
 
 
 class TorchRunner:
@@ -157,9 +163,6 @@ class TorchRunner:
         self.forward: Callable[[torch.Tensor], Outputs] = self.model
         self.fallbacks: List[str] = []
         self.use_cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
-        if device.type == "cuda":
-            # a camera's frame size is fixed: let cuDNN time its algorithms once per shape
-            torch.backends.cudnn.benchmark = True
         self.graphs: Dict[tuple, tuple] = {}
         self.compiled = False
         if compile:
@@ -246,7 +249,7 @@ class OnnxRuntimeNet(nn.Module):
 
         self.config = model.config
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(num_threads or torch.get_num_threads())
+        options.intra_op_num_threads = int(num_threads or DEFAULT_CPU_THREADS)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # no busy-waiting between calls: on a robot the cores are shared with the rest of the stack
@@ -392,18 +395,12 @@ def _quantize(graph: bytes, weight_type: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="superpoint_int8_") as folder:
         source, prepared, target = (Path(folder) / n for n in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
         source.write_bytes(graph)
-        quiet = logging.getLogger()  # the quantiser logs advice on the root logger
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            # shape inference + graph clean-up first, as ONNX Runtime recommends before quantising
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-            quantize_static(str(prepared), str(target), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
-                            nodes_to_exclude=keep_float)
-        finally:
-            quiet.setLevel(level)
+        # shape inference + graph clean-up first, as ONNX Runtime recommends before quantising
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(target), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
+                        nodes_to_exclude=keep_float)
         return target.read_bytes()
 
 
@@ -463,4 +460,4 @@ def onnxruntime_runner(model: SuperPointNet, conf: dict, int8: bool = False, req
 
 
 __all__ = ["NetworkRunner", "OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "auto_precision_is_int8", "calibration_batches",
-           "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "int8_weight_type", "make_runner", "onnxruntime_runner", "quantize_onnx", "resolve_precision", "single_threaded_torch"]
+           "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "int8_weight_type", "make_runner", "onnxruntime_runner", "quantize_onnx", "resolve_precision", "configure_process", "DEFAULT_CPU_THREADS"]

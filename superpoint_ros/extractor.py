@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backends import NetworkRunner, make_runner, single_threaded_torch
+from .backends import NetworkRunner, make_runner
 from .image import ImageError, check_bit_depth, network_gray
 from .keypoints import decode_keypoints, logits_to_heatmap, sample_descriptors
 from .model import CELL, SuperPointNet
@@ -34,7 +34,8 @@ default_conf = {
     "weights": None,            # path to a weight file; None = the shipped default model
     "device": "auto",           # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"
     "fp16": True,               # half-precision network on CUDA when precision="auto"
-    "num_threads": None,        # CPU threads for torch; None = torch's default
+    "num_threads": None,        # CPU threads of the ONNX Runtime network; None = torch's default count
+                                # (torch's own threads are the process's: backends.configure_process)
     # --- speed options (docs/benchmarks.md has the measurements behind the defaults) ---
     "backend": "auto",          # "auto" (CPU fp32: onnxruntime if installed; else torch), "torch", "onnxruntime"
     "precision": "auto",        # "auto" (CUDA: fp16 if fp16 else fp32; CPU: int8 with VNNI, else fp32), "fp32",
@@ -159,8 +160,6 @@ class FeatureExtractor:
             raise ValueError(f"max_size must be >= 0 px (0 = no limit), got {merged['max_size']!r}")
         check_bit_depth(int(merged["bit_depth"]))
         self._logged_resize: Optional[tuple] = None  # the input size whose resize was last logged
-        if merged["num_threads"]:
-            torch.set_num_threads(int(merged["num_threads"]))
         self.device = resolve_device(merged["device"])
         if model is None:
             path = merged["weights"] or default_weights_path()
@@ -211,10 +210,6 @@ class FeatureExtractor:
     @torch.inference_mode()
     def decode(self, outputs: dict, image_size: tuple) -> List[dict]:
         """Network outputs -> per image keypoints, scores and descriptors (see extract_tensor)."""
-        with single_threaded_torch(self.device):
-            return self._decode(outputs, image_size)
-
-    def _decode(self, outputs: dict, image_size: tuple) -> List[dict]:
         c = self.conf
         h, w = image_size
         max_kp = None if c["max_keypoints"] is None or c["max_keypoints"] < 0 else int(c["max_keypoints"])

@@ -9,8 +9,6 @@ from typing import Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .backends import single_threaded_torch
-
 Array = Union[np.ndarray, torch.Tensor]
 
 #: Similarity given to pairs outside the ``allowed`` mask: below any real one (unit vectors: >= -1).
@@ -100,6 +98,5 @@ def match_descriptors(desc0: Array, desc1: Array, ratio_test: Optional[float] = 
     """
     desc0, desc1 = _as_tensor(desc0), _as_tensor(desc1)
     mask = None if allowed is None else _as_tensor(allowed)
-    with single_threaded_torch(desc0.device):  # small ops: one CPU thread is faster on busy cores
-        indices, distances = mutual_nn_match_tensors(desc0, desc1, ratio_test, max_distance, mask)
+    indices, distances = mutual_nn_match_tensors(desc0, desc1, ratio_test, max_distance, mask)
     return Matches(indices.cpu().numpy().astype(np.int64), distances.float().cpu().numpy())

@@ -334,3 +334,86 @@ def test_input_scale_out_of_range_is_refused(random_weights):
     for bad in (0.0, 1.5, -1):
         with pytest.raises(ValueError, match="input_scale"):
             FeatureExtractor(weights=random_weights, device="cpu", input_scale=bad)
+
+
+# --- process-wide settings: entry points only -------------------------------------------------------
+
+def _process_knobs():
+    import logging
+
+    import cv2
+
+    return (torch.get_num_threads(), torch.backends.cudnn.benchmark, logging.getLogger().level,
+            cv2.getNumThreads())
+
+
+def test_library_code_changes_no_process_wide_setting(random_model, camera_image):
+    """Extractor (every backend, int8 quantisation included, a num_threads option), matching and
+    the Frontend leave torch's threads, cuDNN's benchmark flag and the root logger as they were."""
+    from superpoint_ros.frontend import Frontend
+    from superpoint_ros.matching import match_descriptors
+
+    before = _process_knobs()
+    image = camera_image[:240, :320]
+    options = [{"backend": "torch", "num_threads": 3}, {"backend": "auto", "num_threads": 3}]
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        options.append({"precision": "int8"})
+    for conf in options:
+        extractor = FeatureExtractor(model=random_model, device="cpu", **conf)
+        features = extractor(image)
+        match_descriptors(features.descriptors, features.descriptors, ratio_test=0.9, max_distance=1.0)
+        assert _process_knobs() == before, conf
+    frontend = Frontend({"tracking.max_age": 2}, extractor=extractor)
+    for k in range(3):
+        frontend.process_mono(np.roll(image, 2 * k, axis=1), 0.1 * k, "cam")
+    assert _process_knobs() == before
+
+
+def test_configure_process_sets_the_entry_points_settings():
+    import subprocess
+    import sys
+
+    code = ("import torch, cv2; from superpoint_ros.backends import configure_process as c\n"
+            "c(); a = (torch.get_num_threads(), torch.backends.cudnn.benchmark)\n"
+            "c(num_threads=2, seed=5); b = torch.get_num_threads()\n"
+            "try:\n    c(num_threads=0)\nexcept ValueError as e:\n    print(a, b, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "(1, True) 2 num_threads must be >= 1 or None (one thread), got 0"
+
+
+def _hard_correspondences(seed):
+    """Homography and two-view correspondences with 70-75 % outliers: RANSAC's draws matter."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    p0 = rng.uniform(0, 640, (n, 2))
+    q = np.c_[p0, np.ones(n)] @ np.array([[1.02, 0.01, 5], [0.0, 0.98, -3], [1e-5, 0, 1]]).T
+    p1 = q[:, :2] / q[:, 2:] + rng.normal(0, 2.0, (n, 2))
+    p1[:150] = rng.uniform(0, 640, (150, 2))
+    K = np.array([[500, 0, 320], [0, 500, 240], [0, 0, 1.0]])
+    X = np.c_[rng.uniform(-2, 2, (n, 2)), rng.uniform(4, 8, n)]
+    x0 = X @ K.T
+    x1 = X @ np.array([[0.995, 0, 0.0998], [0, 1, 0], [-0.0998, 0, 0.995]]).T + [0.3, 0, 0]
+    x1 = x1 @ K.T
+    x0, x1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:] + rng.normal(0, 1.5, (n, 2))
+    x1[:140] = rng.uniform(0, 640, (140, 2))
+    return p0, p1, x0, x1, K
+
+
+def test_evaluation_estimators_repeat_whatever_opencvs_global_rng_state():
+    """estimate_homography (RANSAC) and essential_pose_inliers (USAC MAGSAC++) need no global
+    seed: results are the same after any cv2.setRNGSeed, so a run reproduces without one."""
+    import cv2
+
+    from superpoint_ros.evaluation.metrics import estimate_homography
+    from superpoint_ros.evaluation.pose import essential_pose_inliers
+
+    for trial in range(3):
+        p0, p1, x0, x1, K = _hard_correspondences(trial)
+        results = []
+        for seed in (0, 1, 12345, 0):
+            cv2.setRNGSeed(seed)
+            H = estimate_homography(p0, p1)
+            R, t, inliers = essential_pose_inliers(x0, x1, K)
+            results.append((H.tobytes(), R.tobytes(), t.tobytes(), inliers.tobytes()))
+        assert len(set(results)) == 1, trial
+    cv2.setRNGSeed(0)

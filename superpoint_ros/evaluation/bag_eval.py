@@ -39,6 +39,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from ..backends import configure_process
 from . import bags
 # ground truth and relative-pose maths, shared with superpoint-eval-posed (re-exported here)
 from .pose import (NS, Trajectory, direction_angle_deg, epipolar_distances, essential_pose,  # noqa: F401
@@ -616,6 +617,7 @@ def main(argv=None) -> int:
     from ..weights import WeightsError
 
     args = build_parser().parse_args(argv)
+    configure_process()
     stereo = bool(args.left_topic or args.right_topic)
     if stereo and not (args.left_topic and args.right_topic):
         print("superpoint-eval-bag: stereo needs both --left-topic and --right-topic", file=sys.stderr)

@@ -35,6 +35,7 @@ import numpy as np
 
 from . import metrics
 from .baselines import build_method
+from ..backends import configure_process
 from ..weights import WeightsError, default_weights_path
 from .make_dataset import IMAGE_SUFFIXES, NUM_IMAGES
 
@@ -357,6 +358,7 @@ def method_specs(args) -> List[str]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process()
     if args.top_k < 1 or args.detector_top_k < 1:
         print("superpoint-eval: --top-k and --detector-top-k must be >= 1", file=sys.stderr)
         return 2

@@ -42,6 +42,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from ..backends import configure_process
 from . import bags
 from .bag_eval import (baseline_frontend, camera_matrix, default_params_file, find_camera_info, first_camera_info,
                        iterate_frames, parameter_overrides, parse_baselines)
@@ -592,6 +593,7 @@ def main(argv=None) -> int:
     from ..weights import WeightsError
 
     args = build_parser().parse_args(argv)
+    configure_process()
     mono = bool(args.image_topic) or is_posed_folder(args.bag)
     if not mono and not (args.left_topic and args.right_topic):
         print("superpoint-eval-slam: give --left-topic and --right-topic (a rectified stereo pair), --image-topic "
