@@ -130,11 +130,11 @@ def configure_process(num_threads: Optional[int] = None, seed: int = 0) -> None:
 
     - torch's intra-op CPU threads: ``num_threads``, default **1**. Why: decoding and matching
       are many small ops, each waiting at an OpenMP barrier for a busy core when split over
-      threads. Measured on the shared 2-core machine (480x640, shipped model, 1000 keypoints,
-      interleaved, load ~1-2; docs/benchmarks.md "Torch threads"): decoding 2.0-7.5x and
-      matching 2.6-20x slower on 2 threads than on 1, the eager network 1.35x slower. The CPU
-      network's default, ONNX Runtime, has its own threads (the extractor's ``num_threads``,
-      default :data:`DEFAULT_CPU_THREADS`).
+      threads. Measured on the shared 2-core machine (``python -m bench.threads``: 480x640,
+      shipped model, interleaved; three runs at load average 0.8-6.5; docs/benchmarks.md "Torch
+      threads"): on 2 threads decoding was 2.0-7.5x, matching 2.6-20x and the eager network
+      1.30-1.35x slower than on 1. The CPU network's default, ONNX Runtime, has its own threads
+      (the extractor's ``num_threads``, default :data:`DEFAULT_CPU_THREADS`).
     - ``torch.backends.cudnn.benchmark``: on. A camera's frame size is fixed, so cuDNN times its
       algorithms once per shape.
     - OpenCV's global RNG seeded with ``seed`` (for this thread), so anything drawing from it

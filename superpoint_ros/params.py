@@ -62,7 +62,9 @@ PARAMETERS: Dict[str, Param] = {
     "extractor.device": Param("auto", "auto (CUDA if available, else CPU), cpu, cuda or cuda:N; "
                               "an explicit cuda without CUDA is a start-up error", read_only=True),
     "extractor.fp16": Param(True, "Half-precision network on CUDA (ignored on CPU)", read_only=True),
-    "extractor.num_threads": Param(0, "CPU threads for torch; 0 = torch's default", (0, 256), read_only=True),
+    "extractor.num_threads": Param(0, "CPU threads of the ONNX Runtime network; 0 = torch's default count "
+                                   "(torch itself runs one thread: backends.configure_process)", (0, 256),
+                                   read_only=True),
     "extractor.backend": Param("auto", "Network runtime: auto (CPU fp32: ONNX Runtime if installed, else torch), "
                                "torch or onnxruntime", choices=("auto", "torch", "onnxruntime"), read_only=True),
     "extractor.precision": Param("auto", "auto (CUDA: fp16 if extractor.fp16, else fp32; CPU: int8 where the CPU "
