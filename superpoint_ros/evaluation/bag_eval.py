@@ -39,7 +39,6 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from ..backends import configure_process
 from . import bags
 # ground truth and relative-pose maths, shared with superpoint-eval-posed (re-exported here)
 from .pose import (NS, Trajectory, direction_angle_deg, epipolar_distances, essential_pose,  # noqa: F401
@@ -613,6 +612,7 @@ def parameter_overrides(args) -> dict:
 
 
 def main(argv=None) -> int:
+    from ..backends import configure_process
     from ..params import ParamsError, load_params
     from ..weights import WeightsError
 

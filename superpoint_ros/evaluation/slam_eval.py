@@ -42,7 +42,6 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..backends import configure_process
 from . import bags
 from .bag_eval import (baseline_frontend, camera_matrix, default_params_file, find_camera_info, first_camera_info,
                        iterate_frames, parameter_overrides, parse_baselines)
@@ -589,6 +588,7 @@ def evaluate_mono(args, params: dict) -> Tuple[Dict[str, dict], dict]:
 
 
 def main(argv=None) -> int:
+    from ..backends import configure_process
     from ..params import ParamsError, load_params
     from ..weights import WeightsError
 
