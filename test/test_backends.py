@@ -363,9 +363,10 @@ def test_library_code_changes_no_process_wide_setting(random_model, camera_image
         features = extractor(image)
         match_descriptors(features.descriptors, features.descriptors, ratio_test=0.9, max_distance=1.0)
         assert _process_knobs() == before, conf
-    frontend = Frontend({"tracking.max_age": 2}, extractor=extractor)
-    for k in range(3):
-        frontend.process_mono(np.roll(image, 2 * k, axis=1), 0.1 * k, "cam")
+    frontend = Frontend({"tracking.max_age": 2, "tracking.max_time_gap": 5.0}, extractor=extractor)
+    for k in range(3):  # integer stamps: 1 apart, within max_time_gap as seconds or nanoseconds
+        result = frontend.process_mono(np.roll(image, 2 * k, axis=1), k, "cam")
+    assert len(result.temporal.indices) > 0  # matching, RANSAC and tracking ran
     assert _process_knobs() == before
 
 
