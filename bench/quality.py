@@ -19,7 +19,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from superpoint_ros.backends import cpu_has_native_bf16
+from superpoint_ros.backends import configure_process, cpu_has_native_bf16
 from superpoint_ros.evaluation import hpatches
 from superpoint_ros.evaluation.baselines import MethodFeatures, OpenCVMethod, SuperPointMethod
 from superpoint_ros.matching import match_descriptors
@@ -62,6 +62,7 @@ def main(argv=None) -> int:
     p.add_argument("--resolutions", default="240x320,480x640")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
+    configure_process()
     model, weights_note, threshold, weights_path = load_weights_for_bench(args.weights)
     dataset = ensure_dataset(args.dataset, args.variants)
     sequences = hpatches.find_sequences(dataset)

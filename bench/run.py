@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from superpoint_ros import FeatureExtractor, match_descriptors
-from superpoint_ros.backends import TorchRunner, cpu_has_native_bf16
+from superpoint_ros.backends import TorchRunner, configure_process, cpu_has_native_bf16
 from superpoint_ros.extractor import pad_to_cell
 from superpoint_ros.image import to_grayscale_float
 from superpoint_ros.keypoints import detect_keypoints, logits_to_heatmap, nms, remove_border
@@ -155,9 +155,9 @@ def bench_forward(report, model, device, frames, resolution, args):
         try:
             from superpoint_ros.backends import OnnxRuntimeRunner
 
-            runners["onnxruntime fp32"] = OnnxRuntimeRunner(model, torch.get_num_threads())
-            runners["onnxruntime int8 (static quantisation)"] = OnnxRuntimeRunner(model, torch.get_num_threads(),
-                                                                                   int8=True)
+            # the extractor's default: --threads, else torch's thread count before configure_process
+            runners["onnxruntime fp32"] = OnnxRuntimeRunner(model, args.threads or None)
+            runners["onnxruntime int8 (static quantisation)"] = OnnxRuntimeRunner(model, args.threads or None, int8=True)
         except Exception as e:  # noqa: BLE001 - optional backend
             report.note(f"onnxruntime forward skipped: {e}")
     else:
@@ -402,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
     p.add_argument("--resolutions", default=",".join(RESOLUTIONS), help="comma-separated subset of "
                                                                          f"{','.join(RESOLUTIONS)}")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, help="torch CPU threads and ONNX Runtime's (default: torch 1 as in the node, ONNX Runtime torch's default count)")
     p.add_argument("--repeats", type=int, help="timed calls per variant (default 15, --quick 4)")
     p.add_argument("--compile", action="store_true", help="also time torch.compile variants (slow to build)")
     p.add_argument("--budget", type=float, help="max seconds of timing per table (default: none, --quick 20)")
@@ -461,8 +461,7 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_process(num_threads=args.threads or None)
     args.repeats = args.repeats or (4 if args.quick else 15)
     args.warmup = 1 if args.quick else 2
     args.budget = args.budget or (20.0 if args.quick else None)

@@ -16,11 +16,9 @@ import io
 import logging
 import re
 import tempfile
-import threading
 import warnings
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -40,6 +38,29 @@ CALIBRATION_DIR = Path(__file__).resolve().parent / "calibration"
 #: Layers kept in float32 by the int8 quantisation: the heads' last convolutions produce the logits
 #: and descriptors themselves (quantising them moves keypoints; the rest is where the time goes).
 INT8_FLOAT_LAYERS = ("convPb", "convDb")
+
+
+@runtime_checkable
+class NetworkRunner(Protocol):
+    """What :class:`superpoint_ros.extractor.FeatureExtractor` needs from a way to run the network
+    (:class:`TorchRunner`, :class:`OnnxRuntimeRunner`; :func:`make_runner` picks one).
+
+    ``runner(batch)``: ``(B, 1, H, W)`` float32 in [0, 1], H and W multiples of 8 ->
+    ``{"logits": (B, 65, H/8, W/8), "descriptors": (B, D, H/8, W/8)}`` on ``device`` (dtype may be
+    ``dtype``: fp16/bf16; callers convert). ``model``: the ``nn.Module`` that runs, with the
+    network's ``config`` (forward hooks on it see every call). ``name``: what runs, e.g.
+    ``torch+float32+channels_last``. ``fallbacks``: why a faster path asked for is not used.
+    """
+
+    device: torch.device
+    dtype: torch.dtype
+    model: nn.Module
+    fallbacks: List[str]
+
+    @property
+    def name(self) -> str: ...
+
+    def __call__(self, batch: torch.Tensor) -> Outputs: ...
 
 
 def cpu_has_native_bf16() -> bool:
@@ -99,27 +120,35 @@ def resolve_precision(precision: str, device: torch.device, fp16: bool) -> torch
     raise ValueError(f"precision must be auto, fp32, fp16, bf16 or int8, got {precision!r}")
 
 
-_threads_lock = threading.Lock()
+#: torch's intra-op thread count when this module was imported (OMP_NUM_THREADS, else the cores),
+#: before any entry point's :func:`configure_process`: ONNX Runtime sessions default to it.
+DEFAULT_CPU_THREADS = torch.get_num_threads()
 
 
-@contextmanager
-def single_threaded_torch(device: torch.device):
-    """Run the enclosed CPU torch ops on one thread (decoding, matching).
+def configure_process(num_threads: Optional[int] = None, seed: int = 0) -> None:
+    """The process-wide settings of an entry point; each ``main()`` calls this once, first thing.
+    Library code changes none of them (it would change every other user in the process).
 
-    Why: they are many small ops; split over OpenMP threads each one waits at a barrier for a
-    core, and on a robot (or a shared 2-core machine) the other core is often busy, which measured
-    10-100x slower than one thread (docs/benchmarks.md). No-op on CUDA or with one thread already.
+    - torch's intra-op CPU threads: ``num_threads``, default **1**. Why: decoding and matching
+      are many small ops, each waiting at an OpenMP barrier for a busy core when split over
+      threads. Measured on the shared 2-core machine (``python -m bench.threads``: 480x640,
+      shipped model, interleaved; three runs at load average 0.8-6.5; docs/benchmarks.md "Torch
+      threads"): on 2 threads decoding was 2.0-7.5x, matching 2.6-20x and the eager network
+      1.30-1.35x slower than on 1. The CPU network's default, ONNX Runtime, has its own threads
+      (the extractor's ``num_threads``, default :data:`DEFAULT_CPU_THREADS`).
+    - ``torch.backends.cudnn.benchmark``: on. A camera's frame size is fixed, so cuDNN times its
+      algorithms once per shape.
+    - OpenCV's global RNG seeded with ``seed`` (for this thread), so anything drawing from it
+      repeats run to run. (The robust estimators used here do not: classic RANSAC has a fixed-seed
+      generator of its own and USAC its own state; tested in test/test_backends.py.)
     """
-    if device.type != "cpu" or torch.get_num_threads() == 1:
-        yield
-        return
-    with _threads_lock:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(previous)
+    import cv2
+
+    if num_threads is not None and int(num_threads) < 1:
+        raise ValueError(f"num_threads must be >= 1 or None (one thread), got {num_threads!r}")
+    torch.set_num_threads(int(num_threads or 1))
+    torch.backends.cudnn.benchmark = True
+    cv2.setRNGSeed(int(seed))
 
 
 class TorchRunner:
@@ -135,9 +164,6 @@ class TorchRunner:
         self.forward: Callable[[torch.Tensor], Outputs] = self.model
         self.fallbacks: List[str] = []
         self.use_cuda_graphs = bool(cuda_graphs) and device.type == "cuda"
-        if device.type == "cuda":
-            # a camera's frame size is fixed: let cuDNN time its algorithms once per shape
-            torch.backends.cudnn.benchmark = True
         self.graphs: Dict[tuple, tuple] = {}
         self.compiled = False
         if compile:
@@ -224,7 +250,7 @@ class OnnxRuntimeNet(nn.Module):
 
         self.config = model.config
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(num_threads or torch.get_num_threads())
+        options.intra_op_num_threads = int(num_threads or DEFAULT_CPU_THREADS)
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # no busy-waiting between calls: on a robot the cores are shared with the rest of the stack
@@ -368,24 +394,18 @@ def _quantize(graph: bytes, weight_type: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="superpoint_int8_") as folder:
         source, prepared, target = (Path(folder) / n for n in ("fp32.onnx", "prepared.onnx", "int8.onnx"))
         source.write_bytes(graph)
-        quiet = logging.getLogger()  # the quantiser logs advice on the root logger
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            # shape inference + graph clean-up first, as ONNX Runtime recommends before quantising
-            quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-            quantize_static(str(prepared), str(target), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8,
-                            weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
-                            nodes_to_exclude=keep_float)
-        finally:
-            quiet.setLevel(level)
+        # shape inference + graph clean-up first, as ONNX Runtime recommends before quantising
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        quantize_static(str(prepared), str(target), Photos(), quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8 if weight_type == "int8" else QuantType.QUInt8,
+                        nodes_to_exclude=keep_float)
         return target.read_bytes()
 
 
-def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
+def make_runner(model: SuperPointNet, device: torch.device, conf: dict) -> NetworkRunner:
     """The runner the extractor options ask for (``backend``, ``precision``, ``channels_last``,
-    ``cuda_graphs``, ``compile``), falling back to eager PyTorch if ONNX Runtime is unusable."""
+    ``cuda_graphs``, ``compile``); ONNX Runtime falls back as :func:`onnxruntime_runner` says."""
     backend = conf["backend"]
     if backend not in ("auto", "torch", "onnxruntime"):
         raise ValueError(f"backend must be 'auto', 'torch' or 'onnxruntime', got {backend!r}")
@@ -396,41 +416,47 @@ def make_runner(model: SuperPointNet, device: torch.device, conf: dict):
             raise ValueError("precision='int8' runs on ONNX Runtime: use backend 'auto' or 'onnxruntime'")
         if importlib.util.find_spec("onnxruntime") is None:
             raise ValueError("precision='int8' needs the onnxruntime package (pip install onnxruntime onnx)")
-        try:
-            return OnnxRuntimeRunner(model, conf["num_threads"], int8=True)
-        except Exception as e:  # noqa: BLE001 - quantiser/runtime mismatch: run float32 instead
-            runner = OnnxRuntimeRunner(model, conf["num_threads"])
-            runner.fallbacks.append(f"int8 quantisation failed, running float32: {e}")
-            log.warning("int8 quantisation failed, running float32 ONNX Runtime: %s", e)
-            return runner
-    if backend == "auto":
-        # measured (docs/benchmarks.md): on the CPU, ONNX Runtime float32 beats every eager
-        # float32 variant; torch everywhere else and whenever onnxruntime is not installed
-        wants_ort = device.type == "cpu" and dtype == torch.float32 and not conf["compile"]
-        if wants_ort and importlib.util.find_spec("onnxruntime") is not None:
-            try:
-                return OnnxRuntimeRunner(model, conf["num_threads"])
-            except Exception as e:  # noqa: BLE001 - exporter/runtime mismatch: run eager instead
-                runner = TorchRunner(model, device, dtype, conf["channels_last"])
-                runner._fall_back(f"ONNX export/session failed: {e}")
-                return runner
-        backend = "torch"
-    if backend == "onnxruntime":
+    elif backend == "onnxruntime":
         if device.type != "cpu":
             raise ValueError("backend='onnxruntime' runs on the CPU only (use backend='torch' on CUDA)")
         if dtype != torch.float32:
             raise ValueError("backend='onnxruntime' runs float32 only (set precision='fp32' or 'auto')")
+    elif backend == "auto":
+        # measured (docs/benchmarks.md): on the CPU, ONNX Runtime float32 beats every eager
+        # float32 variant; torch everywhere else and whenever onnxruntime is not installed
+        wants_ort = device.type == "cpu" and dtype == torch.float32 and not conf["compile"]
+        backend = "onnxruntime" if wants_ort and importlib.util.find_spec("onnxruntime") is not None else "torch"
+    if precision != "int8" and backend == "torch":
+        return TorchRunner(model, device, dtype, channels_last=conf["channels_last"],
+                           cuda_graphs=conf["cuda_graphs"], compile=conf["compile"])
+    return onnxruntime_runner(model, conf, int8=precision == "int8", required=conf["backend"] == "onnxruntime")
+
+
+def onnxruntime_runner(model: SuperPointNet, conf: dict, int8: bool = False, required: bool = False) -> NetworkRunner:
+    """An :class:`OnnxRuntimeRunner` (CPU), int8 or float32, with the one fall-back chain: int8
+    quantisation fails -> float32 ONNX Runtime; export or session fails -> eager float32 PyTorch
+    (``conf["channels_last"]``). Each step taken is logged once and kept in ``runner.fallbacks``.
+    ``required`` (``backend='onnxruntime'`` asked for by name): a missing onnxruntime package is a
+    ``ValueError`` instead of a fall-back."""
+    reasons = []
+    if int8:
         try:
-            return OnnxRuntimeRunner(model, conf["num_threads"])
-        except ImportError as e:
+            return OnnxRuntimeRunner(model, conf["num_threads"], int8=True)
+        except Exception as e:  # noqa: BLE001 - quantiser/runtime mismatch: run float32 instead
+            reasons.append(f"int8 quantisation failed, running float32: {e}")
+            log.warning("int8 quantisation failed, running float32 ONNX Runtime: %s", e)
+    try:
+        runner = OnnxRuntimeRunner(model, conf["num_threads"])
+    except Exception as e:  # noqa: BLE001 - exporter/runtime mismatch: run eager instead
+        if required and isinstance(e, ImportError):
             raise ValueError(f"backend='onnxruntime' needs the onnxruntime package: {e}") from None
-        except Exception as e:  # noqa: BLE001 - exporter/runtime mismatch: run eager instead
-            runner = TorchRunner(model, device, dtype, conf["channels_last"])
-            runner._fall_back(f"ONNX export/session failed: {e}")
-            return runner
-    return TorchRunner(model, device, dtype, channels_last=conf["channels_last"],
-                       cuda_graphs=conf["cuda_graphs"], compile=conf["compile"])
+        runner = TorchRunner(model, torch.device("cpu"), torch.float32, conf["channels_last"])
+        runner.fallbacks.extend(reasons)
+        runner._fall_back(f"ONNX export/session failed: {e}")
+        return runner
+    runner.fallbacks.extend(reasons)
+    return runner
 
 
-__all__ = ["OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "auto_precision_is_int8", "calibration_batches",
-           "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "int8_weight_type", "make_runner", "quantize_onnx", "resolve_precision", "single_threaded_torch"]
+__all__ = ["NetworkRunner", "OnnxRuntimeNet", "OnnxRuntimeRunner", "TorchRunner", "auto_precision_is_int8", "calibration_batches",
+           "cpu_has_fast_int8", "cpu_has_native_bf16", "export_onnx", "int8_weight_type", "make_runner", "onnxruntime_runner", "quantize_onnx", "resolve_precision", "configure_process", "DEFAULT_CPU_THREADS"]

@@ -17,6 +17,7 @@ from typing import List, Sequence
 import cv2
 import numpy as np
 
+from .backends import configure_process
 from .extractor import FeatureExtractor, default_conf
 from .image import ImageError
 from .visualization import draw_keypoints
@@ -74,6 +75,7 @@ def _clashing(stems: Sequence[Path]) -> List[int]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process()
     try:
         stems = output_stems(args.images)
     except DuplicateInputError as e:

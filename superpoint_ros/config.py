@@ -29,7 +29,7 @@ class ModelConf:
     weights: Optional[str] = None   # weight file; None = the shipped default model
     device: str = "auto"            # "auto" (CUDA if available, else CPU), "cpu", "cuda", "cuda:N"
     fp16: bool = True               # half-precision network on CUDA when precision="auto"
-    num_threads: Optional[int] = None  # CPU threads for torch; None = torch's default
+    num_threads: Optional[int] = None  # CPU threads of the ONNX Runtime network; None = torch's default count (torch itself: backends.configure_process)
     # --- speed options (docs/benchmarks.md has the measurements behind the defaults) ---
     backend: str = "auto"           # "auto" (CPU fp32: onnxruntime if installed; else torch), "torch", "onnxruntime"
     precision: str = "auto"         # "auto" (CUDA: fp16 if fp16 else fp32; CPU: int8 with VNNI, else fp32), "fp32",

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .backends import make_runner, single_threaded_torch
+from .backends import NetworkRunner, make_runner
 from .image import ImageError, check_bit_depth, network_gray
 from .keypoints import decode_keypoints, logits_to_heatmap, sample_descriptors
 from .config import DetectorConf, ExtractorConf, ImageConf
@@ -167,8 +167,6 @@ class FeatureExtractor:
             raise ValueError(f"max_size must be >= 0 px (None = no limit), got {merged['max_size']!r}")
         check_bit_depth(int(merged["bit_depth"]))
         self._logged_resize: Optional[tuple] = None  # the input size whose resize was last logged
-        if merged["num_threads"]:
-            torch.set_num_threads(int(merged["num_threads"]))
         self.device = resolve_device(merged["device"])
         if model is None:
             path = merged["weights"] or default_weights_path()
@@ -176,9 +174,9 @@ class FeatureExtractor:
             self.weights_path = str(path)
         else:
             self.provenance, self.weights_path = {"format": "in-memory"}, None
-        self.runner = make_runner(model, self.device, merged)
+        self.runner: NetworkRunner = make_runner(model, self.device, merged)
         self.dtype = self.runner.dtype
-        self.model = getattr(self.runner, "model", model)
+        self.model = self.runner.model  # what runs (a copy, or the ONNX Runtime module): hooks see each call
 
     @property
     def conf(self) -> Mapping[str, Any]:
@@ -226,8 +224,7 @@ class FeatureExtractor:
     def decode(self, outputs: dict, image_size: tuple, detector: Optional[DetectorConf] = None) -> List[dict]:
         """Network outputs -> per image keypoints, scores and descriptors (see extract_tensor),
         decoded per ``detector`` (default: the extractor's own)."""
-        with single_threaded_torch(self.device):
-            return self._decode(outputs, image_size, detector or self.settings.detector)
+        return self._decode(outputs, image_size, detector or self.settings.detector)
 
     def _decode(self, outputs: dict, image_size: tuple, c: DetectorConf) -> List[dict]:
         h, w = image_size

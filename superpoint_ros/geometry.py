@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 import torch
 
+from .matching import mutual_nn_match_tensors
+
 #: OpenCV USAC flavours by parameter name (``ransac.method``).
 USAC_METHODS = {
     "magsac": cv2.USAC_MAGSAC,
@@ -82,49 +84,21 @@ def stereo_candidates(left_xy: torch.Tensor, right_xy: torch.Tensor, epipolar_to
     return (dy <= epipolar_tolerance) & (disparity >= min_disparity) & (disparity <= max_disparity)
 
 
-def masked_mutual_nn(desc0: torch.Tensor, desc1: torch.Tensor, allowed: torch.Tensor,
-                     ratio_test: Optional[float] = None, max_distance: Optional[float] = None):
-    """Mutual nearest neighbours of unit descriptors among the ``allowed`` ``(N, M)`` pairs only.
-
-    The ratio test compares with the second-best *allowed* candidate (so a repeated texture
-    elsewhere in the image does not veto a match the geometry already disambiguates).
-    Returns ``(indices (K, 2) long, distances (K,) float)``.
-    """
-    device = desc0.device
-    empty = (torch.zeros((0, 2), dtype=torch.long, device=device), torch.zeros(0, device=device))
-    if desc0.shape[0] == 0 or desc1.shape[0] == 0:
-        return empty
-    sim = desc0.float() @ desc1.float().t()
-    sim = torch.where(allowed, sim, torch.full_like(sim, -4.0))  # below any real similarity (>= -1)
-    best0 = sim.max(dim=1)
-    best1_index = sim.argmax(dim=0)
-    index0 = torch.arange(desc0.shape[0], device=device)
-    keep = (best1_index[best0.indices] == index0) & (best0.values > -2.0)
-    distance = torch.sqrt(torch.clamp(2.0 - 2.0 * best0.values, min=0.0))
-    if ratio_test and desc1.shape[0] > 1:
-        second = sim.topk(2, dim=1).values[:, 1]
-        # no second allowed candidate: the match is unambiguous, the test passes
-        second_distance = torch.where(second > -2.0, torch.sqrt(torch.clamp(2.0 - 2.0 * second, min=0.0)),
-                                      torch.full_like(second, float("inf")))
-        keep &= distance < ratio_test * second_distance
-    if max_distance is not None:
-        keep &= distance <= max_distance
-    return torch.stack([index0[keep], best0.indices[keep]], dim=1), distance[keep]
-
-
 def match_rectified_stereo(left_xy, left_desc, right_xy, right_desc, epipolar_tolerance: float,
                            min_disparity: float, max_disparity: float, ratio_test: Optional[float] = None,
                            max_distance: Optional[float] = None, device: Optional[torch.device] = None):
     """Stereo matches of a rectified pair: ``(indices (K, 2) int64 (left idx, right idx),
     distances (K,) float32, disparities (K,) float32 px)`` as numpy; every match obeys
-    :func:`stereo_candidates`. Inputs are numpy or torch; the work runs on ``device`` (default:
-    the descriptors' device, CPU for numpy)."""
+    :func:`stereo_candidates` (mutual nearest neighbours among those pairs:
+    :func:`superpoint_ros.matching.match_descriptors` with ``allowed``). Inputs are numpy or torch;
+    the work runs on ``device`` (default: the descriptors' device, CPU for numpy)."""
     if device is None:
         device = left_desc.device if isinstance(left_desc, torch.Tensor) else torch.device("cpu")
     lxy, rxy = (torch.as_tensor(xy, dtype=torch.float32, device=device) for xy in (left_xy, right_xy))
     allowed = stereo_candidates(lxy, rxy, epipolar_tolerance, min_disparity, max_disparity)
-    indices, distances = masked_mutual_nn(torch.as_tensor(left_desc, device=device),
-                                          torch.as_tensor(right_desc, device=device), allowed, ratio_test, max_distance)
+    indices, distances = mutual_nn_match_tensors(torch.as_tensor(left_desc, device=device),
+                                                 torch.as_tensor(right_desc, device=device), ratio_test, max_distance,
+                                                 allowed)
     disparities = lxy[indices[:, 0], 0] - rxy[indices[:, 1], 0]
     return (indices.cpu().numpy().astype(np.int64), distances.float().cpu().numpy(),
             disparities.cpu().numpy().astype(np.float32))

@@ -1,15 +1,18 @@
-"""Descriptor matching on the descriptors' own device (CPU or CUDA)."""
+"""Descriptor matching on the descriptors' own device (CPU or CUDA): the package's one mutual
+nearest-neighbour matcher, used for temporal matches, rectified stereo (with an allowed-pairs
+mask) and re-finding lost tracks (a mask of nearby pairs)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 import numpy as np
 import torch
 
-from .backends import single_threaded_torch
-
 Array = Union[np.ndarray, torch.Tensor]
+
+#: Similarity given to pairs outside the ``allowed`` mask: below any real one (unit vectors: >= -1).
+_EXCLUDED = -4.0
 
 
 @dataclass
@@ -28,41 +31,72 @@ def _as_tensor(x: Array) -> torch.Tensor:
     return torch.from_numpy(np.asarray(x)) if not isinstance(x, torch.Tensor) else x
 
 
+def check_match_options(ratio_test: Optional[float], max_distance: Optional[float]) -> None:
+    """Raise ``ValueError`` for options outside their range; ``None`` switches an option off.
+
+    ``ratio_test`` must lie in ``(0, 1]`` (0 would reject every match, above 1 accepts matches
+    farther than their runner-up); ``max_distance`` must be ``>= 0``.
+    """
+    if ratio_test is not None and not 0.0 < float(ratio_test) <= 1.0:
+        raise ValueError(f"ratio_test must be in (0, 1] or None (off), got {ratio_test!r}")
+    if max_distance is not None and not float(max_distance) >= 0.0:
+        raise ValueError(f"max_distance must be >= 0 or None (off), got {max_distance!r}")
+
+
+def _unit_distance(similarity: torch.Tensor) -> torch.Tensor:
+    # unit vectors: |a - b|^2 = 2 - 2 a.b
+    return torch.sqrt(torch.clamp(2.0 - 2.0 * similarity, min=0.0))
+
+
 def mutual_nn_match_tensors(desc0: torch.Tensor, desc1: torch.Tensor, ratio_test: Optional[float] = None,
-                            max_distance: Optional[float] = None):
-    """Torch core of :func:`match_descriptors`; returns ``(indices (M, 2) long, distances (M,) float)``
-    on the input device."""
+                            max_distance: Optional[float] = None, allowed: Optional[torch.Tensor] = None
+                            ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Torch core of :func:`match_descriptors` (same arguments, tensors on one device); returns
+    ``(indices (K, 2) long, distances (K,) float32)`` on the input device."""
+    check_match_options(ratio_test, max_distance)
     device = desc0.device
     if desc0.ndim != 2 or desc1.ndim != 2 or desc0.shape[1] != desc1.shape[1]:
         raise ValueError(f"descriptor sets must be (N, D) and (M, D), got {tuple(desc0.shape)} and {tuple(desc1.shape)}")
-    if desc0.shape[0] == 0 or desc1.shape[0] == 0:
+    n, m = desc0.shape[0], desc1.shape[0]
+    if allowed is not None and (tuple(allowed.shape) != (n, m) or allowed.dtype != torch.bool):
+        raise ValueError(f"allowed must be an ({n}, {m}) bool mask, got {tuple(allowed.shape)} {allowed.dtype}")
+    if n == 0 or m == 0:
         return torch.zeros((0, 2), dtype=torch.long, device=device), torch.zeros(0, device=device)
     sim = desc0.float() @ desc1.float().t()
+    if allowed is not None:
+        sim = torch.where(allowed.to(device), sim, torch.full_like(sim, _EXCLUDED))
     best0 = sim.max(dim=1)
     best1_index = sim.argmax(dim=0)
-    index0 = torch.arange(desc0.shape[0], device=device)
+    index0 = torch.arange(n, device=device)
     keep = best1_index[best0.indices] == index0
-    # unit vectors: |a - b|^2 = 2 - 2 a.b
-    distance = torch.sqrt(torch.clamp(2.0 - 2.0 * best0.values, min=0.0))
-    if ratio_test is not None and desc1.shape[0] > 1:
+    if allowed is not None:  # a row without any allowed pair has no match
+        keep &= best0.values > _EXCLUDED / 2
+    distance = _unit_distance(best0.values)
+    if ratio_test is not None and m > 1:
         second = sim.topk(2, dim=1).values[:, 1]
-        second_distance = torch.sqrt(torch.clamp(2.0 - 2.0 * second, min=0.0))
-        keep &= distance < ratio_test * second_distance
+        # no second allowed candidate: the match is unambiguous, the test passes
+        second_distance = torch.where(second > _EXCLUDED / 2, _unit_distance(second),
+                                      torch.full_like(second, float("inf")))
+        keep &= distance < float(ratio_test) * second_distance
     if max_distance is not None:
-        keep &= distance <= max_distance
+        keep &= distance <= float(max_distance)
     indices = torch.stack([index0[keep], best0.indices[keep]], dim=1)
     return indices, distance[keep]
 
 
 def match_descriptors(desc0: Array, desc1: Array, ratio_test: Optional[float] = None,
-                      max_distance: Optional[float] = None) -> Matches:
+                      max_distance: Optional[float] = None, allowed: Optional[Array] = None) -> Matches:
     """Mutual nearest-neighbour matching of two L2-normalised descriptor sets.
 
     ``desc0``: ``(N, D)``, ``desc1``: ``(M, D)``, numpy or torch (computed on that tensor's device).
-    ``ratio_test``: keep a match only if its distance is below ``ratio_test`` times the distance to
-    the second-nearest neighbour (Lowe's test); ``max_distance``: keep distances ``<=`` this.
+    ``allowed``: optional ``(N, M)`` bool mask of the pairs that may match (e.g. rectified-stereo
+    geometry); nearest neighbours are then taken among allowed pairs only.
+    ``ratio_test``: in ``(0, 1]``; keep a match only if its distance is below ``ratio_test`` times
+    the distance to the second-nearest (allowed) neighbour (Lowe's test; a match with no second
+    allowed candidate passes). ``max_distance``: keep distances ``<=`` this. ``None`` = off.
+    Ties go to the lower index. Raises ``ValueError`` on options out of range or mismatched shapes.
     """
     desc0, desc1 = _as_tensor(desc0), _as_tensor(desc1)
-    with single_threaded_torch(desc0.device):  # small ops: one CPU thread is faster on busy cores
-        indices, distances = mutual_nn_match_tensors(desc0, desc1, ratio_test, max_distance)
+    mask = None if allowed is None else _as_tensor(allowed)
+    indices, distances = mutual_nn_match_tensors(desc0, desc1, ratio_test, max_distance, mask)
     return Matches(indices.cpu().numpy().astype(np.int64), distances.float().cpu().numpy())

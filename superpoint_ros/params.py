@@ -124,7 +124,9 @@ PARAMETERS: Dict[str, Param] = _with_shipped_defaults({
     "extractor.device": Param(CONF, "auto (CUDA if available, else CPU), cpu, cuda or cuda:N; "
                               "an explicit cuda without CUDA is a start-up error", read_only=True),
     "extractor.fp16": Param(CONF, "Half-precision network on CUDA (ignored on CPU)", read_only=True),
-    "extractor.num_threads": Param(CONF, "CPU threads for torch; 0 = torch's default", (0, 256), read_only=True),
+    "extractor.num_threads": Param(CONF, "CPU threads of the ONNX Runtime network; 0 = torch's default count "
+                                   "(torch itself runs one thread: backends.configure_process)", (0, 256),
+                                   read_only=True),
     "extractor.backend": Param(CONF, "Network runtime: auto (CPU fp32: ONNX Runtime if installed, else torch), "
                                "torch or onnxruntime", choices=("auto", "torch", "onnxruntime"), read_only=True),
     "extractor.precision": Param(CONF, "auto (CUDA: fp16 if extractor.fp16, else fp32; CPU: int8 where the CPU "

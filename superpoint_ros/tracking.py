@@ -15,7 +15,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 
-from .geometry import masked_mutual_nn
+from .matching import mutual_nn_match_tensors
 
 
 @dataclass
@@ -133,8 +133,8 @@ class TrackTable:
         lost = self._lost
         kp = torch.as_tensor(keypoints[free])
         near = torch.cdist(torch.as_tensor(lost.keypoints), kp) <= self.max_displacement
-        pairs, _ = masked_mutual_nn(torch.as_tensor(lost.descriptors), torch.as_tensor(
-            np.asarray(descriptors, np.float32)[free]), near, ratio_test, max_distance)
+        pairs, _ = mutual_nn_match_tensors(torch.as_tensor(lost.descriptors), torch.as_tensor(
+            np.asarray(descriptors, np.float32)[free]), ratio_test, max_distance, allowed=near)
         pairs = pairs.numpy()
         if len(pairs) and verify_refound is not None:
             ok, verified_xy = verify_refound(lost.missed[pairs[:, 0]], lost.keypoints[pairs[:, 0]],

@@ -12,8 +12,12 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
+from superpoint_ros.backends import configure_process  # noqa: E402
 from superpoint_ros.model import SuperPointConfig, SuperPointNet  # noqa: E402
 from superpoint_ros.weights import save_checkpoint  # noqa: E402
+
+# the test process is an entry point too: the process-wide settings every main() makes
+configure_process()
 
 # Property tests search the same examples on every run (a CI failure reproduces anywhere);
 # HYPOTHESIS_PROFILE=explore searches new random examples on each run.

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from superpoint_ros import FeatureExtractor
-from superpoint_ros.backends import TorchRunner, cpu_has_native_bf16, resolve_precision
+from superpoint_ros.backends import NetworkRunner, TorchRunner, cpu_has_native_bf16, resolve_precision
 from superpoint_ros.keypoints import (decode_keypoints, detect_keypoints, logits_to_heatmap, max_pool_square, nms,
                                       nms_points, remove_border)
 
@@ -110,6 +110,24 @@ def test_onnxruntime_backend_matches_eager(random_weights, plain, camera_image):
     odd = [camera_image[:101, :203], camera_image[50:151, 60:263]]
     for fa, fb in zip(plain.extract_batch(odd), ort.extract_batch(odd)):
         assert len(fa) > 50 and same_points(fa, fb)
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_every_runner_is_a_network_runner_whose_model_is_what_runs(random_weights, camera_image, backend):
+    if backend == "onnxruntime":
+        pytest.importorskip("onnxruntime")
+    extractor = FeatureExtractor(weights=random_weights, device="cpu", backend=backend, precision="fp32")
+    runner = extractor.runner
+    assert isinstance(runner, NetworkRunner) and extractor.model is runner.model
+    assert runner.name == extractor.backend_name and runner.device == torch.device("cpu")
+    shapes = []
+    hook = extractor.model.register_forward_hook(lambda module, inputs, output: shapes.append(inputs[0].shape))
+    try:
+        out = runner(torch.zeros(2, 1, 64, 96))
+    finally:
+        hook.remove()
+    assert shapes == [(2, 1, 64, 96)]
+    assert out["logits"].shape == (2, 65, 8, 12) and out["descriptors"].shape == (2, extractor.descriptor_dim, 8, 12)
 
 
 @pytest.mark.skipif(not cpu_has_native_bf16(), reason="CPU without native bf16")
@@ -215,6 +233,26 @@ def test_failed_int8_quantisation_falls_back_to_float32(random_model, monkeypatc
     assert any("quantiser exploded" in reason for reason in extractor.runner.fallbacks)
 
 
+@pytest.mark.parametrize("options", [{"backend": "auto"}, {"backend": "onnxruntime"}, {"precision": "int8"}])
+def test_failed_onnx_export_falls_back_to_eager_torch(random_model, monkeypatch, options):
+    pytest.importorskip("onnxruntime")
+    from superpoint_ros import backends
+
+    def broken(model, opset=17):
+        raise RuntimeError("exporter exploded")
+
+    monkeypatch.setattr(backends, "export_onnx", broken)
+    monkeypatch.setattr(backends, "_quantized", {})
+    extractor = FeatureExtractor(model=random_model, device="cpu", **options)
+    assert extractor.backend_name == "torch+float32+channels_last" and extractor.dtype == torch.float32
+    reasons = extractor.runner.fallbacks
+    assert "exporter exploded" in reasons[-1] and reasons[-1].startswith("ONNX export/session failed")
+    # int8 tried first (its quantiser exports too), then float32 ONNX Runtime, then eager
+    assert len(reasons) == (2 if "precision" in options else 1)
+    image = np.random.default_rng(0).integers(0, 255, (64, 80), dtype=np.uint8)
+    assert len(extractor(image).descriptors) == len(extractor(image))
+
+
 def test_int8_calibration_uses_training_photos_only():
     from superpoint_ros.backends import CALIBRATION_DIR, calibration_batches
     from superpoint_ros.data_splits import split_of
@@ -296,3 +334,87 @@ def test_input_scale_out_of_range_is_refused(random_weights):
     for bad in (0.0, 1.5, -1):
         with pytest.raises(ValueError, match="input_scale"):
             FeatureExtractor(weights=random_weights, device="cpu", input_scale=bad)
+
+
+# --- process-wide settings: entry points only -------------------------------------------------------
+
+def _process_knobs():
+    import logging
+
+    import cv2
+
+    return (torch.get_num_threads(), torch.backends.cudnn.benchmark, logging.getLogger().level,
+            cv2.getNumThreads())
+
+
+def test_library_code_changes_no_process_wide_setting(random_model, camera_image):
+    """Extractor (every backend, int8 quantisation included, a num_threads option), matching and
+    the Frontend leave torch's threads, cuDNN's benchmark flag and the root logger as they were."""
+    from superpoint_ros.frontend import Frontend
+    from superpoint_ros.matching import match_descriptors
+
+    before = _process_knobs()
+    image = camera_image[:240, :320]
+    options = [{"backend": "torch", "num_threads": 3}, {"backend": "auto", "num_threads": 3}]
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        options.append({"precision": "int8"})
+    for conf in options:
+        extractor = FeatureExtractor(model=random_model, device="cpu", **conf)
+        features = extractor(image)
+        match_descriptors(features.descriptors, features.descriptors, ratio_test=0.9, max_distance=1.0)
+        assert _process_knobs() == before, conf
+    frontend = Frontend({"tracking.max_age": 2, "tracking.max_time_gap": 5.0}, extractor=extractor)
+    for k in range(3):  # integer stamps: 1 apart, within max_time_gap as seconds or nanoseconds
+        result = frontend.process_mono(np.roll(image, 2 * k, axis=1), k, "cam")
+    assert len(result.temporal.indices) > 0  # matching, RANSAC and tracking ran
+    assert _process_knobs() == before
+
+
+def test_configure_process_sets_the_entry_points_settings():
+    import subprocess
+    import sys
+
+    code = ("import torch, cv2; from superpoint_ros.backends import configure_process as c\n"
+            "c(); a = (torch.get_num_threads(), torch.backends.cudnn.benchmark)\n"
+            "c(num_threads=2, seed=5); b = torch.get_num_threads()\n"
+            "try:\n    c(num_threads=0)\nexcept ValueError as e:\n    print(a, b, e)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "(1, True) 2 num_threads must be >= 1 or None (one thread), got 0"
+
+
+def _hard_correspondences(seed):
+    """Homography and two-view correspondences with 70-75 % outliers: RANSAC's draws matter."""
+    rng = np.random.default_rng(seed)
+    n = 200
+    p0 = rng.uniform(0, 640, (n, 2))
+    q = np.c_[p0, np.ones(n)] @ np.array([[1.02, 0.01, 5], [0.0, 0.98, -3], [1e-5, 0, 1]]).T
+    p1 = q[:, :2] / q[:, 2:] + rng.normal(0, 2.0, (n, 2))
+    p1[:150] = rng.uniform(0, 640, (150, 2))
+    K = np.array([[500, 0, 320], [0, 500, 240], [0, 0, 1.0]])
+    X = np.c_[rng.uniform(-2, 2, (n, 2)), rng.uniform(4, 8, n)]
+    x0 = X @ K.T
+    x1 = X @ np.array([[0.995, 0, 0.0998], [0, 1, 0], [-0.0998, 0, 0.995]]).T + [0.3, 0, 0]
+    x1 = x1 @ K.T
+    x0, x1 = x0[:, :2] / x0[:, 2:], x1[:, :2] / x1[:, 2:] + rng.normal(0, 1.5, (n, 2))
+    x1[:140] = rng.uniform(0, 640, (140, 2))
+    return p0, p1, x0, x1, K
+
+
+def test_evaluation_estimators_repeat_whatever_opencvs_global_rng_state():
+    """estimate_homography (RANSAC) and essential_pose_inliers (USAC MAGSAC++) need no global
+    seed: results are the same after any cv2.setRNGSeed, so a run reproduces without one."""
+    import cv2
+
+    from superpoint_ros.evaluation.metrics import estimate_homography
+    from superpoint_ros.evaluation.pose import essential_pose_inliers
+
+    for trial in range(3):
+        p0, p1, x0, x1, K = _hard_correspondences(trial)
+        results = []
+        for seed in (0, 1, 12345, 0):
+            cv2.setRNGSeed(seed)
+            H = estimate_homography(p0, p1)
+            R, t, inliers = essential_pose_inliers(x0, x1, K)
+            results.append((H.tobytes(), R.tobytes(), t.tobytes(), inliers.tobytes()))
+        assert len(set(results)) == 1, trial
+    cv2.setRNGSeed(0)

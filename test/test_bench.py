@@ -91,3 +91,15 @@ def test_the_one_command_writes_json(tmp_path, random_weights):
     bad = subprocess.run([sys.executable, "-m", "bench.run", "--sections", "nope"], cwd=ROOT, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and "unknown" in bad.stderr
+
+
+def test_threads_bench_prints_both_counts_and_leaves_one_thread(capsys):
+    from bench import threads
+
+    assert threads.main(["--rounds", "1", "--threads", "2"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "ms" not in line]
+    names = [r.split(" | ")[0][2:] for r in rows]
+    assert len(names) == 3 and names[0] == "decode (480x640)" and names[1].startswith("match (")
+    assert names[2] == "eager fp32 network (480x640)"
+    assert all(float(r.split(" | ")[1]) > 0 and float(r.split(" | ")[2]) > 0 for r in rows)
+    assert torch.get_num_threads() == 1  # back to the entry points' setting

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from superpoint_ros.geometry import masked_mutual_nn, match_rectified_stereo, ransac_inliers, stereo_candidates
+from superpoint_ros.geometry import match_rectified_stereo, ransac_inliers, stereo_candidates
 
 
 def _two_views(n=120, outliers=30, seed=0):
@@ -65,17 +65,6 @@ def test_stereo_candidates_encode_rectified_constraints():
     allowed = stereo_candidates(left, right, epipolar_tolerance=2.0, min_disparity=0.0, max_disparity=64.0)
     # disparity 10 ok; dy=3 too far off the row; negative disparity; disparity 90 too big; 40 with dy 1.5 ok
     assert allowed[0].tolist() == [True, False, False, False, True]
-
-
-def test_masked_matching_only_returns_allowed_pairs_and_prefers_them():
-    d = torch.nn.functional.normalize(torch.randn(6, 32, generator=torch.Generator().manual_seed(0)), dim=1)
-    allowed = torch.zeros(6, 6, dtype=torch.bool)
-    allowed[0, 0] = allowed[1, 1] = allowed[2, 3] = True  # pair 2 is only allowed with a wrong partner
-    indices, distances = masked_mutual_nn(d, d, allowed)
-    pairs = {tuple(p) for p in indices.tolist()}
-    assert (0, 0) in pairs and (1, 1) in pairs
-    assert all(allowed[i, j] for i, j in pairs)
-    assert distances[: 2].max() < 1e-3
 
 
 def test_rectified_stereo_matching_recovers_a_known_shift():

@@ -41,6 +41,7 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
+from ..backends import configure_process
 from ..frontend import Frontend
 from ..io import bags, messages
 from ..params import ParamsError, load_params, validate
@@ -580,6 +581,7 @@ def parameter_overrides(args) -> dict:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process()
     stereo = bool(args.left_topic or args.right_topic)
     if stereo and not (args.left_topic and args.right_topic):
         print("superpoint-eval-bag: stereo needs both --left-topic and --right-topic", file=sys.stderr)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 
 from . import metrics
 from .baselines import build_method
+from ..backends import configure_process
 from ..weights import WeightsError, default_weights_path
 from .make_dataset import IMAGE_SUFFIXES, NUM_IMAGES, parse_size
 from .plots import plot_mma
@@ -355,6 +356,7 @@ def method_specs(args) -> List[str]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process()
     if args.top_k < 1 or args.detector_top_k < 1:
         print("superpoint-eval: --top-k and --detector-top-k must be >= 1", file=sys.stderr)
         return 2

@@ -121,15 +121,15 @@ def matching_score(keypoints0, keypoints1, matches, homography, size0, size1, th
     return 0.5 * (correct / n0 + correct / n1)
 
 
-def estimate_homography(points0: np.ndarray, points1: np.ndarray, ransac_threshold: float = 3.0,
-                        seed: int = 0) -> Optional[np.ndarray]:
+def estimate_homography(points0: np.ndarray, points1: np.ndarray, ransac_threshold: float = 3.0
+                        ) -> Optional[np.ndarray]:
     """RANSAC homography from matched ``(M, 2)`` point arrays (OpenCV), or None if it fails.
 
-    OpenCV's RANSAC draws from its global RNG: it is seeded here so results are reproducible.
+    Reproducible without seeding: OpenCV's RANSAC draws from a fixed-seed generator of its own,
+    not from the global RNG (tested in test/test_backends.py).
     """
     if len(points0) < 4:
         return None
-    cv2.setRNGSeed(seed)
     h, _ = cv2.findHomography(np.asarray(points0, np.float32), np.asarray(points1, np.float32), cv2.RANSAC,
                               ransac_threshold)
     if h is None or not np.isfinite(h).all() or abs(h[2, 2]) < 1e-12:

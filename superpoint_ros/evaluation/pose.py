@@ -90,20 +90,20 @@ def direction_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))
 
 
-def essential_pose_inliers(points0: np.ndarray, points1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0,
-                           seed: int = 0) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def essential_pose_inliers(points0: np.ndarray, points1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0
+                           ) -> Optional[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``(R, t unit, inliers)`` of camera 1 w.r.t. camera 0 (``x1 = R x0 + t``) from ``(M, 2)`` xy
     pixel correspondences via the essential matrix (OpenCV USAC MAGSAC++ with local optimisation and
     a final fit on all inliers, + cheirality), or None; ``inliers`` ``(M,)`` bool: the matches that
     fit the model within ``threshold_px`` and lie in front of both cameras. Plain RANSAC would return
     the best 5-point sample's model, whose error is dominated by which sample wins (any change in the
-    point set reshuffles it)."""
+    point set reshuffles it). Reproducible without seeding: USAC keeps its own generator state,
+    not OpenCV's global RNG (tested in test/test_backends.py)."""
     if len(points0) < 5:
         return None
     # USAC refuses non-contiguous arrays (the plain RANSAC path copied them)
     p0, p1 = (np.ascontiguousarray(p, np.float64).reshape(-1, 2) for p in (points0, points1))
     K = np.ascontiguousarray(K, np.float64)
-    cv2.setRNGSeed(seed)
     try:
         E, mask = cv2.findEssentialMat(p0, p1, K, cv2.USAC_MAGSAC, 0.999, threshold_px)
         if E is None or E.shape != (3, 3):
@@ -114,10 +114,10 @@ def essential_pose_inliers(points0: np.ndarray, points1: np.ndarray, K: np.ndarr
     return R, t.reshape(3), mask.reshape(-1) > 0
 
 
-def essential_pose(points0: np.ndarray, points1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0,
-                   seed: int = 0) -> Optional[Tuple[np.ndarray, np.ndarray]]:
+def essential_pose(points0: np.ndarray, points1: np.ndarray, K: np.ndarray, threshold_px: float = 1.0
+                   ) -> Optional[Tuple[np.ndarray, np.ndarray]]:
     """``(R, t unit)`` of :func:`essential_pose_inliers` (without the inlier mask), or None."""
-    estimate = essential_pose_inliers(points0, points1, K, threshold_px, seed)
+    estimate = essential_pose_inliers(points0, points1, K, threshold_px)
     return None if estimate is None else estimate[:2]
 
 

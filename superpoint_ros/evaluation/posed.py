@@ -47,6 +47,7 @@ from .hpatches import method_specs, resize_matrix
 from .make_dataset import IMAGE_SUFFIXES, parse_size
 from .pose import Trajectory, direction_angle_deg, epipolar_distances, essential_pose_inliers, read_tum, \
     relative_pose, rotation_angle_deg
+from ..backends import configure_process
 from ..weights import WeightsError, default_weights_path
 
 #: Thresholds (px) of the epipolar precision and (deg) of the pose accuracy.
@@ -375,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process()
     if args.top_k < 1 or args.pose_threshold <= 0:
         print("superpoint-eval-posed: --top-k must be >= 1 and --pose-threshold > 0", file=sys.stderr)
         return 2

@@ -43,6 +43,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Tuple
 import numpy as np
 from tqdm import tqdm
 
+from ..backends import configure_process
 from ..frontend import Frontend
 from ..io import bags
 from ..params import ParamsError, load_params
@@ -587,6 +588,7 @@ def evaluate_mono(args, params: dict) -> Tuple[Dict[str, dict], dict]:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    configure_process()
     mono = bool(args.image_topic) or is_posed_folder(args.bag)
     if not mono and not (args.left_topic and args.right_topic):
         print("superpoint-eval-slam: give --left-topic and --right-topic (a rectified stereo pair), --image-topic "

@@ -237,7 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    from ..backends import configure_process  # torch only once the arguments are valid
+
     args = build_parser().parse_args(argv)
+    configure_process()
     out = args.output
     out.mkdir(parents=True, exist_ok=True)
     dds_env = local_dds_environment(os.environ, Path(tempfile.gettempdir()) / "superpoint_ros_logs")

@@ -43,6 +43,7 @@ from rclpy.utilities import get_rmw_implementation_identifier
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
 from std_msgs.msg import Header
 
+from ..backends import configure_process
 from ..frontend import FrameResult, FrameSkipped, Frontend
 from ..image import ImageError
 from ..io.image_decoding import decode_compressed_image, decode_image
@@ -608,6 +609,7 @@ def main(args: Optional[List[str]] = None, node_class: type = SuperPointNode) ->
     if "-h" in own or "--help" in own:  # before --ros-args: ours (rclpy would start the node)
         print(USAGE + "\n" + __doc__.split("Threading:")[0].strip())
         return 0
+    configure_process()  # before the node builds its extractor (extractor.num_threads: the network's)
     try:
         rclpy.init(args=args)
     except RuntimeError as e:  # rcl's RCLError: --ros-args it cannot parse (e.g. a YAML-invalid -p value)

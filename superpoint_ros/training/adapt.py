@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..keypoints import logits_to_heatmap, nms, remove_border
+from ..keypoints import detect_keypoints, logits_to_heatmap, nms, remove_border
 from ..weights import load_model
 from . import distributed
 from .checkpoint import one_line_errors
@@ -85,21 +85,26 @@ def aggregate_heatmap(model, image: torch.Tensor, homographies: torch.Tensor, ba
 
 
 def heatmap_to_points(heat: torch.Tensor, conf: dict):
-    """Threshold + NMS + border removal + top-k of an ``(H, W)`` map -> ((N, 2) xy, (N,) scores) numpy."""
+    """Threshold + NMS + border removal + top-k of an ``(H, W)`` map -> ((N, 2) float32 xy px,
+    (N,) float32 scores) numpy, best first: the extractor's decoding (keypoints.detect_keypoints)
+    with the threshold lowered where ``min_points`` asks (:func:`adaptive_threshold`)."""
     suppressed = remove_border(nms(heat[None], int(conf["nms_radius"])), int(conf["border"]))[0]
+    max_points = int(conf["max_points"]) or None  # 0: all
+    points, scores = detect_keypoints(heat, adaptive_threshold(suppressed, conf), max_points, nms_heatmap=suppressed)
+    return points.cpu().numpy().astype(np.float32), scores.cpu().numpy()
+
+
+def adaptive_threshold(suppressed: torch.Tensor, conf: dict) -> float:
+    """``detection_threshold``, or lower when fewer than ``min_points`` maxima of the suppressed
+    ``(H, W)`` map pass it: a weak detector (or a bland image) then keeps its best maxima that
+    score above ``min_points_floor``."""
     threshold = float(conf["detection_threshold"])
-    if int(conf["min_points"]) > 0 and int((suppressed > threshold).sum()) < int(conf["min_points"]):
-        # a weak detector (or a bland image): keep the best maxima above a lower floor instead
+    min_points = int(conf["min_points"])
+    if min_points > 0 and int((suppressed > threshold).sum()) < min_points:
         threshold = min(threshold, float(conf["min_points_floor"]))
-        if int((suppressed > threshold).sum()) > int(conf["min_points"]):
-            threshold = float(torch.topk(suppressed.flatten(), int(conf["min_points"])).values[-1]) - 1e-12
-    ys, xs = torch.nonzero(suppressed > threshold, as_tuple=True)
-    scores = suppressed[ys, xs]
-    order = torch.argsort(scores, descending=True)
-    if int(conf["max_points"]) > 0:
-        order = order[:int(conf["max_points"])]
-    points = torch.stack([xs, ys], -1)[order].float()
-    return points.cpu().numpy().astype(np.float32), scores[order].float().cpu().numpy()
+        if int((suppressed > threshold).sum()) > min_points:
+            threshold = float(torch.topk(suppressed.flatten(), min_points).values[-1]) - 1e-12
+    return threshold
 
 
 def sample_adaptation_homographies(conf: dict, index_seed: int, shape) -> torch.Tensor:
