@@ -15,6 +15,7 @@ from typing import Callable, Optional, Tuple
 import numpy as np
 import torch
 
+from .backends import single_threaded_torch
 from .matching import mutual_nn_match_tensors
 
 
@@ -131,10 +132,11 @@ class TrackTable:
         keypoints with the accepted ones at their verified positions."""
         free = np.flatnonzero(ids < 0)
         lost = self._lost
-        kp = torch.as_tensor(keypoints[free])
-        near = torch.cdist(torch.as_tensor(lost.keypoints), kp) <= self.max_displacement
-        pairs, _ = mutual_nn_match_tensors(torch.as_tensor(lost.descriptors), torch.as_tensor(
-            np.asarray(descriptors, np.float32)[free]), ratio_test, max_distance, allowed=near)
+        # a few hundred points: one CPU thread beats waiting for a busy second core
+        with single_threaded_torch(torch.device("cpu")):
+            near = torch.cdist(torch.as_tensor(lost.keypoints), torch.as_tensor(keypoints[free])) <= self.max_displacement
+            pairs, _ = mutual_nn_match_tensors(torch.as_tensor(lost.descriptors), torch.as_tensor(
+                np.asarray(descriptors, np.float32)[free]), ratio_test, max_distance, allowed=near)
         pairs = pairs.numpy()
         if len(pairs) and verify_refound is not None:
             ok, verified_xy = verify_refound(lost.missed[pairs[:, 0]], lost.keypoints[pairs[:, 0]],

@@ -66,6 +66,17 @@ def test_contrast_normalisation_ignores_gain_and_offset(photo):
     assert np.median(np.abs(a - b)) <= 2
 
 
+def test_contrast_normalisation_is_its_formula_and_leaves_the_input_alone(photo):
+    """The in-place implementation computes exactly the documented float32 formula."""
+    image = photo.astype(np.float32)
+    mean = cv2.blur(image, (9, 9))
+    std = np.sqrt(np.maximum(cv2.blur(image * image, (9, 9)) - mean * mean, 0.0)) + 2.0
+    expected = np.clip((image - mean) * (40.0 / std) + 128.0, 0, 255).astype(np.uint8)
+    assert np.array_equal(normalize_contrast(photo), expected)
+    before = image.copy()
+    assert np.array_equal(normalize_contrast(image), expected) and np.array_equal(image, before)
+
+
 def test_a_match_the_flow_contradicts_keeps_its_detection_and_is_flagged(photo):
     points = corners(photo, 20)
     far = points + np.float32([6.0, 0.0])  # a wrong match: the patch did not move, the "detection" is 6 px off
