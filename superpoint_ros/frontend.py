@@ -39,9 +39,9 @@ import numpy as np
 import torch
 
 from .extractor import FeatureExtractor, Features, NetworkInput, rescale_pixels
-from .flow import normalize_contrast, refine_with_flow
+from .flow import flow_image, refine_with_flow
 from .geometry import match_rectified_stereo, ransac_inliers
-from .image import ImageError, float_to_uint8
+from .image import ImageError
 from .matching import match_descriptors
 from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, extractor_conf, validate
 from .tracking import TrackTable
@@ -289,7 +289,7 @@ class Frontend:
         if not self.conf["tracking.flow_refinement"]:
             return None
         self._flow_scale = network_input.scale
-        return [normalize_contrast(float_to_uint8(g)) for g in network_input.grays]
+        return [flow_image(g) for g in network_input.grays]
 
     def _check_size(self, images: list) -> None:
         """The ``image.oversize=reject`` policy: raise :class:`ImageError` for images larger than
