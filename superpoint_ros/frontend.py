@@ -43,9 +43,9 @@ import torch
 
 from .config import FlowConf, FrontendConf
 from .extractor import FeatureExtractor, Features, FeatureSource, NetworkInput, rescale_pixels
-from .flow import normalize_contrast, refine_with_flow
+from .flow import flow_image, refine_with_flow
 from .geometry import match_rectified_stereo, ransac_inliers
-from .image import ImageError, float_to_uint8
+from .image import ImageError
 from .matching import match_descriptors
 from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, frontend_conf, ros_params, validate
 from .stamps import check_stamp_ns, seconds_text, stamp_ns_from_seconds
@@ -313,8 +313,7 @@ class Frontend:
         ``None`` (not needed)."""
         if not self.conf.tracking.flow_refinement:
             return None
-        return FlowFrame(tuple(normalize_contrast(float_to_uint8(g)) for g in network_input.grays),
-                         network_input.scale)
+        return FlowFrame(tuple(flow_image(g) for g in network_input.grays), network_input.scale)
 
     def _check_size(self, images: list) -> None:
         """The ``image.oversize=reject`` policy: raise :class:`ImageError` for images larger than

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from .matching import mutual_nn_match_tensors
+from .matching import mutual_nn_match_candidates
 
 #: OpenCV USAC flavours by parameter name (``ransac.method``).
 USAC_METHODS = {
@@ -84,21 +84,53 @@ def stereo_candidates(left_xy: torch.Tensor, right_xy: torch.Tensor, epipolar_to
     return (dy <= epipolar_tolerance) & (disparity >= min_disparity) & (disparity <= max_disparity)
 
 
+#: px added to the row band searched for stereo candidates: the band only has to contain every pair
+#: :func:`stereo_candidates` allows (float32 rounding of ``y +- tolerance`` is below 1e-3 px for
+#: rows up to 8192); the exact test on each pair decides.
+_BAND_MARGIN = 1e-2
+
+
+def stereo_candidate_pairs(left_xy: torch.Tensor, right_xy: torch.Tensor, epipolar_tolerance: float,
+                           min_disparity: float, max_disparity: float) -> torch.Tensor:
+    """``(P, 2)`` long ``(left idx, right idx)``: exactly the pairs :func:`stereo_candidates`
+    allows, found without the ``(N, M)`` mask: right keypoints sorted by row, each left keypoint's
+    band of rows ``y +- epipolar_tolerance`` by binary search, then the same tests as the mask on
+    those pairs only. ``left_xy`` ``(N, 2)``, ``right_xy`` ``(M, 2)`` float32 xy px on one
+    device; rows sorted by left index."""
+    device = left_xy.device
+    order = torch.argsort(right_xy[:, 1], stable=True)
+    right_rows = right_xy[order, 1].contiguous()
+    reach = float(epipolar_tolerance) + _BAND_MARGIN
+    start = torch.searchsorted(right_rows, left_xy[:, 1].contiguous() - reach, side="left")
+    stop = torch.searchsorted(right_rows, left_xy[:, 1].contiguous() + reach, side="right")
+    counts = stop - start
+    left = torch.repeat_interleave(torch.arange(len(left_xy), device=device), counts)
+    # position of each pair inside its left keypoint's band
+    first = torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
+    right = order[torch.repeat_interleave(start, counts) + torch.arange(len(left), device=device) - first]
+    dy = (left_xy[left, 1] - right_xy[right, 1]).abs()
+    disparity = left_xy[left, 0] - right_xy[right, 0]
+    keep = (dy <= epipolar_tolerance) & (disparity >= min_disparity) & (disparity <= max_disparity)
+    return torch.stack([left[keep], right[keep]], dim=1)
+
+
 def match_rectified_stereo(left_xy, left_desc, right_xy, right_desc, epipolar_tolerance: float,
                            min_disparity: float, max_disparity: float, ratio_test: Optional[float] = None,
                            max_distance: Optional[float] = None, device: Optional[torch.device] = None):
     """Stereo matches of a rectified pair: ``(indices (K, 2) int64 (left idx, right idx),
     distances (K,) float32, disparities (K,) float32 px)`` as numpy; every match obeys
     :func:`stereo_candidates` (mutual nearest neighbours among those pairs:
-    :func:`superpoint_ros.matching.match_descriptors` with ``allowed``). Inputs are numpy or torch;
-    the work runs on ``device`` (default: the descriptors' device, CPU for numpy)."""
+    :func:`superpoint_ros.matching.match_descriptors` with them as ``candidates``, so only the few
+    pairs near each row are compared). Inputs are numpy or torch; the work runs on ``device``
+    (default: the descriptors' device, CPU for numpy)."""
     if device is None:
         device = left_desc.device if isinstance(left_desc, torch.Tensor) else torch.device("cpu")
+    device = torch.device(device)
     lxy, rxy = (torch.as_tensor(xy, dtype=torch.float32, device=device) for xy in (left_xy, right_xy))
-    allowed = stereo_candidates(lxy, rxy, epipolar_tolerance, min_disparity, max_disparity)
-    indices, distances = mutual_nn_match_tensors(torch.as_tensor(left_desc, device=device),
-                                                 torch.as_tensor(right_desc, device=device), ratio_test, max_distance,
-                                                 allowed)
+    pairs = stereo_candidate_pairs(lxy, rxy, epipolar_tolerance, min_disparity, max_disparity)
+    indices, distances = mutual_nn_match_candidates(torch.as_tensor(left_desc, device=device),
+                                                    torch.as_tensor(right_desc, device=device), pairs,
+                                                    ratio_test, max_distance)
     disparities = lxy[indices[:, 0], 0] - rxy[indices[:, 1], 0]
     return (indices.cpu().numpy().astype(np.int64), distances.float().cpu().numpy(),
             disparities.cpu().numpy().astype(np.float32))

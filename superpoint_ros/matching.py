@@ -1,6 +1,12 @@
 """Descriptor matching on the descriptors' own device (CPU or CUDA): the package's one mutual
-nearest-neighbour matcher, used for temporal matches, rectified stereo (with an allowed-pairs
-mask) and re-finding lost tracks (a mask of nearby pairs)."""
+nearest-neighbour matcher, used for temporal matches, rectified stereo and re-finding lost tracks.
+
+Which pairs may match is given either as an ``(N, M)`` bool mask (``allowed``: every similarity is
+computed, then masked) or as a list of candidate pairs (``candidates``: only those similarities are
+computed, e.g. the few right keypoints near a left keypoint's row in rectified stereo). Both give
+the same matches: nearest neighbours among the allowed pairs, ties to the lower index, the ratio
+test against the second-best allowed candidate.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -73,7 +79,9 @@ def mutual_nn_match_tensors(desc0: torch.Tensor, desc1: torch.Tensor, ratio_test
         keep &= best0.values > _EXCLUDED / 2
     distance = _unit_distance(best0.values)
     if ratio_test is not None and m > 1:
-        second = sim.topk(2, dim=1).values[:, 1]
+        # the runner-up: the row's maximum with its best entry set aside (= topk(2)'s second value,
+        # ties included; measured 5x cheaper than topk at 500 x 500). sim is not needed after this.
+        second = sim.scatter_(1, best0.indices[:, None], float("-inf")).amax(dim=1)
         # no second allowed candidate: the match is unambiguous, the test passes
         second_distance = torch.where(second > _EXCLUDED / 2, _unit_distance(second),
                                       torch.full_like(second, float("inf")))
@@ -84,19 +92,95 @@ def mutual_nn_match_tensors(desc0: torch.Tensor, desc1: torch.Tensor, ratio_test
     return indices, distance[keep]
 
 
+def _segment_max(values: torch.Tensor, group: torch.Tensor, size: int) -> torch.Tensor:
+    """``(size,)`` maximum of ``values`` per ``group`` index (``-inf`` for a group without any)."""
+    out = torch.full((size,), float("-inf"), dtype=values.dtype, device=values.device)
+    return out.scatter_reduce(0, group, values, "amax")
+
+
+def _segment_argmax(values: torch.Tensor, group: torch.Tensor, other: torch.Tensor, size: int,
+                    none: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per ``group`` index: ``(best value (size,), the lowest ``other`` index among the pairs with
+    that value (size,) long, ``none`` for a group without any)`` -- a masked row's (or column's)
+    ``max``/``argmax`` with ties to the lower index."""
+    best = _segment_max(values, group, size)
+    is_best = values == best[group]
+    choice = torch.full((size,), none, dtype=torch.long, device=values.device)
+    return best, choice.scatter_reduce(0, group[is_best], other[is_best], "amin")
+
+
+def check_candidates(candidates: torch.Tensor, n: int, m: int) -> torch.Tensor:
+    """``(P, 2)`` integer pairs ``(index in set 0, index in set 1)`` -> the distinct pairs as a
+    long tensor (duplicates would be their own runner-up in the ratio test); raises
+    ``ValueError`` for another shape or an index out of range."""
+    if candidates.ndim != 2 or candidates.shape[1] != 2 or candidates.dtype.is_floating_point or candidates.dtype == torch.bool:
+        raise ValueError(f"candidates must be (P, 2) integer pairs, got {tuple(candidates.shape)} {candidates.dtype}")
+    candidates = candidates.long()
+    if len(candidates) and (candidates.min() < 0 or (candidates[:, 0] >= n).any() or (candidates[:, 1] >= m).any()):
+        raise ValueError(f"candidates index outside the ({n}, {m}) descriptor sets")
+    keys = torch.unique(candidates[:, 0] * m + candidates[:, 1])  # sorted: rows in (i, j) order
+    return torch.stack([keys // m, keys % m], dim=1)
+
+
+def mutual_nn_match_candidates(desc0: torch.Tensor, desc1: torch.Tensor, candidates: torch.Tensor,
+                               ratio_test: Optional[float] = None, max_distance: Optional[float] = None
+                               ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`mutual_nn_match_tensors` with ``allowed`` given as candidate pairs: ``candidates``
+    ``(P, 2)`` integer rows ``(index in desc0, index in desc1)`` (tensors on one device). Only
+    those ``P`` similarities are computed (``P * D`` work instead of ``N * M * D``). Same
+    matches as the dense mask holding exactly those pairs; returns ``(indices (K, 2) long,
+    distances (K,) float32)``, rows in increasing index-0 order."""
+    check_match_options(ratio_test, max_distance)
+    device = desc0.device
+    if desc0.ndim != 2 or desc1.ndim != 2 or desc0.shape[1] != desc1.shape[1]:
+        raise ValueError(f"descriptor sets must be (N, D) and (M, D), got {tuple(desc0.shape)} and {tuple(desc1.shape)}")
+    n, m = desc0.shape[0], desc1.shape[0]
+    pairs = check_candidates(candidates.to(device), n, m)
+    if n == 0 or m == 0 or len(pairs) == 0:
+        return torch.zeros((0, 2), dtype=torch.long, device=device), torch.zeros(0, device=device)
+    i, j = pairs[:, 0], pairs[:, 1]
+    sim = (desc0.float()[i] * desc1.float()[j]).sum(dim=1)
+    best0, best0_index = _segment_argmax(sim, i, j, n, none=m)
+    _, best1_index = _segment_argmax(sim, j, i, m, none=n)
+    index0 = torch.arange(n, device=device)
+    has = best0_index < m  # a row without any candidate has no match
+    keep = has & (best1_index[best0_index.clamp(max=m - 1)] == index0)
+    distance = _unit_distance(best0)
+    if ratio_test is not None:
+        runner_up = j != best0_index[i]  # every candidate of the row but its best one
+        second = _segment_max(sim[runner_up], i[runner_up], n)
+        # no second candidate: the match is unambiguous, the test passes
+        second_distance = torch.where(torch.isfinite(second), _unit_distance(second),
+                                      torch.full_like(second, float("inf")))
+        keep &= distance < float(ratio_test) * second_distance
+    if max_distance is not None:
+        keep &= distance <= float(max_distance)
+    indices = torch.stack([index0[keep], best0_index[keep]], dim=1)
+    return indices, distance[keep]
+
+
 def match_descriptors(desc0: Array, desc1: Array, ratio_test: Optional[float] = None,
-                      max_distance: Optional[float] = None, allowed: Optional[Array] = None) -> Matches:
+                      max_distance: Optional[float] = None, allowed: Optional[Array] = None,
+                      candidates: Optional[Array] = None) -> Matches:
     """Mutual nearest-neighbour matching of two L2-normalised descriptor sets.
 
     ``desc0``: ``(N, D)``, ``desc1``: ``(M, D)``, numpy or torch (computed on that tensor's device).
     ``allowed``: optional ``(N, M)`` bool mask of the pairs that may match (e.g. rectified-stereo
-    geometry); nearest neighbours are then taken among allowed pairs only.
+    geometry); nearest neighbours are then taken among allowed pairs only. ``candidates``: the
+    same as ``(P, 2)`` integer index pairs ``(i, j)`` instead of a mask (only their similarities are
+    computed: cheaper when few pairs are allowed); at most one of ``allowed`` and ``candidates``.
     ``ratio_test``: in ``(0, 1]``; keep a match only if its distance is below ``ratio_test`` times
     the distance to the second-nearest (allowed) neighbour (Lowe's test; a match with no second
     allowed candidate passes). ``max_distance``: keep distances ``<=`` this. ``None`` = off.
     Ties go to the lower index. Raises ``ValueError`` on options out of range or mismatched shapes.
     """
+    if allowed is not None and candidates is not None:
+        raise ValueError("give allowed (a mask) or candidates (index pairs), not both")
     desc0, desc1 = _as_tensor(desc0), _as_tensor(desc1)
-    mask = None if allowed is None else _as_tensor(allowed)
-    indices, distances = mutual_nn_match_tensors(desc0, desc1, ratio_test, max_distance, mask)
+    if candidates is not None:
+        indices, distances = mutual_nn_match_candidates(desc0, desc1, _as_tensor(candidates), ratio_test,
+                                                        max_distance)
+    else:
+        mask = None if allowed is None else _as_tensor(allowed)
+        indices, distances = mutual_nn_match_tensors(desc0, desc1, ratio_test, max_distance, mask)
     return Matches(indices.cpu().numpy().astype(np.int64), distances.float().cpu().numpy())

@@ -131,8 +131,7 @@ class TrackTable:
         keypoints with the accepted ones at their verified positions."""
         free = np.flatnonzero(ids < 0)
         lost = self._lost
-        kp = torch.as_tensor(keypoints[free])
-        near = torch.cdist(torch.as_tensor(lost.keypoints), kp) <= self.max_displacement
+        near = torch.cdist(torch.as_tensor(lost.keypoints), torch.as_tensor(keypoints[free])) <= self.max_displacement
         pairs, _ = mutual_nn_match_tensors(torch.as_tensor(lost.descriptors), torch.as_tensor(
             np.asarray(descriptors, np.float32)[free]), ratio_test, max_distance, allowed=near)
         pairs = pairs.numpy()

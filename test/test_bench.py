@@ -76,6 +76,7 @@ def test_frontend_section_times_the_shipped_stereo_frontend(tmp_path, random_wei
     shipped = rows["Frontend.process_stereo, shipped stereo config"]
     assert rows["batched extraction only (network + decoding)"]["ms_median"] > 0 and shipped["n"] >= 3
     assert "flow_refinement" in shipped["stage_ms"] and "stereo_match" in shipped["stage_ms"], shipped
+    assert 0 < shipped["cpu_side_ms"] < shipped["ms_median"]
 
 
 def test_the_one_command_writes_json(tmp_path, random_weights):

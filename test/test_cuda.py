@@ -62,3 +62,21 @@ def test_matching_runs_on_the_descriptor_device():
 
     indices, distances = mutual_nn_match_tensors(d, d)
     assert indices.device.type == "cuda" and len(indices) == 1000
+
+
+def test_rectified_stereo_matching_on_cuda_equals_the_cpu():
+    """The candidate-pair stereo matcher (searchsorted row bands, scatter_reduce) on the GPU."""
+    from superpoint_ros.geometry import match_rectified_stereo
+
+    rng = np.random.default_rng(0)
+    n = 800
+    left = np.c_[rng.uniform(0, 640, n), rng.uniform(0, 480, n)].astype(np.float32)
+    right = (left - np.c_[rng.uniform(0, 40, n), rng.uniform(-1, 1, n)]).astype(np.float32)
+    desc = rng.normal(size=(n, 256)).astype(np.float32)
+    desc /= np.linalg.norm(desc, axis=1, keepdims=True)
+    noisy = desc + 0.2 * rng.normal(size=desc.shape).astype(np.float32)
+    noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
+    cpu = match_rectified_stereo(left, desc, right, noisy, 2.0, 0.0, 64.0, 0.9, 1.2)
+    gpu = match_rectified_stereo(left, desc, right, noisy, 2.0, 0.0, 64.0, 0.9, 1.2, device=torch.device("cuda"))
+    assert len(cpu[0]) > 100 and np.array_equal(cpu[0], gpu[0]) and np.array_equal(cpu[2], gpu[2])
+    assert np.allclose(cpu[1], gpu[1], atol=1e-5)

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from superpoint_ros.config import FlowConf
-from superpoint_ros.flow import normalize_contrast, refine_with_flow
-from superpoint_ros.image import to_grayscale_uint8
+from superpoint_ros.flow import flow_image, normalize_contrast, refine_with_flow
+from superpoint_ros.image import float_to_uint8, to_grayscale_float, to_grayscale_uint8
 from superpoint_ros.stamps import stamp_ns_from_seconds as ns
 
 
@@ -66,6 +66,24 @@ def test_contrast_normalisation_ignores_gain_and_offset(photo):
     a = normalize_contrast(photo).astype(int)
     b = normalize_contrast(np.clip(photo.astype(np.float32) * 0.5 + 40, 0, 255).astype(np.uint8)).astype(int)
     assert np.median(np.abs(a - b)) <= 2
+
+
+def test_contrast_normalisation_is_its_formula_and_leaves_the_input_alone(photo):
+    """The in-place implementation computes exactly the documented float32 formula."""
+    image = photo.astype(np.float32)
+    mean = cv2.blur(image, (9, 9))
+    std = np.sqrt(np.maximum(cv2.blur(image * image, (9, 9)) - mean * mean, 0.0)) + 2.0
+    expected = np.clip((image - mean) * (40.0 / std) + 128.0, 0, 255).astype(np.uint8)
+    assert np.array_equal(normalize_contrast(photo), expected)
+    before = image.copy()
+    assert np.array_equal(normalize_contrast(image), expected) and np.array_equal(image, before)
+
+
+def test_flow_image_of_a_network_gray_is_the_normalised_rounded_image(astronaut_bgr, camera_image):
+    """flow_image skips the uint8 round trip, with the same result (colour, gray, flat white)."""
+    for image in (astronaut_bgr, camera_image, np.full((40, 30), 255, np.uint8), np.zeros((40, 30), np.uint8)):
+        gray = to_grayscale_float(image)
+        assert np.array_equal(flow_image(gray), normalize_contrast(float_to_uint8(gray)))
 
 
 def test_a_match_the_flow_contradicts_keeps_its_detection_and_is_flagged(photo):

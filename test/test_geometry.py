@@ -1,9 +1,11 @@
-"""Outlier rejection (OpenCV USAC) and rectified-stereo matching on constructed data."""
+"""Outlier rejection (OpenCV USAC) and rectified-stereo matching on constructed data and on a real
+rectified pair (the shipped model's keypoints and descriptors)."""
 import numpy as np
 import pytest
 import torch
 
-from superpoint_ros.geometry import match_rectified_stereo, ransac_inliers, stereo_candidates
+from superpoint_ros.geometry import match_rectified_stereo, ransac_inliers, stereo_candidate_pairs, stereo_candidates
+from superpoint_ros.matching import match_descriptors
 
 
 def _two_views(n=120, outliers=30, seed=0):
@@ -85,3 +87,61 @@ def test_rectified_stereo_matching_recovers_a_known_shift():
     # a tighter disparity range excludes the far ones
     indices, _, disparities = match_rectified_stereo(left, desc, right[order], desc[order], 1.0, 0.0, 30.0)
     assert len(indices) == int((disparity <= 30).sum()) and (disparities <= 30).all()
+
+
+@pytest.fixture(scope="module")
+def real_stereo_features():
+    """The shipped model's fp32 features of Middlebury's rectified motorcycle pair (scikit-image)."""
+    from superpoint_ros.extractor import FeatureExtractor
+    from superpoint_ros.weights import WeightsError, default_weights_path
+
+    try:
+        weights = default_weights_path()
+    except WeightsError as e:
+        pytest.skip(f"needs the trained default model: {e}")
+    from skimage import data
+
+    left, right, _ = data.stereo_motorcycle()
+    extractor = FeatureExtractor(weights=str(weights), device="cpu", precision="fp32", max_keypoints=1000)
+    return extractor([np.ascontiguousarray(left[..., ::-1]), np.ascontiguousarray(right[..., ::-1])])
+
+
+def _as_set(pairs):
+    return {tuple(p) for p in np.asarray(pairs).tolist()}
+
+
+@pytest.mark.parametrize("tolerance, min_disparity, max_disparity", [(2.0, 0.0, 128.0), (0.0, 0.0, 40.0),
+                                                                     (5.0, -4.0, 300.0)])
+def test_stereo_candidate_pairs_are_exactly_the_masks_pairs(real_stereo_features, tolerance, min_disparity,
+                                                            max_disparity):
+    left, right = (torch.from_numpy(f.keypoints) for f in real_stereo_features)
+    mask = stereo_candidates(left, right, tolerance, min_disparity, max_disparity)
+    pairs = stereo_candidate_pairs(left, right, tolerance, min_disparity, max_disparity)
+    assert len(pairs) == int(mask.sum()) > 0 and _as_set(pairs) == _as_set(mask.nonzero())
+    assert bool((pairs[1:, 0] >= pairs[:-1, 0]).all())  # rows grouped by left keypoint
+
+
+@pytest.mark.parametrize("ratio_test, max_distance", [(0.9, 1.2), (None, None), (1.0, 0.7), (0.6, None)])
+def test_rectified_stereo_matching_equals_the_dense_masked_matcher_on_real_descriptors(
+        real_stereo_features, ratio_test, max_distance):
+    """Only the candidate pairs' similarities are computed, yet the matches are those of the
+    dense (N, M) masked matcher, ratio test against the second-best allowed candidate included;
+    distances agree to float32 rounding (the dot products are summed in another order)."""
+    lf, rf = real_stereo_features
+    mask = stereo_candidates(torch.from_numpy(lf.keypoints), torch.from_numpy(rf.keypoints), 2.0, 0.0, 128.0)
+    dense = match_descriptors(lf.descriptors, rf.descriptors, ratio_test, max_distance, allowed=mask)
+    indices, distances, disparities = match_rectified_stereo(lf.keypoints, lf.descriptors, rf.keypoints,
+                                                             rf.descriptors, 2.0, 0.0, 128.0, ratio_test, max_distance)
+    assert len(dense) >= 100
+    assert np.array_equal(indices, dense.indices)
+    assert np.allclose(distances, dense.distances, atol=1e-5, rtol=0)
+    assert np.array_equal(disparities, lf.keypoints[indices[:, 0], 0] - rf.keypoints[indices[:, 1], 0])
+
+
+def test_rectified_stereo_matching_without_candidates_is_empty():
+    xy = np.float32([[10, 10], [20, 30]])
+    desc = np.eye(2, 8, dtype=np.float32)
+    indices, distances, disparities = match_rectified_stereo(xy, desc, xy + np.float32([0, 50]), desc, 2.0, 0.0, 64.0)
+    assert indices.shape == (0, 2) and distances.shape == (0,) and disparities.shape == (0,)
+    indices, _, _ = match_rectified_stereo(xy[:0], desc[:0], xy, desc, 2.0, 0.0, 64.0, ratio_test=0.9)
+    assert indices.shape == (0, 2)

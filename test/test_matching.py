@@ -91,12 +91,17 @@ def _noisy_pair(seed, n, m, dim=16):
 
 @pytest.mark.parametrize("ratio_test", [None, 0.8, 1.0])
 @pytest.mark.parametrize("max_distance", [None, 0.9])
-@pytest.mark.parametrize("masked", [False, True])
+@pytest.mark.parametrize("masked", [False, "mask", "pairs"])
 def test_matches_equal_the_brute_force_reference(ratio_test, max_distance, masked):
     for seed in range(4):
         d0, d1 = _noisy_pair(seed, 40, 55)
         allowed = np.random.default_rng(100 + seed).random((40, 55)) < 0.3 if masked else None
-        m = match_descriptors(d0, d1, ratio_test, max_distance, allowed)
+        if masked == "pairs":  # the same pairs as (i, j) rows, shuffled, some twice
+            pairs = np.argwhere(allowed)
+            pairs = np.random.default_rng(seed).permutation(np.concatenate([pairs, pairs[::7]]))
+            m = match_descriptors(d0, d1, ratio_test, max_distance, candidates=pairs)
+        else:
+            m = match_descriptors(d0, d1, ratio_test, max_distance, allowed)
         rows, dists = reference_matches(d0, d1, ratio_test, max_distance, allowed)
         assert m.indices.tolist() == rows.tolist()
         assert np.allclose(m.distances, dists, atol=1e-5) and m.distances.dtype == np.float32
@@ -111,6 +116,9 @@ def test_masked_matching_prefers_allowed_pairs_and_skips_rows_without_any():
     m = match_descriptors(d, d, allowed=allowed)
     assert {tuple(p) for p in m.indices.tolist()} == {(0, 0), (1, 1), (2, 3)}
     assert match_descriptors(d, d, allowed=np.zeros((6, 6), bool)).indices.shape == (0, 2)
+    assert {tuple(p) for p in match_descriptors(d, d, candidates=np.argwhere(allowed)).indices.tolist()} == \
+        {(0, 0), (1, 1), (2, 3)}
+    assert match_descriptors(d, d, candidates=np.zeros((0, 2), np.int64)).indices.shape == (0, 2)
 
 
 def test_ratio_test_uses_the_second_best_allowed_candidate():
@@ -123,6 +131,9 @@ def test_ratio_test_uses_the_second_best_allowed_candidate():
     # no second allowed candidate at all: unambiguous, passes
     only = np.array([[True, False, False]])
     assert match_descriptors(d0, d1, ratio_test=0.8, allowed=only).indices.tolist() == [[0, 0]]
+    for mask in (allowed, only):  # the same as candidate pairs
+        assert match_descriptors(d0, d1, ratio_test=0.8, candidates=np.argwhere(mask)).indices.tolist() == [[0, 0]]
+    assert len(match_descriptors(d0, d1, ratio_test=0.8, candidates=[[0, 0], [0, 1]])) == 0
 
 
 def test_exact_ties_go_to_the_lower_index_and_fail_the_ratio_test():
@@ -130,16 +141,18 @@ def test_exact_ties_go_to_the_lower_index_and_fail_the_ratio_test():
     e0, e1, half = [1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.5, 0.5, 0.5, 0.5]
     d0 = np.array([e0, half], np.float32)
     d1 = np.array([e0, e0, e1], np.float32)
-    for allowed in (None, np.ones((2, 3), bool)):
-        assert match_descriptors(d0, d1, allowed=allowed).indices.tolist() == [[0, 0]]
-        assert match_descriptors(d0, d1, ratio_test=1.0, allowed=allowed).indices.tolist() == []
-        rows, _ = reference_matches(d0, d1, 1.0, None, allowed)
+    every_pair = np.argwhere(np.ones((2, 3), bool))
+    for options in ({}, {"allowed": np.ones((2, 3), bool)}, {"candidates": every_pair}):
+        assert match_descriptors(d0, d1, **options).indices.tolist() == [[0, 0]]
+        assert match_descriptors(d0, d1, ratio_test=1.0, **options).indices.tolist() == []
+        rows, _ = reference_matches(d0, d1, 1.0, None, options.get("allowed"))
         assert rows.tolist() == []
     # two rows tie for one column: the column's nearest is the lower row
     assert match_descriptors(np.array([e0, e0], np.float32), np.array([e0], np.float32)).indices.tolist() == [[0, 0]]
     # the mask breaks the tie the other way; column 0, now free, goes to its only partner (a tie of three)
     allowed = np.array([[False, True, True], [True, True, True]])
     assert match_descriptors(d0, d1, allowed=allowed).indices.tolist() == [[0, 1], [1, 0]]
+    assert match_descriptors(d0, d1, candidates=np.argwhere(allowed)).indices.tolist() == [[0, 1], [1, 0]]
     assert reference_matches(d0, d1, allowed=allowed)[0].tolist() == [[0, 1], [1, 0]]
 
 
@@ -147,6 +160,8 @@ def test_exact_ties_go_to_the_lower_index_and_fail_the_ratio_test():
 def test_empty_sets_give_no_matches_with_every_option(n, m):
     d0, d1 = _noisy_pair(0, 5, 5)
     result = match_descriptors(d0[:n], d1[:m], ratio_test=0.9, max_distance=1.0, allowed=np.ones((n, m), bool))
+    assert result.indices.shape == (0, 2) and result.distances.shape == (0,)
+    result = match_descriptors(d0[:n], d1[:m], ratio_test=0.9, candidates=np.argwhere(np.ones((n, m), bool)))
     assert result.indices.shape == (0, 2) and result.distances.shape == (0,)
 
 
@@ -157,6 +172,11 @@ def test_empty_sets_give_no_matches_with_every_option(n, m):
     ({"max_distance": -0.1}, "max_distance must be >= 0"),
     ({"allowed": np.ones((3, 4), bool)}, "allowed must be an (4, 3) bool mask"),
     ({"allowed": np.ones((4, 3), np.uint8)}, "allowed must be an (4, 3) bool mask"),
+    ({"candidates": np.zeros((5, 3), np.int64)}, "candidates must be (P, 2) integer pairs"),
+    ({"candidates": np.zeros((5, 2), np.float32)}, "candidates must be (P, 2) integer pairs"),
+    ({"candidates": [[0, 3]]}, "candidates index outside the (4, 3) descriptor sets"),
+    ({"candidates": [[-1, 0]]}, "candidates index outside the (4, 3) descriptor sets"),
+    ({"candidates": [[0, 0]], "allowed": np.ones((4, 3), bool)}, "not both"),
 ])
 def test_out_of_range_options_raise_clear_errors(options, message):
     d0, d1 = _noisy_pair(0, 4, 3)
