@@ -212,6 +212,14 @@ PARAMETERS: Dict[str, Param] = _with_shipped_defaults({
                        read_only=True, frontend=False),
     "sync.queue_size": Param(10, "Unpaired messages kept per stereo input", (1, 1000), read_only=True,
                              frontend=False),
+    "camera_info.mode": Param("auto", "Intrinsics from sensor_msgs/CameraInfo (camera_info; stereo left/camera_info and "
+                              "right/camera_info, paired with the images by stamp, else the latest): auto (use them "
+                              "once they arrive, pixel-only until then), required (pixel-only and a WARN in "
+                              "diagnostics and the log while missing) or off (not subscribed)",
+                              choices=("auto", "required", "off"), read_only=True, frontend=False),
+    "output.vins_feature": Param("", "Also publish vins_feature (sensor_msgs/PointCloud in VINS-Fusion's (fusion) or "
+                                 "VINS-Mono's (mono) feature-tracker layout; frames with intrinsics only); "
+                                 "\"\" = off", choices=("", "fusion", "mono"), read_only=True, frontend=False),
     "debug.track_length": Param(10, "Frames of trail drawn per track in debug_image (only computed "
                                 "while someone subscribes)", (0, 1000), frontend=False),
     "diagnostics.period": Param(1.0, "Seconds between /diagnostics messages", (0.05, 3600.0),
@@ -384,7 +392,7 @@ def markdown_table() -> str:
     lines = ["| parameter | default | range / choices | run-time | description |", "| --- | --- | --- | --- | --- |"]
     for name, p in PARAMETERS.items():
         valid = (f"[{p.limits[0]:g}, {p.limits[1]:g}]" if p.limits else
-                 " \\| ".join(p.choices) if p.choices else "")
+                 " \\| ".join(map(_markdown_value, p.choices)) if p.choices else "")
         description = p.description.replace("|", "\\|") + ("" if p.frontend else " (node only)")
         lines.append(f"| `{name}` | `{_markdown_value(p.default)}` | {valid} | {'no' if p.read_only else 'yes'} | "
                      f"{description} |")

@@ -55,6 +55,7 @@ class Snapshot:
     unpaired_seen: int
     transport_warning: str
     camera_warnings: Tuple[str, ...] = ()
+    camera_summary: str = ""
 
 
 class Stats:
@@ -79,7 +80,9 @@ class Stats:
         self.process_ms: deque = deque(maxlen=PROCESS_HISTORY)  # per-frame processing time, ms
         self.busy_since: Optional[float] = None  # perf_counter s the worker began the current frame
         self.transport_warning = ""  # frames too large for the shared-memory segment (SharedMemoryCheck)
-        self.camera_warnings: Tuple[str, ...] = ()  # camera_info problems (CameraInfoInput), current
+        # the last frame's camera_info problems and what it used (superpoint_ros.ros.camera_info.FrameCameras)
+        self.camera_warnings: Tuple[str, ...] = ()
+        self.camera_summary = ""
 
     # --- writers ---------------------------------------------------------------------------------
     def frame_received(self, now: float, dropped: bool) -> None:
@@ -136,9 +139,10 @@ class Stats:
         with self.lock:
             self.transport_warning = warning
 
-    def set_camera_warnings(self, warnings: Sequence[str]) -> None:
+    def set_camera_state(self, warnings: Sequence[str], summary: str) -> None:
+        """The intrinsics the last frame used (``summary``) and why it was pixel-only (``warnings``)."""
         with self.lock:
-            self.camera_warnings = tuple(warnings)
+            self.camera_warnings, self.camera_summary = tuple(warnings), summary
 
     def processing(self, now_perf: float) -> Tuple[Tuple[float, ...], Optional[float]]:
         """(recent per-frame processing times ms, ms the current frame has run or ``None``): for
@@ -161,7 +165,7 @@ class Stats:
                 window_skipped=self.window_skipped, pairing_window_s=now - self.pairing_window_start,
                 side_images=tuple(self.side_images), side_stamps=tuple(self.side_stamps), pairs=self.pairs,
                 unpaired_seen=self.unpaired_seen, transport_warning=self.transport_warning,
-                camera_warnings=self.camera_warnings)
+                camera_warnings=self.camera_warnings, camera_summary=self.camera_summary)
 
     def start_window(self, now: float) -> None:
         """A new diagnostics window (rate, drops and skips per window) from ``now``."""
@@ -250,6 +254,8 @@ def diagnostic_status(snapshot: Snapshot, params: Mapping[str, Any], warnings: S
     }
     if s.transport_warning:
         values["transport_warning"] = s.transport_warning
+    if s.camera_summary:
+        values["camera_info"] = s.camera_summary
     for stage in TIMED_STAGES:
         samples = [t[stage] for t in s.timings if stage in t]
         if samples:

@@ -10,7 +10,7 @@ system or a Nav2-style lifecycle manager requests through ``<node>/change_state`
                 (warm-up), creates the publishers (lifecycle publishers, disabled). A bad weight
                 file, a missing CUDA or an invalid combination of parameters: one error line and
                 the transition FAILS, the node stays unconfigured
-  activate      fresh counters and tracks, starts the worker thread, the image subscriptions and
+  activate      fresh counters and tracks, starts the worker thread, the image (and camera_info) subscriptions and
                 the /diagnostics timer; the publishers publish
   deactivate    destroys the image subscriptions (and the stereo pairing state) and the timer,
                 lets the worker finish its current frame, drops the queued frames, disables the

@@ -5,18 +5,22 @@ Subscribes (relative names, remap as usual):
           the resolved ``image`` topic + ``/compressed``, as image_transport names it)
   stereo: ``left/image_rect`` + ``right/image_rect`` (``stereo.enabled``; ``/compressed`` likewise)
   with the reliability the publishers offer (``qos.reliability: auto``) unless told otherwise
+  ``camera_info`` / ``left/camera_info`` + ``right/camera_info`` (sensor_msgs/CameraInfo, next to the
+  image topics; ``camera_info.mode``): the intrinsics, paired with the images by stamp, else the latest
 Publishes:
-  ``features`` (PointCloud2: track_id, x, y, score, track_length, descriptor[D]) for the mono/left image
+  ``features`` (PointCloud2: track_id, x, y, score, track_length, descriptor[D], x_n, y_n, vx, vy,
+  vx_n, vy_n) for the mono/left image (normalised fields NaN without intrinsics)
   ``features_right`` (stereo) the right image's features, same stamp
   ``stereo_matches`` (PointCloud2, stereo) rows of features/features_right with the same stamp
   ``temporal_matches`` (PointCloud2) previous/current feature rows, previous stamp in the rows
+  ``vins_feature`` (PointCloud, ``output.vins_feature``) VINS-Fusion/Mono's feature message, with intrinsics
   ``debug_image`` (Image bgr8) keypoints and track trails, drawn only while someone subscribes
   ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) rates, drops, latency, stage timings
 Layouts: docs/messages.md (codec in ``superpoint_ros.io.messages``). Parameters: docs/node.md
 (the table in ``superpoint_ros.params``).
 
-Threading: the subscription callbacks only enqueue; one worker thread decodes, runs the
-:class:`~superpoint_ros.frontend.Frontend` and publishes. The queue is bounded
+Threading: the subscription callbacks only enqueue (camera_info: only store); one worker thread
+decodes, picks the frame's intrinsics, runs the :class:`~superpoint_ros.frontend.Frontend` and publishes. The queue is bounded
 (``input.queue_size``, default 1): when it is full the oldest frame is dropped and counted, so the
 newest frame wins and latency never builds up.
 """
@@ -45,6 +49,7 @@ from ..sync import StampSynchronizer
 from ..weights import WeightsError
 from . import parameters
 from .diagnostics import Stats, diagnostic_array, diagnostic_status, input_warnings, pairing_window_due
+from .camera_info import CameraInfoInputs, FrameCameras
 from .frame_queue import DropReport, FrameQueue
 from .inputs import COMPRESSED_SUFFIX, ImageInput, SharedMemoryCheck, input_topic
 from .publishers import QOS_OVERRIDE_POLICIES, DebugImage, OutputPublishers, output_topics
@@ -52,6 +57,7 @@ from .throttle import ThrottledLog
 
 NODE_NAME = "superpoint_node"
 MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC = "image", "left/image_rect", "right/image_rect"
+MONO_INFO_TOPIC, LEFT_INFO_TOPIC, RIGHT_INFO_TOPIC = "camera_info", "left/camera_info", "right/camera_info"
 #: every topic the node subscribes to (relative names; remap them)
 INPUT_TOPICS = tuple(t + s for t in (MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC) for s in ("", COMPRESSED_SUFFIX))
 INPUT_REFRESH_S = 0.5  # qos.reliability auto: how often the input topics' publishers are looked up
@@ -85,7 +91,8 @@ class SuperPointNode(Node):
         """Checks the start-up values against the table (every problem at once) and declares
         the table's parameters (:func:`superpoint_ros.ros.parameters.declare_checked`)."""
         stereo = parameters.start_up_value(self, "stereo.enabled")
-        parameters.declare_checked(self, output_topics(stereo, vins=False), QOS_OVERRIDE_POLICIES)
+        vins = bool(parameters.start_up_value(self, "output.vins_feature"))
+        parameters.declare_checked(self, output_topics(stereo, vins), QOS_OVERRIDE_POLICIES)
 
     def _read_parameters(self) -> Dict[str, Any]:
         """The declared parameters' current values, validated together (raises ParamsError)."""
@@ -107,7 +114,8 @@ class SuperPointNode(Node):
         return self.create_publisher(msg_type, topic, qos, **kwargs)
 
     def _create_publishers(self) -> None:
-        self.outputs = OutputPublishers(self._new_publisher, self.params["qos.depth"], self.stereo)
+        p = self.params
+        self.outputs = OutputPublishers(self._new_publisher, p["qos.depth"], self.stereo, p["output.vins_feature"])
 
     def _init_pipeline_state(self) -> None:
         """Counters, the frame queue, the throttled log and the debug trails: fresh for a new stream."""
@@ -116,6 +124,9 @@ class SuperPointNode(Node):
         self._queue = FrameQueue(self.params["input.queue_size"])
         self._drops = DropReport(self.params["input.queue_size"])
         self._debug_image = DebugImage()
+        self._cameras_in_use: Optional[tuple] = None  # (left, right) CameraModels given to the Frontend; None: unknown
+        if self.params["camera_info.mode"] == "off":
+            self.stats.set_camera_state((), "off (camera_info.mode)")
 
     def _create_subscriptions(self) -> None:
         self._shm_check = SharedMemoryCheck(get_rmw_implementation_identifier())
@@ -127,7 +138,8 @@ class SuperPointNode(Node):
                            self._image_input(RIGHT_TOPIC, self.on_right_image)]
         else:
             self.inputs = [self._image_input(MONO_TOPIC, self.on_image)]
-        if any(i.auto for i in self.inputs):  # publishers come and go: follow what they offer
+        self.camera_info = self._camera_info_inputs()
+        if any(i.auto for i in self._all_inputs()):  # publishers come and go: follow what they offer
             self.input_timer = self.create_timer(INPUT_REFRESH_S, self.on_input_timer)
 
     def _destroy_subscriptions(self) -> None:
@@ -135,11 +147,29 @@ class SuperPointNode(Node):
         timer = self.__dict__.pop("input_timer", None)  # qos.reliability auto's re-subscription timer
         if timer is not None:
             self.destroy_timer(timer)
-        for image_input in self.__dict__.pop("inputs", ()):
-            if image_input.subscription is not None:
-                self.destroy_subscription(image_input.subscription)
-                image_input.subscription = None
+        inputs = self._all_inputs()
+        self.__dict__.pop("inputs", None)
+        self.camera_info = None  # and the camera_info received
+        for subscribed in inputs:
+            if subscribed.subscription is not None:
+                self.destroy_subscription(subscribed.subscription)
+                subscribed.subscription = None
         self.synchronizer = None  # and its unpaired messages
+
+    def _camera_info_inputs(self) -> Optional[CameraInfoInputs]:
+        """The camera_info subscriptions (None with camera_info.mode off)."""
+        p = self.params
+        if p["camera_info.mode"] == "off":
+            return None
+        images, infos = ((LEFT_TOPIC, RIGHT_TOPIC), (LEFT_INFO_TOPIC, RIGHT_INFO_TOPIC)) if self.stereo else \
+            ((MONO_TOPIC,), (MONO_INFO_TOPIC,))
+        return CameraInfoInputs(self, p["camera_info.mode"], images, infos, p["qos.depth"], p["qos.reliability"],
+                                p["sync.mode"], p["sync.slop"], p["sync.queue_size"])
+
+    def _all_inputs(self) -> List[ImageInput]:
+        """Every subscription that follows its publishers' QoS: images, then camera_info."""
+        camera_info = getattr(self, "camera_info", None)
+        return [*getattr(self, "inputs", ()), *(camera_info.inputs if camera_info is not None else ())]
 
     def _create_diagnostics_timer(self) -> None:
         self.diagnostics_timer = self.create_timer(self.params["diagnostics.period"], self.on_diagnostics_timer)
@@ -151,7 +181,7 @@ class SuperPointNode(Node):
     def _log_ready(self) -> None:
         for warning in self.frontend.warnings:
             self.get_logger().warning(warning)
-        inputs = "; ".join(i.describe() for i in getattr(self, "inputs", ())) or "none until activated"
+        inputs = "; ".join(i.describe() for i in self._all_inputs()) or "none until activated"
         outputs = ", ".join(pub.topic_name for pub in self.outputs.all())
         self.get_logger().info(f"inputs: {inputs}; outputs: {outputs}")
         ex = self.frontend.extractor
@@ -204,8 +234,8 @@ class SuperPointNode(Node):
             self.get_logger().warning(warning)
 
     def on_input_timer(self) -> None:
-        for image_input in self.inputs:
-            image_input.refresh()
+        for subscribed in self._all_inputs():
+            subscribed.refresh()
 
     def _enqueue(self, item) -> None:
         dropped = self._queue.put(item)  # a full queue drops its oldest: the newest frame wins
@@ -285,11 +315,42 @@ class SuperPointNode(Node):
             encodings = [getattr(m, "encoding", None) for m in item]
             if isinstance(item[0], Image) and encodings[0] != encodings[1]:
                 raise ImageError(f"stereo images differ in encoding: left {encodings[0]!r}, right {encodings[1]!r}")
+            cameras = self._frame_cameras(stamp_ns, (left, right))
             with self._frontend_lock:
+                self._use_cameras(cameras)
                 return self.frontend.process_stereo(left, right, stamp_ns, header.frame_id), left
         image = self._decode(item[0])
+        cameras = self._frame_cameras(stamp_ns, (image,))
         with self._frontend_lock:
+            self._use_cameras(cameras)
             return self.frontend.process_mono(image, stamp_ns, header.frame_id), image
+
+    def _frame_cameras(self, stamp_ns: int, images) -> Optional[FrameCameras]:
+        """The intrinsics of this frame (None with camera_info.mode off); problems are logged
+        (throttled per kind) and shown in diagnostics."""
+        camera_info = self.camera_info
+        if camera_info is None:
+            return None
+        cameras = camera_info.for_frame(stamp_ns, [image.shape[:2] for image in images])
+        for problem in cameras.problems:
+            self.log_throttled(problem)
+        self.stats.set_camera_state(cameras.problems, cameras.summary)
+        return cameras
+
+    def _use_cameras(self, cameras: Optional[FrameCameras]) -> None:
+        """Gives the Frontend this frame's intrinsics when they differ from the last frame's
+        (same message fields, same CameraModel object). Called with the front-end lock held."""
+        if cameras is None:
+            return
+        wanted = (cameras.left, cameras.right)
+        if self._cameras_in_use is not None and all(a is b for a, b in zip(wanted, self._cameras_in_use)):
+            return
+        # TODO(lead): remove this guard once frontcam's Frontend.set_cameras is merged; call it directly
+        set_cameras = getattr(self.frontend, "set_cameras", None)
+        if set_cameras is None:
+            return
+        set_cameras(*wanted)  # a changed calibration resets the tracks: the result's reset_reason says so (logged)
+        self._cameras_in_use = wanted
 
     def _process(self, item, received_at: float) -> None:
         header = item[0].header
