@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -291,20 +291,26 @@ def cross_check(params: Mapping[str, Any]) -> list:
     return problems
 
 
-def validate(params: Mapping[str, Any]) -> Dict[str, Any]:
-    """Merge ``params`` (flat dotted names, any subset) over the defaults and check every value.
-
-    Returns the complete flat dict. Raises :class:`ParamsError` listing every problem.
-    """
-    merged = defaults()
-    problems = []
+def checked_values(params: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """(the valid ones of ``params``, coerced (:func:`coerce`); why each other one is invalid)."""
+    values, problems = {}, []
     for name, value in params.items():
         value = coerce(name, value)
         reason = check_value(name, value)
         if reason:
             problems.append(reason)
         else:
-            merged[name] = value
+            values[name] = value
+    return values, problems
+
+
+def validate(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """Merge ``params`` (flat dotted names, any subset) over the defaults and check every value.
+
+    Returns the complete flat dict. Raises :class:`ParamsError` listing every problem.
+    """
+    values, problems = checked_values(params)
+    merged = {**defaults(), **values}
     if not problems:
         problems = cross_check(merged)
     if problems:

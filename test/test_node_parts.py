@@ -95,3 +95,36 @@ def test_start_up_check_lists_every_problem_and_coerces_integers_for_floats():
     assert "qos.reliability" in problems[2]
     _, problems = check_start_up({"stereo.min_disparity": 50.0, "stereo.max_disparity": 10.0}, allowed)
     assert problems and "larger than" in problems[0]  # combinations too
+
+
+def info(camera, stamp_ns, **fields):
+    from sensor_msgs.msg import CameraInfo
+
+    msg = CameraInfo(width=camera.width, height=camera.height, distortion_model=camera.distortion_model,
+                     d=camera.D.tolist(), k=camera.K.reshape(-1).tolist(), r=camera.R.reshape(-1).tolist(),
+                     p=camera.P.reshape(-1).tolist())
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10 ** 9)
+    for name, value in fields.items():
+        setattr(msg, name, value)
+    return msg
+
+
+def test_camera_info_track_pairs_by_stamp_else_latest_and_builds_a_model_only_on_change():
+    from superpoint_ros.evaluation.sample_data import SampleConf, sample_cameras
+    from superpoint_ros.ros.camera_info import CameraInfoTrack
+
+    camera = sample_cameras(SampleConf(size=(240, 320), distortion="plumb_bob"))["left"]
+    track = CameraInfoTrack("/camera_info", slop_ns=5_000_000, queue_size=10)
+    assert track.lookup(10 ** 9) == (None, False)  # nothing received yet
+    first, second = info(camera, 2 * 10 ** 9), info(camera, 3 * 10 ** 9 + 4_000_000)
+    track.add(2 * 10 ** 9, first)
+    track.add(3 * 10 ** 9 + 4_000_000, second)
+    assert track.lookup(2 * 10 ** 9) == (first, True)  # exact
+    assert track.lookup(3 * 10 ** 9) == (second, True)  # within the 5 ms slop
+    assert track.lookup(4 * 10 ** 9) == (second, False)  # none of its own: the latest
+    model = track.calibration(first).camera
+    assert model.same_calibration(camera) and track.calibration(second).camera is model  # same fields: not rebuilt
+    refocused = info(camera, 5 * 10 ** 9, k=(camera.K * [[1.01], [1.01], [1]]).reshape(-1).tolist())
+    assert track.calibration(refocused).camera is not model
+    unknown = track.calibration(info(camera, 6 * 10 ** 9, distortion_model="kannala_brandt"))
+    assert unknown.camera is None and "unsupported distortion_model 'kannala_brandt'" in unknown.error

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 
-from ..params import PARAMETERS, ParamsError, check_value, coerce, cross_check, defaults, validate
+from ..params import PARAMETERS, ParamsError, check_value, checked_values, coerce, cross_check, defaults, validate
 
 #: Node keyword arguments the bridge relies on (start-up values visible as declared parameters)
 NODE_OPTIONS = {"automatically_declare_parameters_from_overrides": True}
@@ -59,16 +59,11 @@ def check_start_up(given: Mapping[str, Any], allowed_qos: Iterable[str]) -> Tupl
     parameters among them, coerced; every problem). ``allowed_qos``: the ``qos_overrides``
     names that configure something (:func:`qos_override_names` of the node's outputs)."""
     allowed_qos = set(allowed_qos)
-    values, problems = {}, []
-    for name, value in given.items():
+    values, problems = checked_values({name: value for name, value in given.items() if name in PARAMETERS})
+    for name in given:
         if name in PARAMETERS:
-            value = coerce(name, value)
-            reason = check_value(name, value)
-            if reason:
-                problems.append(reason)
-            else:
-                values[name] = value
-        elif name.startswith(QOS_OVERRIDES_PREFIX):
+            continue
+        if name.startswith(QOS_OVERRIDES_PREFIX):
             if name not in allowed_qos:
                 problems.append(f"{name} configures nothing: QoS overrides apply to the output publishers only "
                                 f"(qos_overrides.<topic>.publisher.<history|depth|reliability> for the topics this node "
@@ -114,16 +109,8 @@ def read_values(node) -> Dict[str, Any]:
 def table_changes(parameters) -> Tuple[Dict[str, Any], Optional[str]]:
     """rclpy Parameters being set -> (the table's ones, coerced; the first reason one is
     invalid, else ``None``). Others (``use_sim_time``) are not ours and left out."""
-    changes = {}
-    for parameter in parameters:
-        if parameter.name not in PARAMETERS:
-            continue
-        value = coerce(parameter.name, parameter.value)
-        reason = check_value(parameter.name, value)
-        if reason:
-            return {}, reason
-        changes[parameter.name] = value
-    return changes, None
+    changes, problems = checked_values({p.name: p.value for p in parameters if p.name in PARAMETERS})
+    return (changes, None) if not problems else ({}, problems[0])
 
 
 def check_changes(parameters, current: Optional[Mapping[str, Any]]) -> SetParametersResult:
