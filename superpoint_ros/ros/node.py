@@ -58,8 +58,10 @@ from .throttle import ThrottledLog
 NODE_NAME = "superpoint_node"
 MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC = "image", "left/image_rect", "right/image_rect"
 MONO_INFO_TOPIC, LEFT_INFO_TOPIC, RIGHT_INFO_TOPIC = "camera_info", "left/camera_info", "right/camera_info"
-#: every topic the node subscribes to (relative names; remap them)
+#: every image topic the node subscribes to (relative names; remap them)
 INPUT_TOPICS = tuple(t + s for t in (MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC) for s in ("", COMPRESSED_SUFFIX))
+#: the camera_info topics (relative; by default next to the resolved image topics: camera_info.py)
+CAMERA_INFO_TOPICS = (MONO_INFO_TOPIC, LEFT_INFO_TOPIC, RIGHT_INFO_TOPIC)
 INPUT_REFRESH_S = 0.5  # qos.reliability auto: how often the input topics' publishers are looked up
 WORKER_STOP_S = 5.0  # how long stopping waits for the worker's current frame
 #: the stereo synchroniser's inputs, in pair order
