@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, replace
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import yaml
 
@@ -212,6 +212,14 @@ PARAMETERS: Dict[str, Param] = _with_shipped_defaults({
                        read_only=True, frontend=False),
     "sync.queue_size": Param(10, "Unpaired messages kept per stereo input", (1, 1000), read_only=True,
                              frontend=False),
+    "camera_info.mode": Param("auto", "Intrinsics from sensor_msgs/CameraInfo (camera_info; stereo left/camera_info and "
+                              "right/camera_info, paired with the images by stamp, else the latest): auto (use them "
+                              "once they arrive, pixel-only until then), required (pixel-only and a WARN in "
+                              "diagnostics and the log while missing) or off (not subscribed)",
+                              choices=("auto", "required", "off"), read_only=True, frontend=False),
+    "output.vins_feature": Param("", "Also publish vins_feature (sensor_msgs/PointCloud in VINS-Fusion's (fusion) or "
+                                 "VINS-Mono's (mono) feature-tracker layout; frames with intrinsics only); "
+                                 "\"\" = off", choices=("", "fusion", "mono"), read_only=True, frontend=False),
     "debug.track_length": Param(10, "Frames of trail drawn per track in debug_image (only computed "
                                 "while someone subscribes)", (0, 1000), frontend=False),
     "diagnostics.period": Param(1.0, "Seconds between /diagnostics messages", (0.05, 3600.0),
@@ -283,20 +291,26 @@ def cross_check(params: Mapping[str, Any]) -> list:
     return problems
 
 
-def validate(params: Mapping[str, Any]) -> Dict[str, Any]:
-    """Merge ``params`` (flat dotted names, any subset) over the defaults and check every value.
-
-    Returns the complete flat dict. Raises :class:`ParamsError` listing every problem.
-    """
-    merged = defaults()
-    problems = []
+def checked_values(params: Mapping[str, Any]) -> Tuple[Dict[str, Any], List[str]]:
+    """(the valid ones of ``params``, coerced (:func:`coerce`); why each other one is invalid)."""
+    values, problems = {}, []
     for name, value in params.items():
         value = coerce(name, value)
         reason = check_value(name, value)
         if reason:
             problems.append(reason)
         else:
-            merged[name] = value
+            values[name] = value
+    return values, problems
+
+
+def validate(params: Mapping[str, Any]) -> Dict[str, Any]:
+    """Merge ``params`` (flat dotted names, any subset) over the defaults and check every value.
+
+    Returns the complete flat dict. Raises :class:`ParamsError` listing every problem.
+    """
+    values, problems = checked_values(params)
+    merged = {**defaults(), **values}
     if not problems:
         problems = cross_check(merged)
     if problems:
@@ -384,7 +398,7 @@ def markdown_table() -> str:
     lines = ["| parameter | default | range / choices | run-time | description |", "| --- | --- | --- | --- | --- |"]
     for name, p in PARAMETERS.items():
         valid = (f"[{p.limits[0]:g}, {p.limits[1]:g}]" if p.limits else
-                 " \\| ".join(p.choices) if p.choices else "")
+                 " \\| ".join(map(_markdown_value, p.choices)) if p.choices else "")
         description = p.description.replace("|", "\\|") + ("" if p.frontend else " (node only)")
         lines.append(f"| `{name}` | `{_markdown_value(p.default)}` | {valid} | {'no' if p.read_only else 'yes'} | "
                      f"{description} |")

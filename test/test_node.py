@@ -101,14 +101,14 @@ def test_debug_image_only_while_subscribed_and_diagnostics(base, harness_factory
     assert h.node.stats.debug_images == 0  # nobody listening: nothing drawn
     images = []
     sub = h.probe.create_subscription(type(image_msg(colour, 0)), "debug_image", images.append, 10)
-    h.wait_for(lambda: h.node.debug_pub.get_subscription_count() > 0, 5.0, "debug subscriber discovery")
+    h.wait_for(lambda: h.node.outputs.debug_image.get_subscription_count() > 0, 5.0, "debug subscriber discovery")
     for k in range(2):
         h.publish_and_wait(pub, image_msg(colour, 2 * 10 ** 9 + k * 10 ** 8))
     h.wait_for(lambda: len(images) >= 2, 5.0, "debug images")
     assert images[-1].encoding == "bgr8" and (images[-1].height, images[-1].width) == (240, 320)
     assert stamp(images[-1]) == 2 * 10 ** 9 + 10 ** 8
     h.probe.destroy_subscription(sub)
-    h.wait_for(lambda: h.node.debug_pub.get_subscription_count() == 0, 5.0, "debug unsubscribe")
+    h.wait_for(lambda: h.node.outputs.debug_image.get_subscription_count() == 0, 5.0, "debug unsubscribe")
     drawn = h.node.stats.debug_images
     h.publish_and_wait(pub, image_msg(colour, 3 * 10 ** 9))
     assert h.node.stats.debug_images == drawn
@@ -227,3 +227,22 @@ def test_stereo_matches_agree_with_ground_truth_disparity_with_the_trained_model
     known = np.isfinite(truth)
     assert known.sum() >= 30
     assert np.mean(np.abs(s["disparities"][known] - truth[known]) <= 3.0) >= 0.8
+
+
+def test_qos_overrides_configure_the_output_publishers_and_others_are_rejected(base, harness_factory):
+    from rclpy.qos import ReliabilityPolicy
+
+    from superpoint_ros.params import ParamsError
+
+    h = harness_factory({**base, "qos_overrides./features.publisher.reliability": "best_effort",
+                         "qos_overrides./features.publisher.depth": 3}, topics=("temporal_matches",))
+    h.wait_for(lambda: h.probe.get_publishers_info_by_topic("/features"), 5.0, "the features publisher")
+    features = h.probe.get_publishers_info_by_topic("/features")[0].qos_profile
+    temporal = h.probe.get_publishers_info_by_topic("/temporal_matches")[0].qos_profile
+    assert features.reliability == ReliabilityPolicy.BEST_EFFORT and temporal.reliability == ReliabilityPolicy.RELIABLE
+    # the graph does not carry the history depth: the publisher's own profile does
+    assert h.node.outputs.features.qos_profile.depth == 3 and h.node.outputs.frames["temporal_matches"].qos_profile.depth == 5
+    assert h.node.get_parameter("qos_overrides./features.publisher.reliability").value == "best_effort"
+    for name in ("qos_overrides./image.subscription.reliability", "qos_overrides./features_right.publisher.depth"):
+        with pytest.raises(ParamsError, match=f"{name} configures nothing"):  # mono: no features_right
+            harness_factory({**base, name: 1})

@@ -113,7 +113,7 @@ def test_a_slow_subscriber_does_not_back_up_the_pipeline(base, harness_factory, 
     spin = threading.Thread(target=executor.spin, daemon=True)
     spin.start()
     try:
-        h.wait_for(lambda: h.node.features_pub.get_subscription_count() >= 2, 5.0, "the slow subscriber")
+        h.wait_for(lambda: h.node.outputs.features.get_subscription_count() >= 2, 5.0, "the slow subscriber")
         assert_paced_by_the_node(h, 12, camera_image, lambda: len(slow_received))
     finally:
         release.set()
@@ -131,7 +131,7 @@ def test_a_slow_subscriber_in_another_process_does_not_back_up_the_pipeline(base
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        h.wait_for(lambda: h.node.features_pub.get_subscription_count() >= 2, 20.0, "the slow subscriber process")
+        h.wait_for(lambda: h.node.outputs.features.get_subscription_count() >= 2, 20.0, "the slow subscriber process")
         assert_paced_by_the_node(h, 12, camera_image, lambda: sum(line.startswith("received") for line in lines))
     finally:
         proc.terminate()

@@ -10,7 +10,7 @@ system or a Nav2-style lifecycle manager requests through ``<node>/change_state`
                 (warm-up), creates the publishers (lifecycle publishers, disabled). A bad weight
                 file, a missing CUDA or an invalid combination of parameters: one error line and
                 the transition FAILS, the node stays unconfigured
-  activate      fresh counters and tracks, starts the worker thread, the image subscriptions and
+  activate      fresh counters and tracks, starts the worker thread, the image (and camera_info) subscriptions and
                 the /diagnostics timer; the publishers publish
   deactivate    destroys the image subscriptions (and the stereo pairing state) and the timer,
                 lets the worker finish its current frame, drops the queued frames, disables the
@@ -38,6 +38,7 @@ from rclpy.node import Node
 from ..params import ParamsError
 from ..weights import WeightsError
 from . import node as plain_node
+from . import parameters
 from .node import NODE_NAME, SuperPointNode
 
 EXECUTABLE = "superpoint_lifecycle_node"
@@ -77,16 +78,16 @@ class SuperPointLifecycleNode(LifecycleNodeMixin, SuperPointNode):
     def __init__(self, **node_kwargs):
         # Node's and the mixin's constructors, as rclpy's LifecycleNode calls them;
         # SuperPointNode.__init__ is the all-at-once start-up, which the transitions replace
-        Node.__init__(self, NODE_NAME, **node_kwargs)
+        Node.__init__(self, NODE_NAME, **{**node_kwargs, **parameters.NODE_OPTIONS})
         self.frontend = None  # None until configured (on_set_parameters relies on it)
         self.params = None
         self._lifecycle_publishers: list = []
         self._declare_parameters()
-        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self._watch_parameters()
         LifecycleNodeMixin.__init__(self)
 
-    def _new_publisher(self, msg_type, topic: str, qos):
-        publisher = self.create_lifecycle_publisher(msg_type, topic, qos)
+    def _new_publisher(self, msg_type, topic: str, qos, **kwargs):
+        publisher = self.create_lifecycle_publisher(msg_type, topic, qos, **kwargs)
         self._lifecycle_publishers.append(publisher)
         return publisher
 
@@ -172,8 +173,7 @@ class SuperPointLifecycleNode(LifecycleNodeMixin, SuperPointNode):
             self.get_logger().warning("the worker thread is still busy with a frame after 5 s; it stops after it")
         queue = getattr(self, "_queue", None)
         if queue is not None:
-            with self._wakeup:
-                queue.clear()
+            queue.clear()
 
     def _release_configuration(self) -> None:
         """Destroys the publishers and frees the network."""
@@ -192,7 +192,7 @@ class SuperPointLifecycleNode(LifecycleNodeMixin, SuperPointNode):
         del frontend
         stats = getattr(self, "stats", None)
         if stats is not None:
-            stats.last = None  # the last FrameResult
+            stats.forget_last()  # the last FrameResult
         gc.collect()  # reference cycles in torch modules would otherwise keep the weights until later
         if on_cuda:
             torch.cuda.empty_cache()

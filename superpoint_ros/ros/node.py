@@ -5,112 +5,67 @@ Subscribes (relative names, remap as usual):
           the resolved ``image`` topic + ``/compressed``, as image_transport names it)
   stereo: ``left/image_rect`` + ``right/image_rect`` (``stereo.enabled``; ``/compressed`` likewise)
   with the reliability the publishers offer (``qos.reliability: auto``) unless told otherwise
+  ``camera_info`` / ``left/camera_info`` + ``right/camera_info`` (sensor_msgs/CameraInfo, next to the
+  image topics; ``camera_info.mode``): the intrinsics, paired with the images by stamp, else the latest
 Publishes:
-  ``features`` (PointCloud2: track_id, x, y, score, track_length, descriptor[D]) for the mono/left image
+  ``features`` (PointCloud2: track_id, x, y, score, track_length, descriptor[D], x_n, y_n, vx, vy,
+  vx_n, vy_n) for the mono/left image (normalised fields NaN without intrinsics)
   ``features_right`` (stereo) the right image's features, same stamp
   ``stereo_matches`` (PointCloud2, stereo) rows of features/features_right with the same stamp
   ``temporal_matches`` (PointCloud2) previous/current feature rows, previous stamp in the rows
+  ``vins_feature`` (PointCloud, ``output.vins_feature``) VINS-Fusion/Mono's feature message, with intrinsics
   ``debug_image`` (Image bgr8) keypoints and track trails, drawn only while someone subscribes
   ``/diagnostics`` (diagnostic_msgs/DiagnosticArray) rates, drops, latency, stage timings
 Layouts: docs/messages.md (codec in ``superpoint_ros.io.messages``). Parameters: docs/node.md
 (the table in ``superpoint_ros.params``).
 
-Threading: the subscription callbacks only enqueue; one worker thread decodes, runs the
-:class:`~superpoint_ros.frontend.Frontend` and publishes. The queue is bounded
+Threading: the subscription callbacks only enqueue (camera_info: only store); one worker thread
+decodes, picks the frame's intrinsics, runs the :class:`~superpoint_ros.frontend.Frontend` and publishes. The queue is bounded
 (``input.queue_size``, default 1): when it is full the oldest frame is dropped and counted, so the
 newest frame wins and latency never builds up.
 """
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
-from collections import deque
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import rclpy
-from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.exceptions import ParameterException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.utilities import get_rmw_implementation_identifier
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
-from std_msgs.msg import Header
+from sensor_msgs.msg import CompressedImage, Image
 
 from ..backends import configure_process
 from ..frontend import FrameResult, FrameSkipped, Frontend
 from ..image import ImageError
 from ..io.image_decoding import decode_compressed_image, decode_image
-from ..io.messages import MessageClasses, frame_messages
-from ..params import PARAMETERS, ParamsError, check_value, coerce, validate
-from ..stamps import message_stamp_ns, seconds_text
+from ..params import PARAMETERS, ParamsError
+from ..stamps import message_stamp_ns
 from ..sync import StampSynchronizer
-from ..visualization import draw_keypoints, draw_tracks
 from ..weights import WeightsError
+from . import parameters
+from .diagnostics import Stats, diagnostic_array, diagnostic_status, input_warnings, pairing_window_due
+from .camera_info import CameraInfoInputs, FrameCameras
+from .frame_queue import DropReport, FrameQueue
 from .inputs import COMPRESSED_SUFFIX, ImageInput, SharedMemoryCheck, input_topic
+from .publishers import QOS_OVERRIDE_POLICIES, DebugImage, OutputPublishers, output_topics
+from .throttle import ThrottledLog
 
 NODE_NAME = "superpoint_node"
 MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC = "image", "left/image_rect", "right/image_rect"
-#: every topic the node subscribes to (relative names; remap them)
+MONO_INFO_TOPIC, LEFT_INFO_TOPIC, RIGHT_INFO_TOPIC = "camera_info", "left/camera_info", "right/camera_info"
+#: every image topic the node subscribes to (relative names; remap them)
 INPUT_TOPICS = tuple(t + s for t in (MONO_TOPIC, LEFT_TOPIC, RIGHT_TOPIC) for s in ("", COMPRESSED_SUFFIX))
-LOG_THROTTLE_S = 5.0
-PAIRING_WINDOW_S = 2.0  # stereo: left/right arrivals are judged over at least this long (slow cameras)
+#: the camera_info topics (relative; by default next to the resolved image topics: camera_info.py)
+CAMERA_INFO_TOPICS = (MONO_INFO_TOPIC, LEFT_INFO_TOPIC, RIGHT_INFO_TOPIC)
 INPUT_REFRESH_S = 0.5  # qos.reliability auto: how often the input topics' publishers are looked up
+WORKER_STOP_S = 5.0  # how long stopping waits for the worker's current frame
 #: the stereo synchroniser's inputs, in pair order
 STEREO_INPUTS = ("left", "right")
-#: what the node's output messages are built with (superpoint_ros.io.messages.frame_messages)
-RCLPY_MESSAGES = MessageClasses(Header, Time, PointCloud2, PointField)
-_ROS_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
-              float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
-
-
-def descriptor_for(name: str) -> ParameterDescriptor:
-    """The ParameterDescriptor of a parameter of the table: type, description, range, read-only."""
-    param = PARAMETERS[name]
-    descriptor = ParameterDescriptor(name=name, type=_ROS_TYPES[param.kind], description=param.description,
-                                     read_only=param.read_only)
-    if param.limits is not None and param.kind is int:
-        descriptor.integer_range = [IntegerRange(from_value=int(param.limits[0]), to_value=int(param.limits[1]), step=1)]
-    elif param.limits is not None:
-        descriptor.floating_point_range = [FloatingPointRange(from_value=float(param.limits[0]),
-                                                              to_value=float(param.limits[1]), step=0.0)]
-    if param.choices is not None:
-        descriptor.additional_constraints = "one of: " + ", ".join(param.choices)
-    return descriptor
-
-
-class _Stats:
-    """Counters for /diagnostics (written by the worker and the callbacks, read by the timer)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.received = self.processed = self.dropped = self.skipped = self.debug_images = 0
-        self.latency_ms: deque = deque(maxlen=100)
-        self.timings: deque = deque(maxlen=100)
-        self.last: Optional[FrameResult] = None
-        self.last_error = ""
-        self.last_reset = ""
-        self.window_start = time.monotonic()
-        self.skip_reports: Dict[str, list] = {}  # kind of warning -> [last logged (monotonic s), repeats since]
-        self.last_received_at: Optional[float] = None  # monotonic s of the last image (camera stopped?)
-        # stereo inputs since pairing_window_start: images per side, newest stamp per side, pairs formed
-        self.side_images, self.side_stamps, self.pairs = [0, 0], [None, None], 0
-        self.unpaired_seen = 0  # the synchroniser's drop counter at the last window
-        self.pairing_window_start = time.monotonic()
-        self.window_processed = self.window_dropped = self.window_skipped = 0
-        # "processing slower than input" reports: drops since the last one, when it was (monotonic s),
-        # recent arrival times (monotonic s) and per-frame processing times (ms)
-        self.drops_unreported, self.drops_reported_at = 0, None
-        self.arrivals: deque = deque(maxlen=20)
-        self.process_ms: deque = deque(maxlen=20)
-        self.busy_since: Optional[float] = None  # perf_counter s the worker began the current frame
-        self.transport_warning = ""  # frames too large for the shared-memory segment (SharedMemoryCheck)
 
 
 class SuperPointNode(Node):
@@ -119,7 +74,7 @@ class SuperPointNode(Node):
     one-line message and a non-zero exit."""
 
     def __init__(self, **node_kwargs):
-        super().__init__(NODE_NAME, **node_kwargs)
+        super().__init__(NODE_NAME, **{**node_kwargs, **parameters.NODE_OPTIONS})
         # the start-up steps, in order; SuperPointLifecycleNode (lifecycle_node.py) runs the same
         # steps at its transitions instead of all here
         self._declare_parameters()
@@ -128,12 +83,28 @@ class SuperPointNode(Node):
         self._create_publishers()
         self._init_pipeline_state()
         self._create_subscriptions()
-        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self._watch_parameters()
         self._create_diagnostics_timer()
         self._start_worker()
         self._log_ready()
 
     # --- start-up steps (SuperPointLifecycleNode runs them at its transitions) --------------------
+    def _declare_parameters(self) -> None:
+        """Checks the start-up values against the table (every problem at once) and declares
+        the table's parameters (:func:`superpoint_ros.ros.parameters.declare_checked`)."""
+        stereo = parameters.start_up_value(self, "stereo.enabled")
+        vins = bool(parameters.start_up_value(self, "output.vins_feature"))
+        parameters.declare_checked(self, output_topics(stereo, vins), QOS_OVERRIDE_POLICIES)
+
+    def _read_parameters(self) -> Dict[str, Any]:
+        """The declared parameters' current values, validated together (raises ParamsError)."""
+        return parameters.read_values(self)
+
+    def _watch_parameters(self) -> None:
+        """Run-time changes: validated first, applied after they are set (ros2/demos' pattern)."""
+        self.add_on_set_parameters_callback(self.on_set_parameters)
+        self.add_post_set_parameters_callback(self.on_parameters_set)
+
     def _create_frontend(self) -> None:
         """Loads the weights and builds the front-end (raises WeightsError, RuntimeError, ...)."""
         p = self.params
@@ -141,28 +112,23 @@ class SuperPointNode(Node):
         self._frontend_lock = threading.Lock()
         self.stereo = p["stereo.enabled"]
 
-    def _new_publisher(self, msg_type, topic: str, qos):
-        return self.create_publisher(msg_type, topic, qos)
+    def _new_publisher(self, msg_type, topic: str, qos, **kwargs):
+        return self.create_publisher(msg_type, topic, qos, **kwargs)
 
     def _create_publishers(self) -> None:
         p = self.params
-        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=p["qos.depth"], reliability=ReliabilityPolicy.RELIABLE)
-        self.features_pub = self._new_publisher(PointCloud2, "features", out_qos)
-        self.temporal_pub = self._new_publisher(PointCloud2, "temporal_matches", out_qos)
-        self.debug_pub = self._new_publisher(Image, "debug_image", out_qos)
-        self.diagnostics_pub = self._new_publisher(DiagnosticArray, "/diagnostics", 10)
-        if self.stereo:
-            self.right_features_pub = self._new_publisher(PointCloud2, "features_right", out_qos)
-            self.stereo_pub = self._new_publisher(PointCloud2, "stereo_matches", out_qos)
+        self.outputs = OutputPublishers(self._new_publisher, p["qos.depth"], self.stereo, p["output.vins_feature"])
 
     def _init_pipeline_state(self) -> None:
-        """Counters, the frame queue and the per-stream state (debug trails)."""
-        p = self.params
-        self.stats = _Stats()
-        self._queue: deque = deque(maxlen=p["input.queue_size"])
-        self._wakeup = threading.Condition()
-        self._running = True
-        self._trails: Dict[int, deque] = {}
+        """Counters, the frame queue, the throttled log and the debug trails: fresh for a new stream."""
+        self.stats = Stats()
+        self.log_throttled = ThrottledLog(self.get_logger())
+        self._queue = FrameQueue(self.params["input.queue_size"])
+        self._drops = DropReport(self.params["input.queue_size"])
+        self._debug_image = DebugImage()
+        self._cameras_in_use: Optional[tuple] = None  # (left, right) CameraModels given to the Frontend; None: unknown
+        if self.params["camera_info.mode"] == "off":
+            self.stats.set_camera_state((), "off (camera_info.mode)")
 
     def _create_subscriptions(self) -> None:
         self._shm_check = SharedMemoryCheck(get_rmw_implementation_identifier())
@@ -170,11 +136,12 @@ class SuperPointNode(Node):
             p = self.params
             self.synchronizer = StampSynchronizer.from_params(STEREO_INPUTS, p["sync.mode"], p["sync.slop"],
                                                               p["sync.queue_size"])
-            self.inputs = [self._image_input(LEFT_TOPIC, self._side_feed(0)),
-                           self._image_input(RIGHT_TOPIC, self._side_feed(1))]
+            self.inputs = [self._image_input(LEFT_TOPIC, self.on_left_image),
+                           self._image_input(RIGHT_TOPIC, self.on_right_image)]
         else:
             self.inputs = [self._image_input(MONO_TOPIC, self.on_image)]
-        if any(i.auto for i in self.inputs):  # publishers come and go: follow what they offer
+        self.camera_info = self._camera_info_inputs()
+        if any(i.auto for i in self._all_inputs()):  # publishers come and go: follow what they offer
             self.input_timer = self.create_timer(INPUT_REFRESH_S, self.on_input_timer)
 
     def _destroy_subscriptions(self) -> None:
@@ -182,27 +149,43 @@ class SuperPointNode(Node):
         timer = self.__dict__.pop("input_timer", None)  # qos.reliability auto's re-subscription timer
         if timer is not None:
             self.destroy_timer(timer)
-        for image_input in self.__dict__.pop("inputs", ()):
-            if image_input.subscription is not None:
-                self.destroy_subscription(image_input.subscription)
-                image_input.subscription = None
+        inputs = self._all_inputs()
+        self.__dict__.pop("inputs", None)
+        self.camera_info = None  # and the camera_info received
+        for subscribed in inputs:
+            if subscribed.subscription is not None:
+                self.destroy_subscription(subscribed.subscription)
+                subscribed.subscription = None
         self.synchronizer = None  # and its unpaired messages
+
+    def _camera_info_inputs(self) -> Optional[CameraInfoInputs]:
+        """The camera_info subscriptions (None with camera_info.mode off)."""
+        p = self.params
+        if p["camera_info.mode"] == "off":
+            return None
+        images, infos = ((LEFT_TOPIC, RIGHT_TOPIC), (LEFT_INFO_TOPIC, RIGHT_INFO_TOPIC)) if self.stereo else \
+            ((MONO_TOPIC,), (MONO_INFO_TOPIC,))
+        return CameraInfoInputs(self, p["camera_info.mode"], images, infos, p["qos.depth"], p["qos.reliability"],
+                                p["sync.mode"], p["sync.slop"], p["sync.queue_size"])
+
+    def _all_inputs(self) -> List[ImageInput]:
+        """Every subscription that follows its publishers' QoS: images, then camera_info."""
+        camera_info = getattr(self, "camera_info", None)
+        return [*getattr(self, "inputs", ()), *(camera_info.inputs if camera_info is not None else ())]
 
     def _create_diagnostics_timer(self) -> None:
         self.diagnostics_timer = self.create_timer(self.params["diagnostics.period"], self.on_diagnostics_timer)
 
     def _start_worker(self) -> None:
-        self._worker = threading.Thread(target=self._work, name="superpoint_worker", daemon=True)
+        self._worker = threading.Thread(target=self._work, args=(self._queue,), name="superpoint_worker", daemon=True)
         self._worker.start()
 
     def _log_ready(self) -> None:
         for warning in self.frontend.warnings:
             self.get_logger().warning(warning)
-        outputs = [self.features_pub, self.temporal_pub, self.debug_pub, self.diagnostics_pub]
-        if self.stereo:
-            outputs[1:1] = [self.right_features_pub, self.stereo_pub]
-        inputs = "; ".join(i.describe() for i in getattr(self, "inputs", ())) or "none until activated"
-        self.get_logger().info(f"inputs: {inputs}; outputs: {', '.join(pub.topic_name for pub in outputs)}")
+        inputs = "; ".join(i.describe() for i in self._all_inputs()) or "none until activated"
+        outputs = ", ".join(pub.topic_name for pub in self.outputs.all())
+        self.get_logger().info(f"inputs: {inputs}; outputs: {outputs}")
         ex = self.frontend.extractor
         self.get_logger().info(
             f"{'stereo' if self.stereo else 'mono'} front-end ready: weights {ex.weights_path or 'in-memory'} "
@@ -213,214 +196,120 @@ class SuperPointNode(Node):
         for reason in ex.runner.fallbacks:  # a fast path that could not be used (e.g. int8 quantisation)
             self.get_logger().warning(f"extractor fall-back: {reason}")
 
-    # --- start-up ------------------------------------------------------------------------------
-    def _declare_parameters(self) -> None:
-        # Check the start-up values (params file, -p, launch) against the table first: every
-        # problem is reported at once, with the table's reasons, and an integer written for a
-        # float (``threshold: 2``) is accepted as load_params accepts it, so the node and the
-        # ROS-free Frontend read the same file the same way.
-        overrides = getattr(self, "_parameter_overrides", {})
-        problems = []
-        for name, override in list(overrides.items()):
-            if name not in PARAMETERS:
-                # rclpy's own (use_sim_time, start_type_description_service) are declared by now
-                if not self.has_parameter(name) and not name.startswith("qos_overrides."):
-                    problems.append(f"unknown parameter {name!r}")
-                continue
-            value = coerce(name, override.value)
-            reason = check_value(name, value)
-            if reason:
-                problems.append(reason)
-            elif value is not override.value:
-                overrides[name] = Parameter(name, value=value)
-        if problems:
-            raise ParamsError("invalid parameters: " + "; ".join(problems) + " (see docs/node.md)")
-        for name, param in PARAMETERS.items():
-            self.declare_parameter(name, param.default, descriptor_for(name))
-
-    def _read_parameters(self) -> Dict[str, Any]:
-        """The declared parameters' current values, validated together (raises ParamsError)."""
-        return validate({name: self.get_parameter(name).value for name in PARAMETERS})
-
     def _image_input(self, name: str, callback) -> ImageInput:
         """The subscription of input ``name`` (e.g. ``"image"``), resolved, compressed or not."""
         p = self.params
         image_type = CompressedImage if p["input.compressed"] else Image
-
-        def on_message(msg) -> None:
-            self._check_frame_size(msg)
-            callback(msg)
-
-        return ImageInput(self, image_type, input_topic(self, name, p["input.compressed"]), on_message,
+        return ImageInput(self, image_type, input_topic(self, name, p["input.compressed"]), callback,
                           p["qos.depth"], p["qos.reliability"])
 
-    def _side_feed(self, side: int):
-        """The subscription callback of stereo input ``side`` (0 left, 1 right): into the
-        synchroniser (:class:`superpoint_ros.sync.StampSynchronizer`, the same pairing
-        superpoint-eval-bag reads bags with); a completed pair goes to the queue."""
-        def on_side(msg) -> None:
-            sync = self.synchronizer
-            if sync is None:  # deactivated between the message and its callback
-                return
-            pair = sync.add(STEREO_INPUTS[side], message_stamp_ns(msg), msg)
-            if pair is not None:
-                self.on_stereo_pair(*pair)
-            self._mark_side(msg, side)  # per-side arrivals, for "never pair" reports
-        return on_side
-
-    # --- callbacks: enqueue only -----------------------------------------------------------------
+    # --- callbacks: one per topic, enqueue only -------------------------------------------------------
     def on_image(self, msg) -> None:
+        self._check_frame_size(msg)
         self._enqueue((msg,))
+
+    def on_left_image(self, msg) -> None:
+        self._on_side(0, msg)
+
+    def on_right_image(self, msg) -> None:
+        self._on_side(1, msg)
+
+    def _on_side(self, side: int, msg) -> None:
+        """Stereo input ``side`` (0 left, 1 right) into the synchroniser
+        (:class:`superpoint_ros.sync.StampSynchronizer`, the same pairing superpoint-eval-bag reads
+        bags with); a completed pair goes to the queue."""
+        self._check_frame_size(msg)
+        sync = self.synchronizer
+        if sync is None:  # deactivated between the message and its callback
+            return
+        stamp_ns = message_stamp_ns(msg)
+        pair = sync.add(STEREO_INPUTS[side], stamp_ns, msg)
+        if pair is not None:
+            self.stats.pair_formed()
+            self._enqueue(pair)
+        self.stats.side_received(side, stamp_ns, time.monotonic())  # per-side arrivals, for "never pair" reports
 
     def _check_frame_size(self, msg) -> None:
         warning = self._shm_check.check(msg)  # once: None after the first too-large frame
         if warning:
-            with self.stats.lock:
-                self.stats.transport_warning = warning
+            self.stats.set_transport_warning(warning)
             self.get_logger().warning(warning)
 
     def on_input_timer(self) -> None:
-        for image_input in self.inputs:
-            image_input.refresh()
-
-    def _mark_side(self, msg, side: int) -> None:
-        with self.stats.lock:
-            s = self.stats
-            s.last_received_at = time.monotonic()
-            s.side_images[side] += 1
-            s.side_stamps[side] = message_stamp_ns(msg)
-
-    def on_stereo_pair(self, left, right) -> None:
-        with self.stats.lock:
-            self.stats.pairs += 1
-        self._enqueue((left, right))
+        for subscribed in self._all_inputs():
+            subscribed.refresh()
 
     def _enqueue(self, item) -> None:
-        report = None
-        with self._wakeup, self.stats.lock:
-            s = self.stats
-            s.received += 1
-            s.last_received_at = time.monotonic()
-            s.arrivals.append(s.last_received_at)
-            if len(self._queue) == self._queue.maxlen:
-                s.dropped += 1  # the deque drops the oldest: the newest frame wins
-                s.window_dropped += 1
-                s.drops_unreported += 1
-                report = self._drop_report()
-            self._queue.append((time.perf_counter(), item))
-            self._wakeup.notify()
+        dropped = self._queue.put(item)  # a full queue drops its oldest: the newest frame wins
+        now = time.monotonic()
+        self.stats.frame_received(now, dropped)
+        self._drops.arrived(now, dropped)
+        if dropped:
+            self._report_drops(now)
+
+    def _report_drops(self, now: float) -> None:
+        process_ms, busy_ms = self.stats.processing(time.perf_counter())
+        report = self._drops.report(now, process_ms, busy_ms)
         if report:
             self.get_logger().warning(report)
 
-    def _drop_report(self) -> Optional[str]:
-        """Why frames are being dropped, at most once per LOG_THROTTLE_S (stats lock held): the
-        drops since the last report, the recent processing time per frame and input period."""
-        s, now = self.stats, time.monotonic()
-        since = s.drops_reported_at if s.drops_reported_at is not None else s.arrivals[0]
-        if s.drops_reported_at is not None and now - since < LOG_THROTTLE_S:
-            return None
-        if s.process_ms:
-            processing = f"processing {np.mean(s.process_ms):.0f} ms per frame"
-        elif s.busy_since is not None:  # the first frame is still running
-            processing = f"the first frame still processing after {(time.perf_counter() - s.busy_since) * 1e3:.0f} ms"
-        else:
-            processing = "processing not started"
-        if len(s.arrivals) > 1:
-            processing += f" > input period {(s.arrivals[-1] - s.arrivals[0]) / (len(s.arrivals) - 1) * 1e3:.0f} ms"
-        n, s.drops_unreported, s.drops_reported_at = s.drops_unreported, 0, now
-        return (f"dropped {n} frame(s) in the last {now - since:.1f} s: {processing} (input.queue_size="
-                f"{self._queue.maxlen}, the newest frame wins); lower the input rate or the work per frame, or raise "
-                f"input.queue_size (rides out bursts)")
+    def on_set_parameters(self, parameters_) -> Any:
+        """Validate: every value against the table, the whole set together (nothing changes if not)."""
+        return parameters.check_changes(parameters_, self.params if self.frontend is not None else None)
 
-    def on_set_parameters(self, parameters) -> SetParametersResult:
-        changes = {}
-        for parameter in parameters:
-            if parameter.name not in PARAMETERS:
-                continue  # e.g. use_sim_time: not ours
-            value = coerce(parameter.name, parameter.value)
-            reason = check_value(parameter.name, value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-            changes[parameter.name] = value
-        if self.frontend is None:  # a lifecycle node not configured yet: on_configure validates the whole set
-            return SetParametersResult(successful=True)
-        try:
-            merged = validate({**self.params, **changes})
-            frontend_changes = {k: v for k, v in changes.items() if PARAMETERS[k].frontend}
+    def on_parameters_set(self, parameters_) -> None:
+        """Apply what :meth:`on_set_parameters` accepted, from the next frame on."""
+        if self.frontend is None:  # a lifecycle node not configured yet: on_configure reads them
+            return
+        changes, _ = parameters.table_changes(parameters_)
+        self.params = {**self.params, **changes}
+        frontend_changes = {k: v for k, v in changes.items() if PARAMETERS[k].frontend}
+        if frontend_changes:
             with self._frontend_lock:
                 self.frontend.update(frontend_changes)
-        except ParamsError as e:
-            return SetParametersResult(successful=False, reason=str(e))
-        self.params = merged
-        return SetParametersResult(successful=True)
 
     def on_diagnostics_timer(self) -> None:
-        with self.stats.lock:
-            warnings = self._input_warnings()
-            drops = self._drop_report() if self.stats.drops_unreported else None  # drops that stopped
-            diagnostics = self._diagnostics(warnings)
+        sync = getattr(self, "synchronizer", None) if self.stereo else None
+        unpaired = sync.dropped if sync is not None else None
+        snapshot = self.stats.snapshot()
+        self.stats.start_window(snapshot.now)
+        if self.stereo and pairing_window_due(snapshot, self.params["diagnostics.period"]):
+            self.stats.start_pairing_window(snapshot.now, unpaired or 0)
+        warnings = input_warnings(snapshot, self.params, self.stereo, unpaired, (LEFT_TOPIC, RIGHT_TOPIC))
+        if self._drops.pending:  # drops that stopped: reported even without a new one
+            self._report_drops(snapshot.now)
         for warning in warnings:
-            self._warn_throttled(warning)
-        if drops:
-            self.get_logger().warning(drops)
-        self.diagnostics_pub.publish(diagnostics)
+            self.log_throttled(warning)
+        status = diagnostic_status(snapshot, self.params, warnings, f"{self.get_name()}: SuperPoint front-end",
+                                   self.frontend.extractor, self.inputs, unpaired)
+        self.outputs.diagnostics.publish(diagnostic_array(status, self.get_clock().now().to_msg()))
 
     # --- worker ----------------------------------------------------------------------------------
-    def _work(self) -> None:
+    def _work(self, queue: FrameQueue) -> None:
+        """The worker thread: frames from ``queue`` until it closes."""
         while True:
-            with self._wakeup:
-                while self._running and not self._queue:
-                    self._wakeup.wait(0.5)
-                if not self._running:
-                    return
-                received_at, item = self._queue.popleft()
+            frame = queue.get()
+            if frame is None:
+                return
             started = time.perf_counter()
-            with self.stats.lock:
-                self.stats.busy_since = started
+            self.stats.frame_started(started)
             try:
-                self._process(item, received_at)
+                self._process(frame.item, frame.received_at)
             except (ImageError, FrameSkipped) as e:  # bad input, OOM: log (throttled), skip the frame, stay alive
                 self._skip(str(e))
             except Exception as e:  # noqa: BLE001 - the node must outlive one bad frame
                 self._skip(f"{type(e).__name__}: {e}")
-            with self.stats.lock:
-                self.stats.busy_since = None
-                self.stats.process_ms.append((time.perf_counter() - started) * 1e3)
+            self.stats.frame_finished(started, time.perf_counter())
 
     def _skip(self, reason: str) -> None:
-        with self.stats.lock:
-            self.stats.skipped += 1
-            self.stats.window_skipped += 1
-            self.stats.last_error = reason
-        self._warn_throttled(f"skipped a frame: {reason}")
-
-    def _warn_throttled(self, message: str) -> None:
-        self._log_throttled(message, "warning")
-
-    def _log_throttled(self, message: str, severity: str = "warning") -> None:
-        """Log ``message`` (``severity``: a logger method name) at most once per LOG_THROTTLE_S per
-        kind of message (the text with its numbers blanked), not per call site as rclpy's throttle
-        does: a flood of one fault, or one reason, must not hide the first report of another.
-        Repeats in between are counted in the next report."""
-        kind = re.sub(r"\d+(\.\d+)?", "#", message)[:160]
-        now = time.monotonic()
-        with self.stats.lock:
-            reports = self.stats.skip_reports
-            if len(reports) > 256:
-                reports.clear()
-            report = reports.setdefault(kind, [-float("inf"), 0])
-            report[1] += 1
-            log = now - report[0] >= LOG_THROTTLE_S
-            if log:
-                similar, report[0], report[1] = report[1] - 1, now, 0
-        if log:
-            more = f" ({similar} more like it since the last report)" if similar else ""
-            getattr(self.get_logger(), severity)(message + more)
+        self.stats.frame_skipped(reason)
+        self.log_throttled(f"skipped a frame: {reason}")
 
     def _decode(self, msg) -> np.ndarray:
         return decode_compressed_image(msg) if isinstance(msg, CompressedImage) else decode_image(msg)
 
-    def _process(self, item, received_at: float) -> None:
+    def _run_frontend(self, item) -> tuple:
+        """(FrameResult, the decoded mono/left image) of a queued frame (raises ImageError, FrameSkipped)."""
         header = item[0].header
         stamp_ns = message_stamp_ns(item[0])  # exact: sec * 10**9 + nanosec
         if len(item) == 2:
@@ -428,30 +317,57 @@ class SuperPointNode(Node):
             encodings = [getattr(m, "encoding", None) for m in item]
             if isinstance(item[0], Image) and encodings[0] != encodings[1]:
                 raise ImageError(f"stereo images differ in encoding: left {encodings[0]!r}, right {encodings[1]!r}")
+            cameras = self._frame_cameras(stamp_ns, (left, right))
             with self._frontend_lock:
-                result = self.frontend.process_stereo(left, right, stamp_ns, header.frame_id)
-            image = left
-        else:
-            image = self._decode(item[0])
-            with self._frontend_lock:
-                result = self.frontend.process_mono(image, stamp_ns, header.frame_id)
+                self._use_cameras(cameras)
+                return self.frontend.process_stereo(left, right, stamp_ns, header.frame_id), left
+        image = self._decode(item[0])
+        cameras = self._frame_cameras(stamp_ns, (image,))
+        with self._frontend_lock:
+            self._use_cameras(cameras)
+            return self.frontend.process_mono(image, stamp_ns, header.frame_id), image
+
+    def _frame_cameras(self, stamp_ns: int, images) -> Optional[FrameCameras]:
+        """The intrinsics of this frame (None with camera_info.mode off); problems are logged
+        (throttled per kind) and shown in diagnostics."""
+        camera_info = self.camera_info
+        if camera_info is None:
+            return None
+        cameras = camera_info.for_frame(stamp_ns, [image.shape[:2] for image in images])
+        for problem in cameras.problems:
+            self.log_throttled(problem)
+        self.stats.set_camera_state(cameras.problems, cameras.summary)
+        return cameras
+
+    def _use_cameras(self, cameras: Optional[FrameCameras]) -> None:
+        """Gives the Frontend this frame's intrinsics when they differ from the last frame's
+        (same message fields, same CameraModel object). Called with the front-end lock held."""
+        if cameras is None:
+            return
+        wanted = (cameras.left, cameras.right)
+        if self._cameras_in_use is not None and all(a is b for a, b in zip(wanted, self._cameras_in_use)):
+            return
+        # TODO(lead): remove this guard once frontcam's Frontend.set_cameras is merged; call it directly
+        set_cameras = getattr(self.frontend, "set_cameras", None)
+        if set_cameras is None:
+            return
+        set_cameras(*wanted)  # a changed calibration resets the tracks: the result's reset_reason says so (logged)
+        self._cameras_in_use = wanted
+
+    def _process(self, item, received_at: float) -> None:
+        header = item[0].header
+        result, image = self._run_frontend(item)
         self._log_resize(result)
-        self._publish(result, header, item)
-        if self.debug_pub.get_subscription_count() > 0:
-            self._publish_debug(image, result, header)
+        self.outputs.publish_frame(result, header.frame_id, item[1].header.frame_id if len(item) == 2 else None)
+        if self.outputs.debug_wanted():
+            self.outputs.debug_image.publish(self._debug_image.render(image, result, header,
+                                                                      self.params["debug.track_length"]))
+            self.stats.debug_image_published()
         else:
-            self._trails.clear()
-        stats = self.stats
-        with stats.lock:
-            stats.processed += 1
-            stats.window_processed += 1
-            stats.latency_ms.append((time.perf_counter() - received_at) * 1e3)
-            stats.timings.append(result.timings)
-            stats.last = result
-            if result.reset_reason:
-                stats.last_reset = result.reset_reason
+            self._debug_image.clear()
+        self.stats.frame_processed(result, (time.perf_counter() - received_at) * 1e3)
         if result.reset_reason:
-            self._log_throttled(f"tracks reset: {result.reset_reason}", "info")  # throttled per reason
+            self.log_throttled(f"tracks reset: {result.reset_reason}", "info")  # throttled per reason
 
     def _log_resize(self, result: FrameResult) -> None:
         """One warning per input size that the network and flow run on resized images."""
@@ -464,128 +380,13 @@ class SuperPointNode(Node):
                                   f"{self.params['image.max_size']} px: resized to {rw}x{rh} px for the network "
                                   f"and optical flow (keypoints still in input pixels)")
 
-    def _publish(self, result: FrameResult, header, item) -> None:
-        """The result's output messages (:func:`~superpoint_ros.io.messages.frame_messages`, as
-        the output bag writes them), each on its topic."""
-        right_frame_id = item[1].header.frame_id if len(item) == 2 else None
-        publishers = {"features": self.features_pub, "temporal_matches": self.temporal_pub}
-        if self.stereo:
-            publishers.update(features_right=self.right_features_pub, stereo_matches=self.stereo_pub)
-        for name, msg in frame_messages(result, header.frame_id, RCLPY_MESSAGES, right_frame_id).items():
-            publishers[name].publish(msg)
-
-    def _publish_debug(self, image: np.ndarray, result: FrameResult, header) -> None:
-        """Keypoints coloured by score and each track's last ``debug.track_length`` positions."""
-        length = self.params["debug.track_length"]
-        if result.reset_reason or result.temporal is None:
-            self._trails.clear()
-        current = {}
-        for track_id, xy in zip(result.track_ids.tolist(), result.features.keypoints):
-            trail = self._trails.get(track_id) or deque(maxlen=max(length, 1))
-            trail.append(xy)
-            current[track_id] = trail
-        self._trails = current
-        canvas = draw_keypoints(image, result.features.keypoints, result.features.scores)
-        if length > 1:
-            draw_tracks(canvas, [np.array(t) for t in current.values() if len(t) > 1])
-        msg = Image(header=header, height=canvas.shape[0], width=canvas.shape[1], encoding="bgr8",
-                    is_bigendian=0, step=canvas.shape[1] * 3)
-        msg.data = canvas.tobytes()
-        self.debug_pub.publish(msg)
-        with self.stats.lock:
-            self.stats.debug_images += 1
-
-    # --- diagnostics -------------------------------------------------------------------------------
-    def _input_warnings(self) -> List[str]:
-        """Problems with the input stream as a whole (called with the stats lock held): the camera
-        stopped, or left/right stamps that never pair."""
-        s, p, warnings = self.stats, self.params, []
-        stale_after = p["diagnostics.stale_after"]
-        if stale_after and s.last_received_at is not None:
-            silent = time.monotonic() - s.last_received_at
-            if silent > stale_after:
-                warnings.append(f"no input images for {silent:.1f} s (diagnostics.stale_after={stale_after} s): "
-                                f"camera stopped?")
-        window = time.monotonic() - s.pairing_window_start
-        if self.stereo and window >= max(PAIRING_WINDOW_S, p["diagnostics.period"]):
-            (lefts, rights), pairs = s.side_images, s.pairs
-            sync = getattr(self, "synchronizer", None)
-            dropped = ""
-            if sync is not None:
-                dropped = f", {sync.dropped - s.unpaired_seen} unpaired dropped"
-                s.unpaired_seen = sync.dropped
-            if lefts and rights and not pairs:
-                left, right = (seconds_text(t) if t is not None else "none" for t in s.side_stamps)
-                warnings.append(f"left/right images do not pair: {lefts} left and {rights} right images in "
-                                f"{window:.1f} s, no pair formed{dropped} (last left stamp {left} s, last right "
-                                f"{right} s; sync.mode={p['sync.mode']}, sync.slop={p['sync.slop']} s)")
-            elif (lefts or rights) and not (lefts and rights):
-                have, missing = (("left", RIGHT_TOPIC) if lefts else ("right", LEFT_TOPIC))
-                warnings.append(f"only {have} images arrive: none on {missing} in {window:.1f} s "
-                                f"(stereo.enabled: the pair needs both cameras)")
-            s.side_images, s.pairs, s.pairing_window_start = [0, 0], 0, time.monotonic()
-        return warnings
-
-    def _diagnostics(self, warnings: List[str] = ()) -> DiagnosticArray:
-        s, p = self.stats, self.params
-        now = time.monotonic()
-        window = max(now - s.window_start, 1e-6)
-        latency = float(np.mean(s.latency_ms)) if s.latency_ms else 0.0
-        status = DiagnosticStatus(name=f"{self.get_name()}: SuperPoint front-end",
-                                  hardware_id=str(self.frontend.extractor.device))
-        problems = []
-        if latency > p["diagnostics.max_latency"] * 1e3:
-            problems.append(f"mean latency {latency:.0f} ms > {p['diagnostics.max_latency'] * 1e3:.0f} ms")
-        if s.window_dropped:
-            problems.append(f"{s.window_dropped} frames dropped (processing slower than input)")
-        if s.window_skipped:
-            problems.append(f"{s.window_skipped} bad frames skipped: {s.last_error}")
-        problems.extend(warnings)
-        if s.transport_warning:
-            problems.append(s.transport_warning)
-        status.level = DiagnosticStatus.WARN if problems else DiagnosticStatus.OK
-        status.message = "; ".join(problems) if problems else ("running" if s.processed else "waiting for images")
-        values = {
-            "frames_received": s.received, "frames_processed": s.processed, "frames_dropped": s.dropped,
-            "frames_skipped": s.skipped, "debug_images": s.debug_images, "rate_hz": f"{s.window_processed / window:.2f}",
-            "mean_latency_ms": f"{latency:.2f}", "last_error": s.last_error, "last_track_reset": s.last_reset,
-            "weights": str(self.frontend.extractor.weights_path), "device": str(self.frontend.extractor.device),
-            "network": self.frontend.extractor.backend_name,
-            "input_topics": ", ".join(i.topic for i in self.inputs),
-            "input_reliability": ", ".join(i.reliability_text() for i in self.inputs),
-        }
-        if s.transport_warning:
-            values["transport_warning"] = s.transport_warning
-        if s.timings:
-            for stage in ("extract", "temporal_match", "ransac", "flow_refinement", "tracking", "stereo_match", "total"):
-                samples = [t[stage] for t in s.timings if stage in t]
-                if samples:
-                    values[f"mean_{stage}_ms"] = f"{np.mean(samples):.2f}"
-        if s.last is not None:
-            last = s.last
-            values["keypoints"] = len(last.features)
-            values["tracked_keypoints"] = int((last.track_lengths > 1).sum())
-            if last.temporal is not None:
-                values["temporal_inliers"] = int(last.temporal.inliers.sum())
-            if last.stereo is not None:
-                values["stereo_matches"] = len(last.stereo)
-        if self.stereo and getattr(self, "synchronizer", None) is not None:
-            values["stereo_unpaired_dropped"] = self.synchronizer.dropped
-        status.values = [KeyValue(key=k, value=str(v)) for k, v in values.items()]
-        s.window_start, s.window_processed, s.window_dropped, s.window_skipped = now, 0, 0, 0
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        return array
-
     def _stop_worker(self) -> None:
-        """Ends the worker thread after its current frame (waits up to 5 s)."""
+        """Ends the worker thread after its current frame (waits up to WORKER_STOP_S)."""
         worker = getattr(self, "_worker", None)  # absent when construction failed
         if worker is not None:
-            with self._wakeup:
-                self._running = False
-                self._wakeup.notify_all()
+            self._queue.close()
             if worker.is_alive() and worker is not threading.current_thread():
-                worker.join(timeout=5.0)
+                worker.join(timeout=WORKER_STOP_S)
 
     def destroy_node(self) -> None:
         self._stop_worker()
