@@ -1,0 +1,137 @@
+"""Frame-to-frame verification with intrinsics: fundamental matrix on pixels vs essential matrix
+on normalised coordinates (``ransac.model``), on the sample bag and its distorted variants.
+
+``python -m bench.verification [--frames 60] [--size 480x640] [--json OUT]`` renders (once,
+cached in ``out/bench_verification``) the sample bag with a rectified pinhole camera, a
+``plumb_bob`` and an ``equidistant`` lens (``SampleConf.distortion``), runs the shipped mono
+front-end (fp32) over each with the camera its CameraInfo describes
+(:func:`~superpoint_ros.evaluation.sample_data.sample_cameras`, :meth:`Frontend.set_cameras`)
+once per ``ransac.model``, and scores every frame pair against the exact ground truth:
+
+- rotation / translation-direction error (deg) of the relative pose the bag evaluator recovers
+  from the inlier matches (:class:`~superpoint_ros.evaluation.bag_eval.BagStats`), on the
+  keypoints undistorted into the pinhole camera ``K`` (so the distorted bags are scored like
+  the rectified one);
+- inlier precision: share of the RANSAC inliers whose ground-truth epipolar distance (undistorted
+  px) is at most ``--correct-px``; recall: share of the matches within it that RANSAC kept;
+- inliers per frame and tracks continued per frame.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from superpoint_ros.backends import configure_process
+from superpoint_ros.camera_models import CameraModel, undistort_points
+from superpoint_ros.evaluation.bag_eval import BagStats, record_from_result
+from superpoint_ros.evaluation.pose import epipolar_distances, read_tum, relative_pose
+from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag, sample_cameras
+from superpoint_ros.frontend import Frontend
+from superpoint_ros.io import bags
+from superpoint_ros.params import load_params
+
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "out" / "bench_verification"
+LENSES = ("", "plumb_bob", "equidistant")
+MODELS = ("fundamental", "essential")
+
+
+def pinhole_pixels(camera: CameraModel, xy: np.ndarray) -> np.ndarray:
+    """Raw keypoints -> ``(N, 2)`` px of the distortion-free camera with the same ``K``."""
+    normalised = undistort_points(camera, xy)
+    return normalised * np.diag(camera.K)[:2] + camera.K[:2, 2]
+
+
+def left_frames(sample) -> List[tuple]:
+    """``[(stamp ns, frame_id, image)]`` of the bag's left camera."""
+    return [(bags.stamp_ns(m.message), m.message.header.frame_id, bags.message_image(m.message))
+            for m in bags.read_messages(sample.bag, [sample.topics["left_image"]])]
+
+
+def evaluate(frames, camera: CameraModel, frontend: Frontend, trajectory, correct_px: float) -> Dict[str, float]:
+    stats = BagStats(camera.K, trajectory)
+    kept = correct = correct_kept = inliers_total = 0
+    previous = None
+    for stamp_ns, frame_id, image in frames:
+        result = frontend.process_mono(image, stamp_ns, frame_id)
+        pixels = pinhole_pixels(camera, result.features.keypoints)
+        stats.add(replace(record_from_result(result), keypoints=pixels))
+        temporal = result.temporal
+        if temporal is not None and previous is not None and len(temporal):
+            pose0 = trajectory.lookup(previous[0], 10_000_000)
+            pose1 = trajectory.lookup(stamp_ns, 10_000_000)
+            R, t = relative_pose(pose0, pose1)
+            errors = epipolar_distances(previous[1][temporal.indices[:, 0]], pixels[temporal.indices[:, 1]],
+                                        camera.K, R, t)
+            good = errors <= correct_px
+            kept += int(np.sum(temporal.inliers & good))
+            inliers_total += int(np.sum(temporal.inliers))
+            correct += int(np.sum(good))
+            correct_kept += int(np.sum(good & temporal.inliers))
+        previous = (stamp_ns, pixels)
+    summary = stats.summary()
+    pose = summary["pose"]
+    return {"pairs": pose["pairs"],
+            "rotation_error_deg_median": pose["rotation_error_deg"].get("median"),
+            "rotation_error_deg_mean": pose["rotation_error_deg"].get("mean"),
+            "translation_error_deg_median": pose["translation_direction_error_deg"].get("median"),
+            "translation_error_deg_mean": pose["translation_direction_error_deg"].get("mean"),
+            "inlier_precision": kept / max(inliers_total, 1),
+            "inlier_recall": correct_kept / max(correct, 1),
+            "inliers_per_frame": summary["inliers_per_frame"].get("mean"),
+            "tracks_continued_per_frame": summary["tracks"]["continued_per_frame"].get("mean")}
+
+
+def markdown(rows: List[dict], correct_px: float) -> str:
+    lines = ["| camera | ransac.model | rotation err. median / mean [deg] | translation dir. err. median / mean [deg] "
+             f"| inlier precision (GT <= {correct_px:g} px) | recall | inliers / frame | tracks continued / frame |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['camera']} | {r['model']} | {r['rotation_error_deg_median']:.3f} / "
+                     f"{r['rotation_error_deg_mean']:.3f} | {r['translation_error_deg_median']:.2f} / "
+                     f"{r['translation_error_deg_mean']:.2f} | {r['inlier_precision']:.4f} | {r['inlier_recall']:.4f} "
+                     f"| {r['inliers_per_frame']:.1f} | {r['tracks_continued_per_frame']:.1f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.verification", description=__doc__.split("\n\n")[0])
+    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--size", default="480x640", help="HxW of the sample bag")
+    p.add_argument("--lenses", default=",".join(x or "pinhole" for x in LENSES))
+    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--correct-px", type=float, default=1.0, help="GT epipolar distance of a correct match")
+    p.add_argument("--params", default=str(ROOT / "config" / "superpoint_mono.yaml"))
+    p.add_argument("--json", help="write the rows here")
+    args = p.parse_args(argv)
+    configure_process()
+    h, w = (int(v) for v in args.size.split("x"))
+    extractor = None
+    rows = []
+    for lens in args.lenses.split(","):
+        distortion = "" if lens == "pinhole" else lens
+        conf = SampleConf(size=(h, w), num_frames=args.frames, distortion=distortion)
+        sample = ensure_sample_bag(CACHE, conf)
+        camera = sample_cameras(conf)["left"]
+        frames, trajectory = left_frames(sample), read_tum(sample.groundtruth)
+        for model in args.models.split(","):
+            params = load_params(args.params, overrides={"extractor.precision": "fp32", "ransac.model": model})
+            frontend = Frontend(params, extractor=extractor)
+            extractor = frontend.extractor  # one network for every run: the features are the same
+            frontend.set_cameras(camera)
+            row = {"camera": lens, "model": model, **evaluate(frames, camera, frontend, trajectory, args.correct_px)}
+            rows.append(row)
+            print(markdown([row], args.correct_px).splitlines()[-1], flush=True)
+    print(markdown(rows, args.correct_px))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
