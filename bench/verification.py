@@ -15,6 +15,13 @@ once per ``ransac.model``, and scores every frame pair against the exact ground 
 - inlier precision: share of the RANSAC inliers whose ground-truth epipolar distance (undistorted
   px) is at most ``--correct-px``; recall: share of the matches within it that RANSAC kept;
 - inliers per frame and tracks continued per frame.
+
+``--stereo`` adds the raw-stereo table: the stereo front-end on the rectified bag (no camera
+needed) and on raw pairs (distorted lenses, each camera rotated off the rectified rig:
+``SampleConf(raw_stereo=True)``) with both cameras set (keypoint rectification) and without
+(matched as if rectified), scored against the scene's exact depth
+(:func:`~superpoint_ros.evaluation.sample_data.true_disparities`): stereo matches per frame,
+disparity error (rectified frame) and row error ``|y_left - y_right|`` (rectified frame).
 """
 from __future__ import annotations
 
@@ -30,7 +37,7 @@ from superpoint_ros.backends import configure_process
 from superpoint_ros.camera_models import CameraModel, undistort_points
 from superpoint_ros.evaluation.bag_eval import BagStats, record_from_result
 from superpoint_ros.evaluation.pose import epipolar_distances, read_tum, relative_pose
-from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag, sample_cameras
+from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag, sample_cameras, true_disparities
 from superpoint_ros.frontend import Frontend
 from superpoint_ros.io import bags
 from superpoint_ros.params import load_params
@@ -53,9 +60,68 @@ def left_frames(sample) -> List[tuple]:
             for m in bags.read_messages(sample.bag, [sample.topics["left_image"]])]
 
 
+def stereo_frames(sample) -> List[tuple]:
+    """``[(stamp ns, left image, right image)]`` (the sample's pairs share their stamps)."""
+    lefts = {bags.stamp_ns(m.message): bags.message_image(m.message)
+             for m in bags.read_messages(sample.bag, [sample.topics["left_image"]])}
+    rights = {bags.stamp_ns(m.message): bags.message_image(m.message)
+              for m in bags.read_messages(sample.bag, [sample.topics["right_image"]])}
+    return [(stamp, lefts[stamp], rights[stamp]) for stamp in sorted(lefts) if stamp in rights]
+
+
+def evaluate_stereo(sample, frontend: Frontend, frames: int) -> Dict[str, float]:
+    matches, disparity_errors, row_errors = [], [], []
+    for index, (stamp_ns, left, right) in enumerate(stereo_frames(sample)[:frames]):
+        result = frontend.process_stereo(left, right, stamp_ns, "stereo_left")
+        stereo = result.stereo
+        left_xy, right_xy = stereo.left_rectified, stereo.right_rectified
+        if left_xy is None:  # matched on the keypoints as they are
+            left_xy = result.features.keypoints[stereo.indices[:, 0]]
+            right_xy = result.right_features.keypoints[stereo.indices[:, 1]]
+        truth = true_disparities(sample.conf, index, left_xy)
+        known = np.isfinite(truth)
+        matches.append(len(stereo))
+        disparity_errors.append(np.abs(stereo.disparities[known] - truth[known]))
+        row_errors.append(np.abs(left_xy[:, 1] - right_xy[:, 1]))
+    errors, rows = np.concatenate(disparity_errors), np.concatenate(row_errors)
+    return {"stereo_matches_per_frame": float(np.mean(matches)), "scored": int(len(errors)),
+            "disparity_error_px_median": float(np.median(errors)), "disparity_within_1px": float(np.mean(errors <= 1.0)),
+            "row_error_px_median": float(np.median(rows))}
+
+
+def stereo_markdown(rows: List[dict]) -> str:
+    lines = ["| pair | cameras set | flow refinement | stereo matches / frame | disparity error median [px] "
+             "| disparities within 1 px | row error median [px] |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['pair']} | {r['cameras']} | {r['refine']} | {r['stereo_matches_per_frame']:.1f} | "
+                     f"{r['disparity_error_px_median']:.3f} | {r['disparity_within_1px']:.3f} | "
+                     f"{r['row_error_px_median']:.3f} |")
+    return "\n".join(lines)
+
+
+def stereo_table(h: int, w: int, frames: int, extractor, params_file: Path) -> List[dict]:
+    rows = []
+    for lens, with_cameras in (("", False), ("plumb_bob", True), ("plumb_bob", False), ("equidistant", True),
+                               ("equidistant", False)):
+        conf = SampleConf(size=(h, w), distortion=lens, raw_stereo=bool(lens))
+        sample = ensure_sample_bag(CACHE, conf)
+        for refine in (True, False):
+            params = load_params(params_file, overrides={"extractor.precision": "fp32",
+                                                         "tracking.flow_refinement": refine})
+            frontend = Frontend(params, extractor=extractor)
+            if with_cameras:
+                cameras = sample_cameras(conf)
+                frontend.set_cameras(cameras["left"], cameras["right"])
+            row = {"pair": f"raw {lens}, rotated rig" if lens else "rectified", "cameras": "yes" if with_cameras else "no",
+                   "refine": "on" if refine else "off", **evaluate_stereo(sample, frontend, frames)}
+            rows.append(row)
+            print(stereo_markdown([row]).splitlines()[-1], flush=True)
+    return rows
+
+
 def evaluate(frames, camera: CameraModel, frontend: Frontend, trajectory, correct_px: float) -> Dict[str, float]:
     stats = BagStats(camera.K, trajectory)
-    kept = correct = correct_kept = inliers_total = 0
+    correct_inliers = inliers_total = correct = 0
     previous = None
     for stamp_ns, frame_id, image in frames:
         result = frontend.process_mono(image, stamp_ns, frame_id)
@@ -69,10 +135,9 @@ def evaluate(frames, camera: CameraModel, frontend: Frontend, trajectory, correc
             errors = epipolar_distances(previous[1][temporal.indices[:, 0]], pixels[temporal.indices[:, 1]],
                                         camera.K, R, t)
             good = errors <= correct_px
-            kept += int(np.sum(temporal.inliers & good))
+            correct_inliers += int(np.sum(temporal.inliers & good))
             inliers_total += int(np.sum(temporal.inliers))
             correct += int(np.sum(good))
-            correct_kept += int(np.sum(good & temporal.inliers))
         previous = (stamp_ns, pixels)
     summary = stats.summary()
     pose = summary["pose"]
@@ -81,8 +146,8 @@ def evaluate(frames, camera: CameraModel, frontend: Frontend, trajectory, correc
             "rotation_error_deg_mean": pose["rotation_error_deg"].get("mean"),
             "translation_error_deg_median": pose["translation_direction_error_deg"].get("median"),
             "translation_error_deg_mean": pose["translation_direction_error_deg"].get("mean"),
-            "inlier_precision": kept / max(inliers_total, 1),
-            "inlier_recall": correct_kept / max(correct, 1),
+            "inlier_precision": correct_inliers / max(inliers_total, 1),
+            "inlier_recall": correct_inliers / max(correct, 1),
             "inliers_per_frame": summary["inliers_per_frame"].get("mean"),
             "tracks_continued_per_frame": summary["tracks"]["continued_per_frame"].get("mean")}
 
@@ -107,13 +172,16 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--correct-px", type=float, default=1.0, help="GT epipolar distance of a correct match")
     p.add_argument("--params", default=str(ROOT / "config" / "superpoint_mono.yaml"))
+    p.add_argument("--stereo", action="store_true", help="also the raw-stereo table (stereo config)")
+    p.add_argument("--stereo-frames", type=int, default=10)
+    p.add_argument("--skip-mono", action="store_true", help="only the raw-stereo table")
     p.add_argument("--json", help="write the rows here")
     args = p.parse_args(argv)
     configure_process()
     h, w = (int(v) for v in args.size.split("x"))
     extractor = None
     rows = []
-    for lens in args.lenses.split(","):
+    for lens in ([] if args.skip_mono else args.lenses.split(",")):
         distortion = "" if lens == "pinhole" else lens
         conf = SampleConf(size=(h, w), num_frames=args.frames, distortion=distortion)
         sample = ensure_sample_bag(CACHE, conf)
@@ -127,9 +195,16 @@ def main(argv=None) -> int:
             row = {"camera": lens, "model": model, **evaluate(frames, camera, frontend, trajectory, args.correct_px)}
             rows.append(row)
             print(markdown([row], args.correct_px).splitlines()[-1], flush=True)
-    print(markdown(rows, args.correct_px))
+    if rows:
+        print(markdown(rows, args.correct_px))
+    stereo_rows = []
+    if args.stereo:
+        if extractor is None:
+            extractor = Frontend(load_params(args.params, overrides={"extractor.precision": "fp32"})).extractor
+        stereo_rows = stereo_table(h, w, args.stereo_frames, extractor, ROOT / "config" / "superpoint_stereo.yaml")
+        print(stereo_markdown(stereo_rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"verification": rows, "stereo": stereo_rows}, indent=2) + "\n")
     return 0
 
 

@@ -10,8 +10,13 @@ The rosbag evaluator and the node call exactly this code with the same parameter
 >>> result.stereo.indices, result.stereo.disparities      # (K, 2) (left idx, right idx), (K,) px
 
 Per frame: extract (left + right in ONE batched forward pass), match against the previous frame
-(mutual nearest neighbour + ratio test), reject outliers with OpenCV USAC (F or H), carry track IDs
-over the surviving matches, match left/right under the rectified epipolar constraint.
+(mutual nearest neighbour + ratio test), reject outliers with OpenCV USAC (F or H on pixels; E on
+normalised coordinates when the camera is known), carry track IDs over the surviving matches, match
+left/right under the rectified epipolar constraint (a raw pair: on its rectified keypoints).
+
+Cameras (``sensor_msgs/CameraInfo``, :meth:`Frontend.set_cameras`) add undistorted normalised
+coordinates and velocities to the results (:class:`FrameResult`); without them everything runs on
+pixels, exactly as before cameras existed.
 
 Input checks (docs/reliability.md): images smaller than one 8x8 cell or than the border
 (``extractor.remove_borders``) and stereo pairs of different size or pixel format raise

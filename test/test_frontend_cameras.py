@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from superpoint_ros.camera_models import CameraModel, project_normalised, rectify_points, undistort_points
-from superpoint_ros.evaluation import sample_data
 from superpoint_ros.evaluation.pose import epipolar_distances, read_tum, relative_pose
-from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag, sample_cameras
+from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag, sample_cameras, true_disparities
 from superpoint_ros.extractor import FeatureExtractor
 from superpoint_ros.frontend import Frontend
 from superpoint_ros.geometry import essential_inliers, ransac_inliers
@@ -207,23 +206,6 @@ def raw_stereo_sample(tmp_path_factory):
     return ensure_sample_bag(tmp_path_factory.mktemp("rawstereo"), conf)
 
 
-def true_disparity(sample, stamp_index: int, rectified_left_xy: np.ndarray) -> np.ndarray:
-    """``(K,)`` px: ``fx * baseline / depth`` of the scene point at each rectified left position
-    (the rectified left camera's depth, ray-cast; NaN near depth edges)."""
-    conf = sample.conf
-    textures = {face[5]: sample_data._texture(face[5]) for face in sample_data._FACES}
-    rotation, centre = sample_data.pose_at(stamp_index / conf.rate_hz, conf)
-    _, depth = sample_data.render(textures, sample.K, rotation, centre, conf.size)
-    xy = np.round(rectified_left_xy).astype(int)
-    ok = np.all((xy >= 1) & (xy < [conf.size[1] - 1, conf.size[0] - 1]), axis=1)
-    out = np.full(len(xy), np.nan)
-    for k in np.flatnonzero(ok):
-        window = depth[xy[k, 1] - 1:xy[k, 1] + 2, xy[k, 0] - 1:xy[k, 0] + 2]
-        if window.max() - window.min() < 0.02 * window.min():  # no depth edge: the point's depth is known
-            out[k] = sample.K[0, 0] * conf.baseline_m / depth[xy[k, 1], xy[k, 0]]
-    return out
-
-
 @pytest.mark.parametrize("flow_refinement", [True, False])
 def test_raw_stereo_disparities_match_the_scene_depth(extractor, raw_stereo_sample, flow_refinement):
     cameras = sample_cameras(raw_stereo_sample.conf)
@@ -245,7 +227,7 @@ def test_raw_stereo_disparities_match_the_scene_depth(extractor, raw_stereo_samp
     # refined in raw pixels, then rectified again (measured median 0.07 px; unrefined 0.48 px)
     assert row_errors.max() <= 2.0 and np.median(row_errors) < (0.2 if flow_refinement else 0.7)
     np.testing.assert_array_equal(result.right_normalized, undistort_points(cameras["right"], result.right_features.keypoints))
-    truth = true_disparity(raw_stereo_sample, 0, stereo.left_rectified)
+    truth = true_disparities(raw_stereo_sample.conf, 0, stereo.left_rectified)
     known = np.isfinite(truth)
     assert known.sum() > 60
     error = np.abs(stereo.disparities[known] - truth[known])
