@@ -342,6 +342,7 @@ class Frontend:
         ``reset_reason`` says it too; "changed" compares with the latest left camera set, also
         across a ``None`` in between. A camera appearing or going away, or a change of the right
         camera only, keeps the tracks (their pixels mean the same) and returns ``None``.
+        Call it from the thread that calls ``process_*`` (the Frontend is not thread-safe).
         """
         for side, camera in (("left", left), ("right", right)):
             if camera is not None and not isinstance(camera, CameraModel):
