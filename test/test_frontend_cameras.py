@@ -224,14 +224,14 @@ def test_raw_stereo_disparities_match_the_scene_depth(extractor, raw_stereo_samp
                                rectify_points(cameras["right"], result.right_features.keypoints[pairs[:, 1]]), atol=1e-3)
     np.testing.assert_allclose(stereo.disparities, stereo.left_rectified[:, 0] - stereo.right_rectified[:, 0], atol=1e-4)
     row_errors = np.abs(stereo.left_rectified[:, 1] - stereo.right_rectified[:, 1])
-    # refined in raw pixels, then rectified again (measured median 0.07 px; unrefined 0.48 px)
+    # refined in raw pixels, then rectified again (this pair: median 0.07 px; unrefined 0.48 px)
     assert row_errors.max() <= 2.0 and np.median(row_errors) < (0.2 if flow_refinement else 0.7)
     np.testing.assert_array_equal(result.right_normalized, undistort_points(cameras["right"], result.right_features.keypoints))
     truth = true_disparities(raw_stereo_sample.conf, 0, stereo.left_rectified)
     known = np.isfinite(truth)
     assert known.sum() > 60
     error = np.abs(stereo.disparities[known] - truth[known])
-    # measured: refined median 0.04 px, 99 % within 1 px; unrefined 0.40 px, 81 % (the rectified
+    # this pair: refined median 0.04 px, 99 % within 1 px; unrefined 0.40 px, 81 % (the rectified
     # sample bag's own pair: 0.02 px / 100 % and 0.42 px / 81 %)
     if flow_refinement:
         assert np.median(error) < 0.1 and np.mean(error < 1.0) > 0.95
