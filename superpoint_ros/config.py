@@ -77,7 +77,10 @@ class RansacConf:
     """Outlier rejection of temporal matches with OpenCV USAC."""
 
     enabled: bool = True
-    model: str = "fundamental"      # "fundamental" | "homography"
+    model: str = "fundamental"      # "fundamental" (pixels) | "homography" (pixels) | "essential" (normalised
+                                    # coordinates; F without intrinsics) | "auto" (= essential with a camera,
+                                    # else fundamental). F is the default: E was not better on the sample bags,
+                                    # rectified or distorted (docs/evaluation.md, python -m bench.verification)
     method: str = "magsac"          # "magsac" | "default" | "accurate" | "fast"
     threshold: float = 1.0          # px
     confidence: float = 0.999

@@ -10,8 +10,13 @@ The rosbag evaluator and the node call exactly this code with the same parameter
 >>> result.stereo.indices, result.stereo.disparities      # (K, 2) (left idx, right idx), (K,) px
 
 Per frame: extract (left + right in ONE batched forward pass), match against the previous frame
-(mutual nearest neighbour + ratio test), reject outliers with OpenCV USAC (F or H), carry track IDs
-over the surviving matches, match left/right under the rectified epipolar constraint.
+(mutual nearest neighbour + ratio test), reject outliers with OpenCV USAC (F or H on pixels; E on
+normalised coordinates when the camera is known), carry track IDs over the surviving matches, match
+left/right under the rectified epipolar constraint (a raw pair: on its rectified keypoints).
+
+Cameras (``sensor_msgs/CameraInfo``, :meth:`Frontend.set_cameras`) add undistorted normalised
+coordinates and velocities to the results (:class:`FrameResult`); without them everything runs on
+pixels, exactly as before cameras existed.
 
 Input checks (docs/reliability.md): images smaller than one 8x8 cell or than the border
 (``extractor.remove_borders``) and stereo pairs of different size or pixel format raise
@@ -41,13 +46,16 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
+from .camera_models import CameraModel, undistort_points
 from .config import FlowConf, FrontendConf
 from .extractor import FeatureExtractor, Features, FeatureSource, NetworkInput, rescale_pixels
 from .flow import flow_image, refine_with_flow
-from .geometry import match_rectified_stereo, ransac_inliers
+from .geometry import RansacResult, essential_inliers, match_rectified_stereo, ransac_inliers
 from .image import ImageError
 from .matching import match_descriptors
 from .params import FRONTEND_PARAMETERS, PARAMETERS, ParamsError, frontend_conf, ros_params, validate
+from .rig import (KeypointRectification, calibration_change, normalised_or_none, previous_rows, size_mismatch,
+                  track_velocities)
 from .stamps import check_stamp_ns, seconds_text, stamp_ns_from_seconds
 from .tracking import TrackTable
 from .weights import WeightsError
@@ -101,7 +109,9 @@ class TemporalMatches:
     current frame's features)``; ``distances``: ``(M,)`` float32 descriptor distances;
     ``inliers``: ``(M,)`` bool geometric inliers (all ``True`` when ``verified`` is ``False``; with
     ``tracking.flow_refinement`` also ``False`` where the optical flow contradicts the match);
-    ``model``: the 3x3 F or H mapping previous -> current, or ``None``.
+    ``model``: the 3x3 matrix mapping previous -> current, or ``None``; ``model_type``: what it is,
+    ``"fundamental"`` or ``"homography"`` (raw pixels) or ``"essential"`` (normalised undistorted
+    coordinates, ``x1^T E x0 = 0``: ``ransac.model`` essential/auto with intrinsics).
     """
 
     indices: np.ndarray
@@ -111,6 +121,7 @@ class TemporalMatches:
     previous_frame_id: str
     verified: bool = False
     model: Optional[np.ndarray] = None
+    model_type: Optional[str] = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -118,13 +129,22 @@ class TemporalMatches:
 
 @dataclass
 class StereoMatches:
-    """Left/right matches of one rectified pair (same stamp). ``indices``: ``(K, 2)`` int64 rows
+    """Left/right matches of one stereo pair (same stamp). ``indices``: ``(K, 2)`` int64 rows
     ``(index into left features, index into right features)``; ``distances``: ``(K,)`` float32;
-    ``disparities``: ``(K,)`` float32 px, ``x_left - x_right``."""
+    ``disparities``: ``(K,)`` float32 px, ``x_left - x_right`` in the rectified frame.
+
+    Rectified images: the keypoints are rectified pixels, ``left_rectified``/``right_rectified``
+    are ``None``. A raw pair (cameras with ``R``/``P`` that are not rectified already,
+    :meth:`Frontend.set_cameras`): the keypoints stay raw pixels and ``left_rectified`` /
+    ``right_rectified`` are the matched points' ``(K, 2)`` float32 positions in the rectified
+    frame, where the match was made (row error ``y_left - y_right`` and disparity are theirs).
+    """
 
     indices: np.ndarray
     distances: np.ndarray
     disparities: np.ndarray
+    left_rectified: Optional[np.ndarray] = None
+    right_rectified: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return int(self.indices.shape[0])
@@ -138,8 +158,21 @@ class FrameResult:
     ``track_ids``: ``(N,)`` int64 row-aligned with ``features``; ``track_lengths``: ``(N,)`` int32
     frames observed (1 = new); ``temporal``: ``None`` on the first frame after a reset;
     ``right_features``/``stereo``: stereo only; ``timings``: milliseconds per stage
-    (``extract``, ``temporal_match``, ``ransac``, ``tracking``, ``stereo_match``, ``total``);
+    (``extract``, ``temporal_match``, ``ransac``, ``tracking``, ``stereo_match``,
+    ``camera_geometry``, ``total``);
     ``reset_reason``: why the tracks were reset before this frame, or ``None``.
+
+    Camera geometry (:meth:`Frontend.set_cameras`): ``camera`` / ``right_camera``: the
+    :class:`~superpoint_ros.camera_models.CameraModel` used for this frame, or ``None`` (none set,
+    or ``camera_problem`` says why it was not used); ``normalized``: ``(N, 2)`` float64
+    undistorted normalised ``(x/z, y/z)`` of ``features.keypoints`` in the (raw) camera's frame,
+    NaN where the model cannot invert a point, ``None`` without ``camera``; ``right_normalized``:
+    the same for ``right_features``; ``velocity_px``: ``(N, 2)`` float32 px/s, always set: the
+    change since the previous frame's position of the same track id over the stamp difference, 0
+    for a track not in the previous frame (new, re-found, or after a reset);
+    ``velocity_normalized``: ``(N, 2)`` float32 normalised units/s likewise (NaN where a position
+    is NaN), ``None`` without ``camera``; ``camera_problem``: why a set camera was not used for
+    this frame (its size differs from the image's), else ``None``.
     """
 
     stamp_ns: int
@@ -152,6 +185,24 @@ class FrameResult:
     stereo: Optional[StereoMatches] = None
     timings: Dict[str, float] = field(default_factory=dict)
     reset_reason: Optional[str] = None
+    normalized: Optional[np.ndarray] = None
+    right_normalized: Optional[np.ndarray] = None
+    velocity_px: Optional[np.ndarray] = None
+    velocity_normalized: Optional[np.ndarray] = None
+    camera: Optional[CameraModel] = None
+    right_camera: Optional[CameraModel] = None
+    camera_problem: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class FrameCameras:
+    """The cameras one frame is processed with (those set, less any whose size is not the
+    image's: ``problem`` says why) and, for a raw stereo pair, its keypoint rectification."""
+
+    left: Optional[CameraModel] = None
+    right: Optional[CameraModel] = None
+    problem: Optional[str] = None
+    rectification: Optional[KeypointRectification] = None
 
 
 class _Clock:
@@ -218,6 +269,10 @@ class Frontend:
         self._previous: Optional[FrameResult] = None
         # the flow's view of the last frames, newest last (tracking.flow_refinement; re-found tracks)
         self._flow_history: deque = deque(maxlen=max(1, self.conf.tracking.max_age))
+        # set_cameras: the calibration in use, and a reset it caused that the next result reports
+        self._cameras: Tuple[Optional[CameraModel], Optional[CameraModel]] = (None, None)
+        self._last_left_camera: Optional[CameraModel] = None  # the latest known one, through a None
+        self._camera_reset_reason: Optional[str] = None
 
     # --- configuration -------------------------------------------------------------------------
     def update(self, changes: Mapping[str, Any]) -> None:
@@ -273,6 +328,58 @@ class Frontend:
         self._flow_history.clear()
         self.tracks.reset()
 
+    # --- cameras (issue 16) --------------------------------------------------------------------
+    def set_cameras(self, left: Optional[CameraModel], right: Optional[CameraModel] = None) -> Optional[str]:
+        """Set (or clear, ``None``) the intrinsics of the mono/left and the right camera, e.g.
+        from ``sensor_msgs/CameraInfo`` (:meth:`CameraModel.from_camera_info`).
+
+        With a camera the results carry normalised coordinates and velocities (:class:`FrameResult`),
+        ``ransac.model`` essential/auto verifies temporal matches with an essential matrix, and a
+        raw stereo pair (cameras with ``R`` and ``P`` whose images are not rectified already) is
+        matched by rectifying its keypoints. The same calibration again is a no-op (call it with
+        every CameraInfo). A *changed* calibration of the left camera (re-calibration, another
+        resolution) resets the tracks: the reason is returned and the next result's
+        ``reset_reason`` says it too; "changed" compares with the latest left camera set, also
+        across a ``None`` in between. A camera appearing or going away, or a change of the right
+        camera only, keeps the tracks (their pixels mean the same) and returns ``None``.
+        Call it from the thread that calls ``process_*`` (the Frontend is not thread-safe).
+        """
+        for side, camera in (("left", left), ("right", right)):
+            if camera is not None and not isinstance(camera, CameraModel):
+                raise TypeError(f"{side} camera must be a CameraModel or None, got {type(camera).__name__}")
+        if left is None and right is not None:
+            raise ValueError("a right camera needs the left one (the tracks follow the left camera)")
+        old_left, old_right = self._last_left_camera, self._cameras[1]
+        keep = lambda old, new: old if new is not None and new.same_calibration(old) else new  # noqa: E731
+        self._cameras = (keep(old_left, left), keep(old_right, right))
+        self._last_left_camera = self._cameras[0] or old_left
+        reason = calibration_change(old_left, left, "left")
+        if reason is None or self._previous is None:
+            return None  # nothing to reset (a first frame has no tracks to lose)
+        self.reset()
+        self._camera_reset_reason = reason
+        return reason
+
+    @property
+    def cameras(self) -> Tuple[Optional[CameraModel], Optional[CameraModel]]:
+        """``(left, right)`` as :meth:`set_cameras` last set them."""
+        return self._cameras
+
+    def _frame_cameras(self, left_size: Tuple[int, int], right_size: Optional[Tuple[int, int]] = None) -> FrameCameras:
+        """The cameras for a frame of these image sizes (``(height, width)`` px; ``right_size``
+        for stereo): a left camera of another size makes the frame pixel-only, a right one of
+        another size leaves the right points pixel-only (and the pair matched as rectified)."""
+        left, right = self._cameras
+        problem = size_mismatch(left, left_size, "left")
+        if problem:
+            return FrameCameras(problem=problem + ": processed pixel-only")
+        if right_size is None:
+            return FrameCameras(left)
+        problem = size_mismatch(right, right_size, "right")
+        if problem:
+            return FrameCameras(left, None, problem + ": right points pixel-only, stereo matched as rectified")
+        return FrameCameras(left, right, None, KeypointRectification.needed(left, right))
+
     # --- processing ----------------------------------------------------------------------------
     def process_mono(self, image: np.ndarray, stamp_ns: int, frame_id: str) -> FrameResult:
         """One image (gray/BGR, uint8/uint16/float in [0, 1]) taken at ``stamp_ns`` (integer
@@ -285,11 +392,13 @@ class Frontend:
         with clock("flow_refinement"):
             flow = self._flow_frame(network_input)
         self._reset_on(reset_reason)
-        return self._track(features, None, stamp_ns, frame_id, clock, reset_reason, flow)
+        cameras = self._frame_cameras(image.shape[:2])
+        return self._track(features, None, stamp_ns, frame_id, clock, reset_reason, flow, cameras)
 
     def process_stereo(self, left: np.ndarray, right: np.ndarray, stamp_ns: int, frame_id: str) -> FrameResult:
-        """A rectified stereo pair of equal size taken at ``stamp_ns`` (integer nanoseconds);
-        tracks follow the left image."""
+        """A stereo pair of equal size taken at ``stamp_ns`` (integer nanoseconds); tracks follow
+        the left image. Rectified images, or raw ones with both cameras set (:meth:`set_cameras`:
+        their keypoints are rectified for the match)."""
         stamp_ns = check_stamp_ns(stamp_ns)
         if getattr(left, "shape", None) is None or getattr(right, "shape", None) is None:
             raise ImageError("stereo images must be numpy arrays")
@@ -306,7 +415,8 @@ class Frontend:
         with clock("flow_refinement"):
             flow = self._flow_frame(network_input)
         self._reset_on(reset_reason)
-        return self._track(features, right_features, stamp_ns, frame_id, clock, reset_reason, flow)
+        cameras = self._frame_cameras(left.shape[:2], right.shape[:2])
+        return self._track(features, right_features, stamp_ns, frame_id, clock, reset_reason, flow, cameras)
 
     def _flow_frame(self, network_input: NetworkInput) -> Optional[FlowFrame]:
         """The optical flow's view of this frame when ``tracking.flow_refinement`` is on, else
@@ -379,9 +489,11 @@ class Frontend:
             self.reset()
 
     def _track(self, features: Features, right_features: Optional[Features], stamp_ns: int, frame_id: str,
-               clock: _Clock, reset_reason: Optional[str], flow: Optional[FlowFrame] = None) -> FrameResult:
+               clock: _Clock, reset_reason: Optional[str], flow: Optional[FlowFrame] = None,
+               cameras: FrameCameras = FrameCameras()) -> FrameResult:
         """Matches, tracks and stereo of an extracted frame. ``flow``: the frame's
-        :class:`FlowFrame`, given when ``tracking.flow_refinement`` is on."""
+        :class:`FlowFrame`, given when ``tracking.flow_refinement`` is on; ``cameras``: the
+        frame's (:meth:`_frame_cameras`)."""
         conf = self.conf
         refine = conf.tracking.flow_refinement
         if refine and flow is None:
@@ -395,17 +507,10 @@ class Frontend:
                 matches = match_descriptors(self._on_device(previous.features.descriptors),
                                             self._on_device(features.descriptors), self.ratio_test, self.max_distance)
             with clock("ransac"):
-                if conf.ransac.enabled:
-                    ransac = conf.ransac
-                    geometry = ransac_inliers(
-                        previous.features.keypoints[matches.indices[:, 0]], features.keypoints[matches.indices[:, 1]],
-                        ransac.model, ransac.method, ransac.threshold, ransac.confidence, ransac.max_iterations,
-                        ransac.min_matches)
-                    inliers, verified, model = geometry.inliers, geometry.verified, geometry.model
-                else:
-                    inliers, verified, model = np.ones(len(matches), dtype=bool), False, None
+                geometry, model_type = self._verify_temporal(previous, features, matches.indices, cameras.left)
+                inliers = geometry.inliers
             temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_ns,
-                                       previous.frame_id, verified, model)
+                                       previous.frame_id, geometry.verified, geometry.model, model_type)
             accepted = matches.indices[inliers]
             if refine:
                 with clock("flow_refinement"):
@@ -423,23 +528,96 @@ class Frontend:
         stereo = None
         if right_features is not None:
             with clock("stereo_match"):
-                indices, distances, disparities = match_rectified_stereo(
-                    features.keypoints, features.descriptors, right_features.keypoints, right_features.descriptors,
-                    conf.stereo.epipolar_tolerance, conf.stereo.min_disparity, conf.stereo.max_disparity,
-                    self.ratio_test, self.max_distance, device=self.extractor.device)
-                if refine and len(indices):
-                    right_features, disparities, keep = self._refine_stereo(features, right_features, indices, flow)
-                    indices, distances, disparities = indices[keep], distances[keep], disparities[keep]
-            stereo = StereoMatches(indices, distances, disparities)
-        clock.timings["total"] = sum(clock.timings.values())
+                right_features, stereo = self._match_stereo(features, right_features, flow, cameras.rectification)
+        if self._camera_reset_reason is not None:  # set_cameras reset the tracks before this frame
+            reset_reason = "; ".join(r for r in (self._camera_reset_reason, reset_reason) if r)
+            self._camera_reset_reason = None
         result = FrameResult(stamp_ns, frame_id, features, track_ids, track_lengths, temporal,
                              right_features, stereo, clock.timings, reset_reason)
+        with clock("camera_geometry"):
+            result = self._with_camera_geometry(result, previous, cameras)
+        clock.timings["total"] = sum(t for stage, t in clock.timings.items() if stage != "total")
         self._previous = result
         if refine:
             self._flow_history.append(flow)
         else:
             self._flow_history.clear()
         return result
+
+    def _verify_temporal(self, previous: FrameResult, features: Features, indices: np.ndarray,
+                         camera: Optional[CameraModel]) -> Tuple[RansacResult, Optional[str]]:
+        """Geometric verification (``ransac.*``) of temporal matches ``indices`` ``(M, 2)``
+        (prev idx, curr idx) -> ``(RansacResult, model type or None)``: an essential matrix on
+        normalised coordinates for ``essential``/``auto`` with a ``camera``, else F or H on pixels."""
+        ransac = self.conf.ransac
+        if not ransac.enabled:
+            return RansacResult(np.ones(len(indices), dtype=bool), None, False), None
+        model = ransac.model
+        if model in ("essential", "auto") and camera is not None:
+            geometry = essential_inliers(
+                self._previous_normalized(previous, camera, indices[:, 0]),
+                undistort_points(camera, features.keypoints[indices[:, 1]]), ransac.threshold, camera.focal_px,
+                ransac.method, ransac.confidence, ransac.max_iterations, ransac.min_matches)
+            return geometry, "essential" if geometry.verified else None
+        model = "fundamental" if model in ("essential", "auto") else model  # no intrinsics: pixels
+        geometry = ransac_inliers(previous.features.keypoints[indices[:, 0]], features.keypoints[indices[:, 1]],
+                                  model, ransac.method, ransac.threshold, ransac.confidence, ransac.max_iterations,
+                                  ransac.min_matches)
+        return geometry, model if geometry.verified else None
+
+    @staticmethod
+    def _previous_normalized(previous: FrameResult, camera: CameraModel, rows: Optional[np.ndarray] = None) -> np.ndarray:
+        """Normalised coordinates of ``previous``'s keypoints (those at ``rows``, default all)
+        under ``camera``: its own when it was processed with this camera, else computed."""
+        if previous.camera is camera and previous.normalized is not None:
+            return previous.normalized if rows is None else previous.normalized[rows]
+        keypoints = previous.features.keypoints
+        return undistort_points(camera, keypoints if rows is None else keypoints[rows])
+
+    def _with_camera_geometry(self, result: FrameResult, previous: Optional[FrameResult],
+                              cameras: FrameCameras) -> FrameResult:
+        """``result`` with its cameras, normalised coordinates and velocities (:class:`FrameResult`);
+        ``previous``: the frame its tracks continue (``None`` after a reset)."""
+        keypoints, camera = result.features.keypoints, cameras.left
+        normalized = normalised_or_none(camera, keypoints)
+        rows = np.full(len(keypoints), -1, np.int64)
+        previous_xy = previous_normalized = np.zeros((0, 2))
+        dt_ns = 0
+        if previous is not None:
+            rows, dt_ns = previous_rows(previous.track_ids, result.track_ids), result.stamp_ns - previous.stamp_ns
+            previous_xy = previous.features.keypoints
+            if camera is not None and (rows >= 0).any():
+                previous_normalized = self._previous_normalized(previous, camera)
+        right = result.right_features
+        return replace(result, normalized=normalized, velocity_px=track_velocities(rows, previous_xy, keypoints, dt_ns),
+                       velocity_normalized=None if camera is None else
+                       track_velocities(rows, previous_normalized, normalized, dt_ns),
+                       right_normalized=None if right is None else normalised_or_none(cameras.right, right.keypoints),
+                       camera=camera, right_camera=cameras.right if right is not None else None,
+                       camera_problem=cameras.problem)
+
+    def _match_stereo(self, features: Features, right_features: Features, flow: Optional[FlowFrame],
+                      rectification: Optional[KeypointRectification]) -> Tuple[Features, StereoMatches]:
+        """Left/right matches under the rectified epipolar constraint (``stereo.*``): on the
+        keypoints as they are (rectified images), or on their rectified positions (a raw pair,
+        ``rectification``; keypoints stay raw). Returns ``(right features, refined by flow when
+        tracking.flow_refinement is on, StereoMatches)``."""
+        conf = self.conf
+        left_xy, right_xy = features.keypoints, right_features.keypoints
+        if rectification is not None:
+            left_xy, right_xy = rectification.left_points(left_xy), rectification.right_points(right_xy)
+        indices, distances, disparities = match_rectified_stereo(
+            left_xy, features.descriptors, right_xy, right_features.descriptors,
+            conf.stereo.epipolar_tolerance, conf.stereo.min_disparity, conf.stereo.max_disparity,
+            self.ratio_test, self.max_distance, device=self.extractor.device)
+        if conf.tracking.flow_refinement and len(indices):
+            right_features, disparities, keep = self._refine_stereo(features, right_features, indices, flow,
+                                                                    rectification)
+            indices, distances, disparities = indices[keep], distances[keep], disparities[keep]
+        if rectification is None:
+            return right_features, StereoMatches(indices, distances, disparities)
+        right_rectified = rectification.right_points(right_features.keypoints[indices[:, 1]])  # as refined
+        return right_features, StereoMatches(indices, distances, disparities, left_xy[indices[:, 0]], right_rectified)
 
     # --- tracking.flow_refinement ----------------------------------------------------------------
     @staticmethod
@@ -466,20 +644,31 @@ class Frontend:
                                                features.keypoints[accepted[:, 1]], flow, self.conf.tracking.flow)
         return _with_refined(features, accepted[:, 1], refined, ok), contradicted
 
-    def _refine_stereo(self, left: Features, right: Features, indices: np.ndarray, flow: FlowFrame) -> tuple:
+    def _refine_stereo(self, left: Features, right: Features, indices: np.ndarray, flow: FlowFrame,
+                       rectification: Optional[KeypointRectification] = None) -> tuple:
         """Right points of the stereo matches ``(left idx, right idx)`` refined by flow from the
         left image -> ``(right features, disparities (K,) float32 px, keep (K,) bool)``; ``keep`` is
-        False for the matches the flow contradicts."""
+        False for the matches the flow contradicts.
+
+        The flow runs on the images as they are: a raw pair (``rectification``) is refined in raw
+        pixels, and the refined point is rectified again for the stereo limits and the disparity
+        (the rows of a raw pair are not epipolar lines)."""
         stereo = self.conf.stereo
         left_xy = left.keypoints[indices[:, 0]]
         refined, ok, contradicted = self._flow(flow.images[0], flow.images[1], left_xy,
                                                right.keypoints[indices[:, 1]], flow, self.conf.tracking.flow)
-        disparity = left_xy[:, 0] - refined[:, 0]
-        # a refined point must still obey the rectified-stereo limits
-        ok &= ((np.abs(refined[:, 1] - left_xy[:, 1]) <= stereo.epipolar_tolerance)
+        left_match, refined_match = left_xy, refined  # where the limits apply: the rectified frame
+        if rectification is not None:
+            left_match, refined_match = rectification.left_points(left_xy), rectification.right_points(refined)
+        disparity = left_match[:, 0] - refined_match[:, 0]
+        # a refined point must still obey the rectified-stereo limits (NaN, not rectifiable: it does not)
+        ok &= ((np.abs(refined_match[:, 1] - left_match[:, 1]) <= stereo.epipolar_tolerance)
                & (disparity >= stereo.min_disparity) & (disparity <= stereo.max_disparity))
         right = _with_refined(right, indices[:, 1], refined, ok)
-        return right, (left_xy[:, 0] - right.keypoints[indices[:, 1], 0]).astype(np.float32), ~contradicted
+        right_match = right.keypoints[indices[:, 1]]
+        if rectification is not None:
+            right_match = rectification.right_points(right_match)
+        return right, (left_match[:, 0] - right_match[:, 0]).astype(np.float32), ~contradicted
 
     # --- tracking.max_age ------------------------------------------------------------------------
     def _verify_refound(self, flow: FlowFrame, frames_ago: np.ndarray, last_xy: np.ndarray,

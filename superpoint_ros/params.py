@@ -154,10 +154,14 @@ PARAMETERS: Dict[str, Param] = _with_shipped_defaults({
                                    "0..2); 2 = no limit", (0.0, 2.0)),
     # --- outlier rejection of temporal matches ---
     "ransac.enabled": Param(CONF, "Reject temporal outliers with OpenCV USAC"),
-    "ransac.model": Param(CONF, "Geometric model: fundamental (general motion) or homography "
-                          "(planar scene or pure rotation)", choices=("fundamental", "homography")),
+    "ransac.model": Param(CONF, "Geometric model: fundamental (general motion, pixels), homography "
+                          "(planar scene or pure rotation, pixels), essential (normalised coordinates of "
+                          "the camera_info; fundamental while there is none) or auto (essential with "
+                          "intrinsics, else fundamental)",
+                          choices=("fundamental", "homography", "essential", "auto")),
     "ransac.method": Param(CONF, "OpenCV USAC flavour", choices=("magsac", "default", "accurate", "fast")),
-    "ransac.threshold": Param(CONF, "Inlier threshold in px (epipolar or reprojection distance)", (0.01, 100.0)),
+    "ransac.threshold": Param(CONF, "Inlier threshold in px (epipolar or reprojection distance; "
+                              "essential: px at the camera's mean focal length)", (0.01, 100.0)),
     "ransac.confidence": Param(CONF, "RANSAC confidence", (0.5, 0.999999)),
     "ransac.max_iterations": Param(CONF, "Maximum RANSAC iterations", (1, 1000000)),
     "ransac.min_matches": Param(CONF, "Fewer temporal matches than this: no geometric check (all kept "

@@ -231,3 +231,25 @@ def test_frame_messages_without_intrinsics_send_nan_geometry():
     assert np.isnan(right.normalized).all() and np.isnan(right.velocity_normalized).all()
     assert (right.velocity_px == 0).all()
     assert np.array_equal(left.keypoints, result.features.keypoints)
+
+
+def test_stereo_matches_of_a_raw_pair_carry_the_rectified_disparity():
+    """A raw (unrectified) pair: the keypoints are raw pixels, the disparity is the rectified
+    frame's (StereoMatches.left_rectified set), not x_left - x_right of the raw keypoints."""
+    from dataclasses import replace
+
+    from builtin_interfaces.msg import Time as RclpyTime
+
+    from superpoint_ros.io.messages import MessageClasses, frame_messages
+
+    result = a_stereo_result(5, 4)
+    classes = MessageClasses(Header, RclpyTime, PointCloud2, PointField)
+    rectified = decode_stereo_matches(through_the_wire(frame_messages(result, "left_cam", classes)["stereo_matches"]))
+    idx = result.stereo.indices
+    raw_xy = result.features.keypoints[idx[:, 0], 0] - result.right_features.keypoints[idx[:, 1], 0]
+    assert np.array_equal(rectified["disparities"], raw_xy)
+    result.stereo = replace(result.stereo, left_rectified=np.float32([[10, 5], [20, 6]]),
+                            right_rectified=np.float32([[7, 5], [15.5, 6]]))
+    raw = decode_stereo_matches(through_the_wire(frame_messages(result, "left_cam", classes)["stereo_matches"]))
+    assert np.array_equal(raw["disparities"], result.stereo.disparities)
+    assert np.array_equal(raw["left_keypoints"], result.features.keypoints[idx[:, 0]])  # the keypoints stay raw

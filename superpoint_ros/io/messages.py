@@ -164,13 +164,18 @@ def pack_features(keypoints: np.ndarray, scores: np.ndarray, descriptors: np.nda
 
 
 def pack_stereo_matches(indices: np.ndarray, distances: np.ndarray, left_keypoints: np.ndarray,
-                        right_keypoints: np.ndarray) -> PackedCloud:
-    """Stereo matches ``(K, 2)`` (left idx, right idx) -> the *stereo matches* layout."""
+                        right_keypoints: np.ndarray, disparities: Optional[np.ndarray] = None) -> PackedCloud:
+    """Stereo matches ``(K, 2)`` (left idx, right idx) -> the *stereo matches* layout.
+    ``disparities``: ``(K,)`` px in the rectified frame, for a raw pair whose keypoints are raw
+    pixels (default: ``x_left - x_right`` of the keypoints, a rectified pair)."""
     indices = np.asarray(indices, dtype=np.int64).reshape(-1, 2)
     lk, rk = np.asarray(left_keypoints, np.float32)[indices[:, 0]], np.asarray(right_keypoints, np.float32)[indices[:, 1]]
+    disparity = lk[:, 0] - rk[:, 0] if disparities is None else np.asarray(disparities, np.float32).reshape(-1)
+    if len(disparity) != len(indices):
+        raise ValueError(f"disparities must be ({len(indices)},), got {len(disparity)} values")
     return pack(STEREO_COLUMNS, {"left_index": indices[:, 0], "right_index": indices[:, 1], "x_left": lk[:, 0],
                                  "y_left": lk[:, 1], "x_right": rk[:, 0], "y_right": rk[:, 1],
-                                 "disparity": lk[:, 0] - rk[:, 0], "distance": np.asarray(distances, np.float32)})
+                                 "disparity": disparity, "distance": np.asarray(distances, np.float32)})
 
 
 def pack_temporal_matches(indices: np.ndarray, distances: np.ndarray, inliers: np.ndarray,
@@ -240,12 +245,6 @@ def make_header(classes: MessageClasses, stamp_ns: int, frame_id: str):
     return classes.header(stamp=classes.time(sec=sec, nanosec=nanosec), frame_id=frame_id)
 
 
-def issue16_field(result: Any, name: str) -> Optional[np.ndarray]:
-    """``result.<name>`` for the camera-geometry fields of FrameResult, ``None`` where it is
-    missing or unset. TODO(lead): plain attribute access once FrameResult has them (frontcam)."""
-    return getattr(result, name, None)
-
-
 def frame_messages(result: Any, frame_id: str, classes: MessageClasses,
                    right_frame_id: Optional[str] = None, vins_layout: Optional[str] = None) -> Dict[str, Any]:
     """A front-end result (:class:`superpoint_ros.frontend.FrameResult`) -> the node's output
@@ -269,23 +268,24 @@ def frame_messages(result: Any, frame_id: str, classes: MessageClasses,
 
     f = result.features
     out = {"features": cloud(pack_features(f.keypoints, f.scores, f.descriptors, result.track_ids,
-                                           result.track_lengths, issue16_field(result, "normalized"),
-                                           issue16_field(result, "velocity_px"),
-                                           issue16_field(result, "velocity_normalized")))}
+                                           result.track_lengths, result.normalized, result.velocity_px,
+                                           result.velocity_normalized))}
     t = result.temporal
     if t is not None:
         out["temporal_matches"] = cloud(pack_temporal_matches(t.indices, t.distances, t.inliers,
                                                               ros_time_parts(t.previous_stamp_ns)))
     if result.stereo is not None:
         r = result.right_features
-        right_normalized = issue16_field(result, "right_normalized")
+        right_normalized = result.right_normalized
         still = np.zeros((len(r), 2), np.float32)
         right_header = make_header(classes, result.stamp_ns, frame_id if right_frame_id is None else right_frame_id)
         out["features_right"] = cloud(pack_features(r.keypoints, r.scores, r.descriptors, np.zeros(len(r), np.int64),
                                                     None, right_normalized, still,
                                                     None if right_normalized is None else still), right_header)
+        raw_pair = result.stereo.left_rectified is not None  # keypoints raw, disparities rectified
         out["stereo_matches"] = cloud(pack_stereo_matches(result.stereo.indices, result.stereo.distances,
-                                                          f.keypoints, r.keypoints))
+                                                          f.keypoints, r.keypoints,
+                                                          result.stereo.disparities if raw_pair else None))
     if vins_layout is not None:
         vins = vins_feature_cloud(result, classes, vins_layout, frame_id)
         if vins is not None:
@@ -350,12 +350,12 @@ def vins_observations(result: Any, layout: str = "fusion", num_cameras: int = 1)
     whose left point is in the message and whose ``right_normalized`` is finite, with the left's
     feature id, camera 1 and velocity 0 (right keypoints are not tracked)."""
     _check_vins_layout(layout, num_cameras)
-    normalized = issue16_field(result, "normalized")
+    normalized = result.normalized
     if normalized is None:
         return None
     keypoints = np.asarray(result.features.keypoints, np.float32).reshape(-1, 2)
     normalized = xy_column(normalized, len(keypoints), "normalized")
-    velocity = xy_column(issue16_field(result, "velocity_normalized"), len(keypoints), "velocity_normalized")
+    velocity = xy_column(result.velocity_normalized, len(keypoints), "velocity_normalized")
     velocity = np.where(np.isfinite(velocity), velocity, np.float32(0))
     keep = np.all(np.isfinite(normalized), axis=1)
     if layout == "mono":
@@ -363,7 +363,7 @@ def vins_observations(result: Any, layout: str = "fusion", num_cameras: int = 1)
     ids = wrap_vins_ids(result.track_ids, layout, num_cameras)
     left = np.flatnonzero(keep)
     rows = [(ids[left], np.zeros(len(left), np.int64), normalized[left], keypoints[left], velocity[left])]
-    right_normalized = issue16_field(result, "right_normalized")
+    right_normalized = result.right_normalized
     with_right = layout == "fusion" or num_cameras == 2
     if with_right and result.stereo is not None and right_normalized is not None and len(result.stereo):
         right_keypoints = np.asarray(result.right_features.keypoints, np.float32).reshape(-1, 2)
