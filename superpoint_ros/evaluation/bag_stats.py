@@ -14,6 +14,7 @@ from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
+from ..camera_models import CameraModel, rectify_points
 from .pose import Trajectory, epipolar_distances, pose_errors, relative_pose
 
 
@@ -24,7 +25,10 @@ class FrameRecord:
     ``keypoints`` ``(N, 2)`` xy px; ``track_ids`` / ``track_lengths`` ``(N,)``; ``temporal_indices``
     ``(M, 2)`` (previous idx, current idx) into the frame stamped ``previous_stamp_ns`` (None on
     the first frame after a reset); ``temporal_inliers`` ``(M,)`` bool; ``stereo_left`` /
-    ``stereo_right`` ``(K, 2)`` matched xy px (None for mono); ``time_ms``: per stage.
+    ``stereo_right`` ``(K, 2)`` matched xy px (None for mono); ``time_ms``: per stage;
+    ``rectified``: ``(N, 2)`` xy px of the keypoints in the rectified camera the ground truth and
+    K describe, for a raw (distorted or unrectified) camera (NaN where a point cannot be mapped;
+    None: ``keypoints`` are rectified already). Stereo points of a raw pair are rectified too.
     """
 
     stamp_ns: int
@@ -38,22 +42,47 @@ class FrameRecord:
     stereo_left: Optional[np.ndarray] = None
     stereo_right: Optional[np.ndarray] = None
     time_ms: Dict[str, float] = field(default_factory=dict)
+    rectified: Optional[np.ndarray] = None
+
+    @property
+    def geometry_keypoints(self) -> np.ndarray:
+        """``(N, 2)`` xy px in the rectified camera: what the pose metrics measure."""
+        return self.keypoints if self.rectified is None else self.rectified
 
 
-def record_from_result(result) -> FrameRecord:
+def is_raw_camera(camera: Optional[CameraModel]) -> bool:
+    """Whether pixels of ``camera`` differ from those of its rectified camera ``P`` (distortion,
+    a rectification rotation, or other intrinsics): then keypoints must be rectified before
+    they are compared with a ground truth that ``P[:3, :3]`` projects."""
+    if camera is None:
+        return False
+    return camera.is_distorted or not np.array_equal(camera.R, np.eye(3)) or (
+        camera.P is not None and not np.array_equal(camera.P[:, :3], camera.K))
+
+
+def _rectified(camera: Optional[CameraModel], xy: np.ndarray) -> Optional[np.ndarray]:
+    return rectify_points(camera, xy) if is_raw_camera(camera) and camera.P is not None else None
+
+
+def record_from_result(result, camera: Optional[CameraModel] = None,
+                       right_camera: Optional[CameraModel] = None) -> FrameRecord:
     """A :class:`superpoint_ros.frontend.FrameResult` -> :class:`FrameRecord` (its stamps: the
-    result's ``stamp_ns`` and ``temporal.previous_stamp_ns``)."""
+    result's ``stamp_ns`` and ``temporal.previous_stamp_ns``). ``camera`` / ``right_camera``: the
+    frame's camera models; raw ones give the record rectified points (:func:`is_raw_camera`)."""
     temporal = result.temporal
+    rectified = _rectified(camera, result.features.keypoints)
     stereo_left = stereo_right = None
     if result.stereo is not None:
         idx = result.stereo.indices
-        stereo_left = result.features.keypoints[idx[:, 0]]
-        stereo_right = result.right_features.keypoints[idx[:, 1]]
+        stereo_left = (result.features.keypoints if rectified is None else rectified)[idx[:, 0]]
+        right = result.right_features.keypoints
+        right_rectified = _rectified(right_camera, right)
+        stereo_right = (right if right_rectified is None else right_rectified)[idx[:, 1]]
     return FrameRecord(
         result.stamp_ns, result.features.keypoints, result.track_ids, result.track_lengths,
         None if temporal is None else temporal.indices, None if temporal is None else temporal.inliers,
         True if temporal is None else bool(temporal.verified), None if temporal is None else temporal.previous_stamp_ns,
-        stereo_left, stereo_right, dict(result.timings))
+        stereo_left, stereo_right, dict(result.timings), rectified)
 
 
 def _stats(values) -> Dict[str, float]:
@@ -105,10 +134,11 @@ class BagStats:
             if len(record.stereo_left):
                 row["epipolar_error_px"] = float(np.mean(np.abs(record.stereo_left[:, 1] - record.stereo_right[:, 1])))
                 row["disparity_px"] = float(np.median(record.stereo_left[:, 0] - record.stereo_right[:, 0]))
-        for track_id, length, xy in zip(np.asarray(record.track_ids).tolist(),
-                                        np.asarray(record.track_lengths).tolist(), np.asarray(record.keypoints)):
+        for track_id, length, xy, geometry_xy in zip(
+                np.asarray(record.track_ids).tolist(), np.asarray(record.track_lengths).tolist(),
+                np.asarray(record.keypoints), np.asarray(record.geometry_keypoints)):
             self.track_length[track_id] = max(length, self.track_length.get(track_id, 0))
-            observation = (int(record.stamp_ns), float(xy[0]), float(xy[1]))
+            observation = (int(record.stamp_ns), float(geometry_xy[0]), float(geometry_xy[1]))
             self.track_first.setdefault(track_id, observation)
             self.track_last[track_id] = observation
             trail = self.trails.setdefault(track_id, [])
@@ -132,7 +162,12 @@ class BagStats:
         idx = np.asarray(record.temporal_indices)[inliers]
         if len(idx) == 0:
             return
-        p0, p1 = previous.keypoints[idx[:, 0]], record.keypoints[idx[:, 1]]
+        p0, p1 = previous.geometry_keypoints[idx[:, 0]], record.geometry_keypoints[idx[:, 1]]
+        finite = np.all(np.isfinite(p0), axis=1) & np.all(np.isfinite(p1), axis=1)
+        if not finite.all():  # raw points outside the camera model's valid region
+            p0, p1 = p0[finite], p1[finite]
+            if len(p0) == 0:
+                return
         row["gt_epipolar_error_px"] = float(np.median(epipolar_distances(p0, p1, self.K, R, t)))
         if np.linalg.norm(t) < self.min_gt_translation_m:
             return  # direction undefined for (almost) pure rotation
@@ -152,6 +187,8 @@ class BagStats:
             if length < min_length:
                 continue
             (s0, x0, y0), (s1, x1, y1) = self.track_first[track_id], self.track_last[track_id]
+            if not np.all(np.isfinite((x0, y0, x1, y1))):
+                continue  # a raw point outside the camera model's valid region
             pose0 = self.trajectory.lookup(s0, self.gt_max_dt_ns)
             pose1 = self.trajectory.lookup(s1, self.gt_max_dt_ns)
             if pose0 is None or pose1 is None:

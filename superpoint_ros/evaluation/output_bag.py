@@ -6,7 +6,7 @@ in rviz/Foxglove or feeds ``superpoint-bag-play`` like a recording of the node.
 """
 from __future__ import annotations
 
-from typing import Dict
+from typing import Dict, Optional
 
 from ..io import bags, messages
 from .bag_frames import Frame
@@ -19,28 +19,30 @@ DEFAULT_NAMESPACE = "/superpoint"
 
 class OutputBag:
     """Writes the node's output messages (its codec's :func:`frame_messages`, its topic names)
-    plus the input images."""
+    plus the input images. ``vins_layout``: ``"fusion"`` or ``"mono"`` also writes the node's
+    ``vins_feature`` topic (``sensor_msgs/PointCloud`` in that VINS layout; frames without
+    intrinsics have none), as ``output.vins_feature`` does in the node."""
 
-    def __init__(self, writer: bags.BagWriter, namespace: str = DEFAULT_NAMESPACE):
-        self.writer, self.messages = writer, messages
-        self.classes = messages.MessageClasses(
-            bags.msg_class("std_msgs/msg/Header"), bags.msg_class("builtin_interfaces/msg/Time"),
-            bags.msg_class("sensor_msgs/msg/PointCloud2"), bags.msg_class("sensor_msgs/msg/PointField"),
-            data_as_array=True)
-        self.topics = output_topics(namespace)
+    def __init__(self, writer: bags.BagWriter, namespace: str = DEFAULT_NAMESPACE, vins_layout: Optional[str] = None):
+        if vins_layout is not None and vins_layout not in messages.VINS_LAYOUTS:
+            raise ValueError(f"VINS layout must be one of {', '.join(messages.VINS_LAYOUTS)}, got {vins_layout!r}")
+        self.writer, self.messages, self.vins_layout = writer, messages, vins_layout
+        self.classes = messages.MessageClasses.from_typestore(bags.typestore().types)
+        self.topics = output_topics(namespace, vins=vins_layout is not None)
 
     def write(self, frame: Frame, result) -> None:
         for topic, msgtype, raw, log_time in frame.raw:
             self.writer.write_raw(topic, msgtype, raw, log_time)
         # as the node: the right features carry the right frame_id and the left stamp
-        for name, msg in self.messages.frame_messages(result, frame.frame_id, self.classes,
-                                                      frame.right_frame_id).items():
+        for name, msg in self.messages.frame_messages(result, frame.frame_id, self.classes, frame.right_frame_id,
+                                                      vins_layout=self.vins_layout).items():
             self.writer.write(self.topics[name], msg, frame.log_time_ns)
 
 
-def output_topics(namespace: str = "/") -> Dict[str, str]:
+def output_topics(namespace: str = "/", vins: bool = False) -> Dict[str, str]:
     """The node's output topic names as a node in ``namespace`` publishes them (``/features``...
-    for ``ros2 run superpoint_ros superpoint_node``; ``/cam/features``... with ``__ns:=/cam``)."""
+    for ``ros2 run superpoint_ros superpoint_node``; ``/cam/features``... with ``__ns:=/cam``);
+    ``vins``: with the ``vins_feature`` topic."""
     prefix = "/" + namespace.strip("/") if namespace.strip("/") else ""
-    return {name: f"{prefix}/{name}" for name in NODE_OUTPUTS}
-
+    names = NODE_OUTPUTS + ((messages.VINS_OUTPUT,) if vins else ())
+    return {name: f"{prefix}/{name}" for name in names}
