@@ -127,15 +127,19 @@ def test_unknown_distortion_model_warns_once_and_runs_pixel_only(rectified, tmp_
     assert frontend.cameras == (None, None) and summary["frames"] == 5
 
 
-def test_camera_info_off_reads_none(rectified):
-    frontend = klt(stereo=False)
-    params = {**frontend.params}
+def test_camera_info_mode_off_reads_none_and_required_warns_when_missing(rectified, tmp_path):
+    params = dict(klt(stereo=False).params)
     if "camera_info.mode" not in params:
         pytest.skip("camera_info.mode is the node slice's parameter (params.py): not on this branch yet")
     frontend = KLTFrontend({**params, "camera_info.mode": "off"})
     summary, _, _ = bag_eval.evaluate_bag(rectified.bag, rectified.topics["left_image"], show_progress=False,
                                           frontend=frontend)
     assert frontend.cameras == (None, None) and summary["cameras"]["changes"] == 0
+    bag = rewrite(rectified.bag, tmp_path / "no_info", keep=lambda item: not is_info(item))
+    frontend = KLTFrontend({**params, "camera_info.mode": "required"})
+    summary, _, _ = bag_eval.evaluate_bag(bag, rectified.topics["left_image"], show_progress=False, frontend=frontend)
+    assert len(summary["cameras"]["warnings"]) == 1 and "required" in summary["cameras"]["warnings"][0]
+    assert summary["frames"] == 5  # processed, pixel-only
 
 
 def test_a_new_calibration_is_a_change_and_resets_the_klt_tracks(rectified, tmp_path):

@@ -115,7 +115,8 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     The camera_info topics (``camera_info_topic`` / ``right_camera_info_topic``, default: next to
     the image topics) give the front-end its camera models as the node gets them: each frame's
     CameraInfo paired by stamp, :meth:`set_cameras` whenever a model changes, pixel-only (one
-    warning) for an unusable one, none read with ``camera_info.mode: off``. The first left
+    warning) for an unusable one, none read with ``camera_info.mode: off`` (``required``: a
+    warning when the bag has none). The first left
     CameraInfo's ``P`` is also the ground-truth pose metrics' K. ``vins_feature``: ``"fusion"`` or
     ``"mono"`` also writes the ``vins_feature`` topic into ``output_bag``.
     """
@@ -133,8 +134,12 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     stats = BagStats(K, trajectory)
     total = available[left_topic][1] if max_frames is None else min(max_frames, available[left_topic][1])
     slop_ns = slop_ns_for(conf.get("sync.mode", "approximate"), conf.get("sync.slop", 0.005))
-    use_info = conf.get("camera_info.mode", "auto") != "off"
+    info_mode = conf.get("camera_info.mode", "auto")
+    use_info = info_mode != "off"
     cameras, camera_changes = FrameCameras(), 0
+    if info_mode == "required" and info_topic is None:
+        cameras.warn_once(f"camera_info.mode is required but {bag} has no camera_info for {left_topic} "
+                          "(--camera-info to name it): pixel-only output")
     last_image = None
     with contextlib.ExitStack() as stack:
         output = None

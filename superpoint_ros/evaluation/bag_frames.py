@@ -174,11 +174,14 @@ class FrameCameras:
         try:
             return CameraModel.from_camera_info(info)
         except CameraInfoError as e:
-            reason = f"{side} camera_info unusable, pixel-only output: {e}"
-            if reason not in self.warnings:
-                self.warnings.append(reason)
-                self._warn(reason)
+            self.warn_once(f"{side} camera_info unusable, pixel-only output: {e}")
             return None
+
+    def warn_once(self, reason: str) -> None:
+        """Log ``reason`` unless it was logged already; it is kept in :attr:`warnings`."""
+        if reason not in self.warnings:
+            self.warnings.append(reason)
+            self._warn(reason)
 
     def update(self, frame: Frame) -> bool:
         """Read ``frame``'s CameraInfo; True when a camera model changed (appeared, went, or
