@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from superpoint_ros.io import bags
-from superpoint_ros.evaluation.bag_eval import iterate_frames, read_tum
+from superpoint_ros.evaluation.bag_frames import iterate_frames
+from superpoint_ros.evaluation.pose import read_tum
 from superpoint_ros.evaluation.sample_data import SampleConf, TOPICS, ensure_sample_bag, intrinsics, trajectory
 
 STORAGES = ["sqlite3", "mcap"]

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from superpoint_ros.evaluation import bag_eval
+from superpoint_ros.evaluation import bag_eval, bag_report, bag_stats, output_bag, pose
 from superpoint_ros.io import bags
 from superpoint_ros.evaluation.sample_data import SampleConf, TOPICS, ensure_sample_bag, intrinsics, trajectory
 
@@ -29,16 +29,16 @@ def test_relative_pose_from_essential_matrix_matches_ground_truth(scene):
     (_, r0, c0), (_, r1, c1) = poses[0], poses[3]
     p0, z0 = project(points, r0, c0, K)
     p1, z1 = project(points, r1, c1, K)
-    R, t = bag_eval.relative_pose((r0, c0), (r1, c1))
+    R, t = pose.relative_pose((r0, c0), (r1, c1))
     # x1 = R x0 + t on the actual points
     np.testing.assert_allclose(((points - c1) @ r1), ((points - c0) @ r0) @ R.T + t, atol=1e-9)
-    errors = bag_eval.pose_errors(p0, p1, K, R, t)
+    errors = pose.pose_errors(p0, p1, K, R, t)
     assert errors["rotation_error_deg"] < 0.05 and errors["translation_direction_error_deg"] < 0.5
-    assert np.max(bag_eval.epipolar_distances(p0, p1, K, R, t)) < 1e-6
+    assert np.max(pose.epipolar_distances(p0, p1, K, R, t)) < 1e-6
     rng = np.random.default_rng(1)
-    shuffled = bag_eval.pose_errors(p0, p1[rng.permutation(len(p1))], K, R, t)
+    shuffled = pose.pose_errors(p0, p1[rng.permutation(len(p1))], K, R, t)
     assert shuffled is None or shuffled["translation_direction_error_deg"] > 5 or shuffled["rotation_error_deg"] > 2
-    assert np.median(bag_eval.epipolar_distances(p0, p1[rng.permutation(len(p1))], K, R, t)) > 5
+    assert np.median(pose.epipolar_distances(p0, p1[rng.permutation(len(p1))], K, R, t)) > 5
 
 
 def test_pose_from_noisy_matches_uses_every_inlier():
@@ -56,10 +56,10 @@ def test_pose_from_noisy_matches_uses_every_inlier():
         p0, p1 = p0 + rng.normal(0, 0.3, p0.shape), p1 + rng.normal(0, 0.3, p1.shape)
         wrong = rng.random(len(p1)) < 0.1
         p1[wrong] = rng.uniform(0, 480, (int(wrong.sum()), 2))
-        R, t = bag_eval.relative_pose((r0, c0), (r1, c1))
+        R, t = pose.relative_pose((r0, c0), (r1, c1))
         # non-contiguous views, as the evaluator passes them (OpenCV's USAC refuses those)
         views = [np.hstack([p, np.ones((len(p), 1))])[:, :2] for p in (p0, p1)]
-        errors.append(bag_eval.pose_errors(*views, np.asfortranarray(K), R, t)["rotation_error_deg"])
+        errors.append(pose.pose_errors(*views, np.asfortranarray(K), R, t)["rotation_error_deg"])
     assert np.median(errors) < 0.05, errors
 
 
@@ -71,7 +71,7 @@ def test_bag_stats_on_exact_tracks(scene, tmp_path):
 
     tum.write_text("\n".join(f"{s // 10**9}.{s % 10**9:09d} " + " ".join(map(str, (*c, *rotation_to_quaternion(r))))
                              for s, (_, r, c) in zip(stamps, poses[:4])))
-    stats = bag_eval.BagStats(K, bag_eval.read_tum(tum))
+    stats = bag_stats.BagStats(K, pose.read_tum(tum))
     n = len(points)
     for i, (_, r, c) in enumerate(poses[:4]):
         keypoints, _ = project(points, r, c, K)
@@ -79,7 +79,7 @@ def test_bag_stats_on_exact_tracks(scene, tmp_path):
         lengths = np.where(np.arange(n) < 100, 1, i + 1)
         temporal = None if i == 0 else np.stack([np.arange(n), np.arange(n)], axis=1)
         inliers = None if i == 0 else np.arange(n) % 10 != 0
-        stats.add(bag_eval.FrameRecord(stamps[i], keypoints, ids, lengths, temporal, inliers, True,
+        stats.add(bag_stats.FrameRecord(stamps[i], keypoints, ids, lengths, temporal, inliers, True,
                                        stamps[i - 1] if i else None, keypoints, keypoints + [-3.0, 0.5],
                                        {"total": 10.0 + i, "extract": 8.0}))
     summary = stats.summary()
@@ -96,7 +96,7 @@ def test_bag_stats_on_exact_tracks(scene, tmp_path):
     assert summary["pose"]["translation_direction_error_deg"]["max"] < 0.5
     assert summary["pose"]["gt_epipolar_error_px"]["max"] < 1e-6
     assert summary["time_ms"]["mean"] == pytest.approx(11.5)
-    table = bag_eval.format_summary(summary)
+    table = bag_report.format_summary(summary)
     assert "| rotation error [deg] |" in table and "4 frames, 700 tracks" in table
     assert len(stats.trails) == n and max(len(t) for t in stats.trails.values()) == 4
 
@@ -110,14 +110,14 @@ def test_track_span_error_finds_tracks_that_jump_to_another_point(scene, tmp_pat
     tum = tmp_path / "gt.tum"
     tum.write_text("\n".join(f"{s // 10**9}.{s % 10**9:09d} " + " ".join(map(str, (*c, *rotation_to_quaternion(r))))
                              for s, (_, r, c) in zip(stamps, poses[::2][:frames])))
-    stats = bag_eval.BagStats(K, bag_eval.read_tum(tum))
+    stats = bag_stats.BagStats(K, pose.read_tum(tum))
     n = len(points)
     ids = np.arange(n)
     for i, (_, r, c) in enumerate(poses[::2][:frames]):
         keypoints, _ = project(points, r, c, K)
         if i == frames - 1:
             keypoints[:10] = keypoints[10:20] + 0.0  # tracks 0..9 jump to other points at the end
-        stats.add(bag_eval.FrameRecord(stamps[i], keypoints, ids, np.full(n, i + 1, np.int32)))
+        stats.add(bag_stats.FrameRecord(stamps[i], keypoints, ids, np.full(n, i + 1, np.int32)))
     spans = stats.track_span_errors()
     assert len(spans) == n  # every track is long enough and the camera moved
     assert np.sort(spans)[: n - 10].max() < 1e-6  # exact tracks stay on their point
@@ -129,12 +129,12 @@ def test_track_span_error_finds_tracks_that_jump_to_another_point(scene, tmp_pat
 
 def test_time_gap_breaks_pose_pairs(scene):
     conf, K, poses, points = scene
-    stats = bag_eval.BagStats(K, None)
+    stats = bag_stats.BagStats(K, None)
     kp, _ = project(points, poses[0][1], poses[0][2], K)
     ids = np.arange(len(kp))
-    stats.add(bag_eval.FrameRecord(1, kp, ids, np.ones(len(kp), np.int32)))
+    stats.add(bag_stats.FrameRecord(1, kp, ids, np.ones(len(kp), np.int32)))
     # the temporal matches refer to a frame this evaluator never saw (dropped): no pose metrics
-    row = stats.add(bag_eval.FrameRecord(3, kp, ids, np.ones(len(kp), np.int32), np.zeros((5, 2), np.int64),
+    row = stats.add(bag_stats.FrameRecord(3, kp, ids, np.ones(len(kp), np.int32), np.zeros((5, 2), np.int64),
                                          np.ones(5, bool), True, 2))
     assert row["temporal_matches"] == 5 and row["rotation_error_deg"] is None
 
@@ -164,7 +164,7 @@ def test_evaluate_stereo_bag_with_output_bag(tiny_bag, random_weights, tmp_path)
     assert "pose" in summary and summary["time_ms"]["count"] == 6
     # the output bag: input images + the node's topics in the node's message layout
     topics = bags.topics(out_bag)
-    names = bag_eval.output_topics(bag_eval.DEFAULT_NAMESPACE)
+    names = output_bag.output_topics(output_bag.DEFAULT_NAMESPACE)
     assert topics[names["features"]] == ("sensor_msgs/msg/PointCloud2", 6)
     assert topics[names["stereo_matches"]][1] == 6 and topics[names["temporal_matches"]][1] == 5
     assert topics[TOPICS["left_image"]][1] == 6
@@ -186,8 +186,8 @@ def test_evaluate_stereo_bag_with_output_bag(tiny_bag, random_weights, tmp_path)
     right = by_topic[names["features_right"]][0]
     assert right.header.frame_id == tiny_bag.frame_ids["right"]
     assert bags.stamp_ns(right) == stats.frames[0]["stamp_ns"]
-    assert names["features"] == "/superpoint/features" and bag_eval.output_topics()["features"] == "/features"
-    assert bag_eval.output_topics("/cam/")["stereo_matches"] == "/cam/stereo_matches"
+    assert names["features"] == "/superpoint/features" and output_bag.output_topics()["features"] == "/features"
+    assert output_bag.output_topics("/cam/")["stereo_matches"] == "/cam/stereo_matches"
 
 
 def test_cli_mono_writes_report_and_pictures(tiny_bag, random_weights, tmp_path, capsys):
@@ -222,7 +222,7 @@ def test_cli_errors(tiny_bag, tmp_path, capsys):
     bad_tum = tmp_path / "bad.tum"
     bad_tum.write_text("1.0 2 3\n")
     with pytest.raises(ValueError, match="expected 8 values"):
-        bag_eval.read_tum(bad_tum)
+        pose.read_tum(bad_tum)
 
 
 def test_default_model_recovers_the_sample_trajectory(tmp_path):

@@ -92,7 +92,7 @@ def test_eval_bag_runs_orb_and_sift_through_the_same_frontend_side_by_side(tmp_p
 
 
 def test_baseline_names_are_checked():
-    from superpoint_ros.evaluation.bag_eval import parse_baselines
+    from superpoint_ros.evaluation.baselines import parse_baselines
 
     assert parse_baselines("ORB, sift,orb") == ["orb", "sift"]
     assert parse_baselines("klt") == ["klt"]

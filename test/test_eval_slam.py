@@ -168,7 +168,7 @@ def test_cli_end_to_end_writes_tum_trajectories_that_load_back(tiny_bag, tmp_pat
     """The shipped model and KLT through the back-end; ground truth from the bag's PoseStamped topic."""
     from evo.tools import file_interface
 
-    from superpoint_ros.evaluation.bag_eval import read_tum
+    from superpoint_ros.evaluation.pose import read_tum
 
     out = tmp_path / "report"
     assert cli(tiny_bag.bag, "--baselines", "klt", "--rpe-delta", "0.5", "-o", str(out)) == 0
@@ -380,7 +380,7 @@ def posed_folder(tmp_path_factory, posed_texture):
 
 def test_cli_on_a_posed_frame_folder_scores_sim3_aligned_trajectories(posed_folder, tmp_path, capsys):
     """SIFT and the shipped model (fp32) on 6 rendered frames with known poses and K."""
-    from superpoint_ros.evaluation.bag_eval import read_tum
+    from superpoint_ros.evaluation.pose import read_tum
 
     out = tmp_path / "posed_report"
     assert slam_eval.main([str(posed_folder), "--baselines", "sift", "--set", "extractor.precision=fp32",
@@ -471,7 +471,8 @@ REAL_POSED = next((d for d in (Path(__file__).resolve().parents[2] / "shared/dat
 @pytest.mark.skipif(REAL_POSED is None, reason="the development data (shared/data/real_eval/posed) is not here")
 def test_sift_through_the_mono_backend_on_strecha_fountain():
     """The real fountain-P11 photos (11 frames, 17 m): measured ATE RMSE 0.79 cm after Sim(3)."""
-    from superpoint_ros.evaluation.bag_eval import baseline_frontend, default_params_file
+    from superpoint_ros.evaluation.bag_eval import default_params_file
+    from superpoint_ros.evaluation.baselines import baseline_frontend
     from superpoint_ros.params import load_params
 
     source = slam_eval.posed_source(REAL_POSED / "strecha_fountain-P11")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from node_harness import image_msg
-from superpoint_ros.evaluation import bag_eval
+from superpoint_ros.evaluation import bag_eval, output_bag
 from superpoint_ros.io import bags
 from superpoint_ros.io.messages import FRAME_OUTPUTS, decode_features, decode_stereo_matches, decode_temporal_matches
 
@@ -73,7 +73,7 @@ def test_node_and_output_bag_write_identical_messages_with_exact_stamps(params, 
                                           show_progress=False, output_namespace="/")
     assert summary["frames"] == len(frames)
     written = {name: [] for name in FRAME_OUTPUTS}
-    topics = bag_eval.output_topics("/")
+    topics = output_bag.output_topics("/")
     by_topic = {topic: name for name, topic in topics.items()}
     for item in bags.read_messages(out_bag, list(topics.values())):
         written[by_topic[item.topic]].append(decoded(by_topic[item.topic], item.message))

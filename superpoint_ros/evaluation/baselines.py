@@ -4,11 +4,15 @@ Every method takes the same uint8 grayscale image and returns keypoints sorted b
 score (so the benchmark can take a detector top-k by slicing) and mutual-nearest-neighbour
 matches with the metric that suits its descriptor (L2 for float descriptors, Hamming for ORB).
 No ratio test: the same plain protocol for every method, as in the SuperPoint paper.
+
+For the bag evaluators (``superpoint-eval-bag``/``-slam --baselines``): :class:`OpenCVFrontendExtractor`
+(ORB/SIFT as a feature source of the node's Frontend) and :func:`baseline_frontend`, which builds
+each baseline's front-end.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional
 
 import cv2
 import numpy as np
@@ -16,7 +20,10 @@ import torch
 
 from ..config import DetectorConf, ImageConf
 from ..extractor import FeatureExtractor, Features, NetworkInput, prepare_network_input, to_input_pixels
+from ..frontend import Frontend
 from ..matching import match_descriptors
+from ..params import validate
+from .klt import KLTFrontend
 
 
 @dataclass
@@ -163,3 +170,42 @@ class OpenCVFrontendExtractor:
 
     def extract_batch(self, images: list) -> list:
         return self.extract_prepared(self.prepare(images)) if images else []
+
+
+# --- the bag evaluators' baselines: other feature sources through the same front-end code ------
+#: ``--baselines`` choices: OpenCV features through the node's Frontend, the KLT tracker, or the
+#: same network with the association rules of the published SuperPoint demo tracker.
+BASELINES = ("orb", "sift", "klt", "sp-reference")
+#: ``sp-reference``: the published SuperPoint demo's settings (magicleap/SuperPointPretrainedNetwork,
+#: ``demo_superpoint.py`` defaults: NMS 4 px, confidence 0.015, border 4 px, every point above it;
+#: its tracker links mutual nearest neighbours within descriptor distance 0.7), with nothing of this
+#: front-end's own: no ratio test, RANSAC, flow refinement, uniform grid, sub-pixel or re-finding.
+REFERENCE_SUPERPOINT = {
+    "extractor.nms_radius": 4, "extractor.detection_threshold": 0.015, "extractor.remove_borders": 4,
+    "extractor.max_keypoints": -1, "extractor.uniform_cell": 0, "extractor.subpixel": False,
+    "matching.ratio_test": 0.0, "matching.max_distance": 0.7, "ransac.enabled": False,
+    "tracking.flow_refinement": False, "tracking.max_age": 0,
+}
+
+
+def parse_baselines(text: Optional[str]) -> List[str]:
+    """``"orb,sift"`` -> ``["orb", "sift"]``; unknown names raise ValueError."""
+    names = [n.strip().lower() for n in (text or "").split(",") if n.strip()]
+    unknown = [n for n in names if n not in BASELINES]
+    if unknown:
+        raise ValueError(f"--baselines: unknown method(s) {', '.join(unknown)} (choose from {', '.join(BASELINES)})")
+    return list(dict.fromkeys(names))
+
+
+def baseline_frontend(name: str, params: Optional[dict]):
+    """``orb``/``sift``: the node's Frontend with ``params`` on OpenCV features instead of the
+    network; ``klt``: the VINS-style optical-flow tracker with the same shared parameters;
+    ``sp-reference``: the same network and weights with :data:`REFERENCE_SUPERPOINT` (what the
+    front-end adds over the published demo's tracker)."""
+    conf = validate(params or {})
+    if name == "klt":
+        return KLTFrontend(conf)
+    if name == "sp-reference":
+        return Frontend(validate({**conf, **REFERENCE_SUPERPOINT}))
+    return Frontend(conf, extractor=OpenCVFrontendExtractor(name, int(conf["extractor.max_keypoints"])))
+

@@ -11,7 +11,8 @@ corners are tracked into the right image with the same flow.
 ``superpoint-eval-bag --baselines klt`` scores it with exactly the statistics and ground truth
 used for SuperPoint. Shared parameters (from the node's parameter file): ``extractor.max_keypoints``
 (the corner budget), ``extractor.remove_borders``, all ``ransac.*``, ``stereo.epipolar_tolerance``,
-``stereo.min/max_disparity``, ``tracking.max_time_gap``. There are no descriptors: the feature
+``stereo.min/max_disparity``, ``tracking.max_time_gap``. Camera models (:meth:`KLTFrontend.set_cameras`)
+are accepted and ignored: the baseline tracks and verifies in pixels. There are no descriptors: the feature
 descriptors are ``(N, 0)`` and match distances are the forward-backward errors in px.
 """
 from __future__ import annotations
@@ -23,11 +24,12 @@ from typing import Any, Mapping, Optional, Tuple
 import cv2
 import numpy as np
 
+from ..camera_models import CameraModel
 from ..extractor import Features
 from ..flow import flow_forward_backward
 from ..frontend import FrameResult, StereoMatches, TemporalMatches, continuity_break
 from ..image import to_grayscale_uint8
-from ..geometry import ransac_inliers
+from ..geometry import MIN_POINTS, ransac_inliers
 from ..params import frontend_conf, validate
 from ..stamps import check_stamp_ns, stamp_ns_from_seconds
 
@@ -39,6 +41,17 @@ default_conf = {
     "max_flow_back_error": 0.5,  # px, forward-backward consistency
     "equalize": True,           # CLAHE (clip 3, 8x8 tiles) before tracking, as VINS does by default
 }
+
+
+def pixel_model(model: str) -> str:
+    """The pixel RANSAC model this baseline verifies with: ``ransac.model`` when it is one
+    (fundamental, homography), else the fundamental matrix (models on normalised coordinates need
+    the intrinsics the baseline ignores)."""
+    return model if model in MIN_POINTS else "fundamental"
+
+
+def _same_camera(a: Optional[CameraModel], b: Optional[CameraModel]) -> bool:
+    return a is None and b is None or (a is not None and a.same_calibration(b))
 
 
 @dataclass
@@ -73,6 +86,20 @@ class KLTFrontend:
         self._clahe = cv2.createCLAHE(clipLimit=3.0, tileGridSize=(8, 8)) if self.klt["equalize"] else None
         self._previous: Optional[_Previous] = None
         self._next_id = 0
+        #: the camera models of :meth:`set_cameras` (kept for reports; the tracker stays in pixels)
+        self.cameras: Tuple[Optional[CameraModel], Optional[CameraModel]] = (None, None)
+
+    def set_cameras(self, left: Optional[CameraModel], right: Optional[CameraModel] = None) -> Optional[str]:
+        """The Frontend's interface: set or clear the intrinsics. This baseline ignores them for
+        tracking and verification (pixel Lucas-Kanade, the pixel RANSAC of ``ransac.*``, rectified
+        stereo rows): it measures the classical tracker as configured, not a camera-aware one.
+        Like the Frontend, a change of calibration resets the tracks; returns the reason then."""
+        changed = not all(_same_camera(new, old) for new, old in zip((left, right), self.cameras))
+        self.cameras = (left, right)
+        if not changed or self._previous is None:
+            return None
+        self._previous = None
+        return "camera calibration changed"
 
     # --- the two entry points ----------------------------------------------------------------------
     def process_mono(self, image: np.ndarray, stamp_ns: int, frame_id: str) -> FrameResult:
@@ -136,9 +163,9 @@ class KLTFrontend:
             inliers, verified, model = np.ones(len(source), bool), False, None
             ransac = conf.ransac
             if ransac.enabled and len(source):
-                geometry = ransac_inliers(previous.points[source], moved[source], ransac.model, ransac.method,
-                                          ransac.threshold, ransac.confidence, ransac.max_iterations,
-                                          ransac.min_matches)
+                geometry = ransac_inliers(previous.points[source], moved[source], pixel_model(ransac.model),
+                                          ransac.method, ransac.threshold, ransac.confidence,
+                                          ransac.max_iterations, ransac.min_matches)
                 inliers, verified, model = geometry.inliers, geometry.verified, geometry.model
             # the tracked points come first in this frame, in the order of ``source``
             indices = np.stack([source, np.arange(len(source))], axis=1).astype(np.int64).reshape(-1, 2)

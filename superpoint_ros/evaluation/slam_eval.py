@@ -49,8 +49,9 @@ from ..io import bags
 from ..params import ParamsError, load_params
 from ..sync import slop_ns_for
 from ..weights import WeightsError
-from .bag_eval import (baseline_frontend, camera_matrix, default_params_file, find_camera_info, first_camera_info,
-                       iterate_frames, parameter_overrides, parse_baselines)
+from .bag_eval import default_params_file, parameter_overrides
+from .bag_frames import camera_matrix, find_camera_info, first_camera_info, iterate_frames
+from .baselines import baseline_frontend, parse_baselines
 from .mono_vo import MonoConfig, MonoVO, mono_observations
 from .plots import _pyplot
 from .pose import NS, Trajectory, read_tum

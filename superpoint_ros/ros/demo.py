@@ -35,9 +35,12 @@ from typing import Dict, List, Optional
 import cv2
 import numpy as np
 
-from ..evaluation.bag_eval import BagStats, FrameRecord, default_params_file, format_summary, read_tum, tracks_picture
+from ..evaluation.bag_eval import default_params_file
+from ..evaluation.bag_report import format_summary, tracks_picture
+from ..evaluation.bag_stats import BagStats, FrameRecord
 from ..evaluation.make_dataset import parse_size
 from ..evaluation.plots import plot_bag_summary
+from ..evaluation.pose import read_tum
 from ..evaluation.sample_data import SampleConf, ensure_sample_bag
 from ..io import bags
 from ..io.messages import decode_features, decode_stereo_matches, decode_temporal_matches
@@ -145,7 +148,7 @@ class Collector:
 
 
 def record_from_messages(stamp: int, frame: dict, latency_ms: float):
-    """Decoded node outputs of one frame -> :class:`superpoint_ros.evaluation.bag_eval.FrameRecord`."""
+    """Decoded node outputs of one frame -> :class:`superpoint_ros.evaluation.bag_stats.FrameRecord`."""
     features = frame["features"]
     temporal = frame.get("temporal_matches")
     stereo = frame.get("stereo_matches")
