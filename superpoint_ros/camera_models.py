@@ -163,6 +163,32 @@ class CameraModel:
                 and np.array_equal(self.R, other.R) and p_equal)
 
 
+#: image_proc's names of rectified images (``image_rect``, ``image_rect_color``)
+RECTIFIED_TOPIC_PREFIX = "image_rect"
+IMAGE_KINDS = ("auto", "raw", "rectified")
+
+
+def images_are_rectified(image_topic: str, kind: str = "auto") -> bool:
+    """Whether the images on ``image_topic`` are already rectified (``camera_info.images``):
+    ``rectified`` / ``raw`` as told, ``auto`` by image_proc's naming (the topic's last name
+    starts with ``image_rect``). Why it matters: a CameraInfo always describes the *raw* camera
+    (D, R, P), also when it sits next to ``image_rect``."""
+    if kind not in IMAGE_KINDS:
+        raise ValueError(f"camera_info.images {kind!r} is not one of {', '.join(IMAGE_KINDS)}")
+    if kind != "auto":
+        return kind == "rectified"
+    return image_topic.rstrip("/").rsplit("/", 1)[-1].startswith(RECTIFIED_TOPIC_PREFIX)
+
+
+def rectified_camera(camera: CameraModel) -> CameraModel:
+    """The camera of the rectified images made from ``camera``'s raw ones (what image_proc
+    publishes on ``image_rect``): ``K = P[:, :3]``, no distortion, identity ``R``, the same ``P``
+    (its baseline column kept). Without ``P`` the rectified camera is the undistorted one
+    (``K`` kept). Applying it to rectified images keeps keypoints from being rectified twice."""
+    K = camera.K if camera.P is None else camera.P[:, :3]
+    return CameraModel(camera.width, camera.height, K, np.zeros(0), NO_DISTORTION, np.eye(3), camera.P)
+
+
 def _as_points(xy) -> np.ndarray:
     points = np.asarray(xy, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 2:

@@ -221,6 +221,12 @@ PARAMETERS: Dict[str, Param] = _with_shipped_defaults({
                               "once they arrive, pixel-only until then), required (pixel-only and a WARN in "
                               "diagnostics and the log while missing) or off (not subscribed)",
                               choices=("auto", "required", "off"), read_only=True, frontend=False),
+    "camera_info.images": Param("auto", "Whether the images the camera_info describes are already rectified: auto "
+                                "(image_proc's names: rectified when the image topic's last name starts with "
+                                "image_rect, e.g. left/image_rect), raw or rectified. For rectified images the "
+                                "camera is taken as CameraInfo's P (no distortion, R = I), since a CameraInfo "
+                                "always describes the raw camera", choices=("auto", "raw", "rectified"),
+                                read_only=True, frontend=False),
     "output.vins_feature": Param("", "Also publish vins_feature (sensor_msgs/PointCloud in VINS-Fusion's (fusion) or "
                                  "VINS-Mono's (mono) feature-tracker layout; frames with intrinsics only); "
                                  "\"\" = off", choices=("", "fusion", "mono"), read_only=True, frontend=False),

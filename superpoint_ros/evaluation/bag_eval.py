@@ -48,6 +48,7 @@ import yaml
 from tqdm import tqdm
 
 from ..backends import configure_process
+from ..camera_models import images_are_rectified
 from ..frontend import Frontend
 from ..io import bags, messages
 from ..params import ParamsError, load_params
@@ -136,7 +137,10 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     slop_ns = slop_ns_for(conf.get("sync.mode", "approximate"), conf.get("sync.slop", 0.005))
     info_mode = conf.get("camera_info.mode", "auto")
     use_info = info_mode != "off"
-    cameras, camera_changes = FrameCameras(), 0
+    images_kind = conf.get("camera_info.images", "auto")
+    cameras = FrameCameras(rectified_images=(images_are_rectified(left_topic, images_kind),
+                                             images_are_rectified(right_topic or "", images_kind)))
+    camera_changes = 0
     if info_mode == "required" and info_topic is None:
         cameras.warn_once(f"camera_info.mode is required but {bag} has no camera_info for {left_topic} "
                           "(--camera-info to name it): pixel-only output")

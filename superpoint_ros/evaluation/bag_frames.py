@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..camera_models import CameraInfoError, CameraModel
+from ..camera_models import CameraInfoError, CameraModel, rectified_camera
 from ..io import bags
 from ..sync import StampSynchronizer
 
@@ -161,7 +161,9 @@ class FrameCameras:
     be used (unknown distortion model, uncalibrated, malformed) gives ``None`` -- pixel-only --
     and one warning per distinct reason, not one per frame."""
 
-    def __init__(self, warn: Callable[[str], None] = logger.warning):
+    def __init__(self, warn: Callable[[str], None] = logger.warning, rectified_images: Tuple[bool, bool] = (False, False)):
+        #: (left, right) images already rectified (camera_info.images): their rectified cameras are used
+        self.rectified_images = rectified_images
         self.left: Optional[CameraModel] = None
         self.right: Optional[CameraModel] = None
         #: the warnings given, each once, in order
@@ -172,10 +174,11 @@ class FrameCameras:
         if info is None:
             return None
         try:
-            return CameraModel.from_camera_info(info)
+            camera = CameraModel.from_camera_info(info)
         except CameraInfoError as e:
             self.warn_once(f"{side} camera_info unusable, pixel-only output: {e}")
             return None
+        return rectified_camera(camera) if self.rectified_images[side == "right"] else camera
 
     def warn_once(self, reason: str) -> None:
         """Log ``reason`` unless it was logged already; it is kept in :attr:`warnings`."""

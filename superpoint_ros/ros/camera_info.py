@@ -23,7 +23,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from sensor_msgs.msg import CameraInfo
 
-from ..camera_models import CameraInfoError, CameraModel
+from ..camera_models import CameraInfoError, CameraModel, images_are_rectified, rectified_camera
 from ..stamps import message_stamp_ns
 from ..sync import StampSynchronizer, slop_ns_for
 from .inputs import ImageInput
@@ -63,8 +63,10 @@ class CameraInfoTrack:
     latest kept, and the model of the last distinct calibration cached. Thread-safe (the
     subscription adds, the worker looks up)."""
 
-    def __init__(self, topic: str, slop_ns: int, queue_size: int):
+    def __init__(self, topic: str, slop_ns: int, queue_size: int, rectified_images: bool = False):
         self.topic = topic
+        #: the images are rectified already (camera_info.images): use the rectified camera
+        self.rectified_images = rectified_images
         self._sync = StampSynchronizer(("frame", INFO_NAME), slop_ns, queue_size)
         self._lock = threading.Lock()
         self.latest: Any = None
@@ -95,7 +97,8 @@ class CameraInfoTrack:
             if key == self._key:
                 return self._calibration
         try:
-            calibration = Calibration(CameraModel.from_camera_info(msg))
+            camera = CameraModel.from_camera_info(msg)
+            calibration = Calibration(rectified_camera(camera) if self.rectified_images else camera)
         except CameraInfoError as e:
             calibration = Calibration(None, str(e))
         with self._lock:
@@ -120,12 +123,13 @@ class CameraInfoInputs:
     mono, or left and right) and the per-frame choice of intrinsics (:meth:`for_frame`)."""
 
     def __init__(self, node, mode: str, image_bases: Sequence[str], info_bases: Sequence[str], depth: int,
-                 reliability: str, sync_mode: str, slop_s: float, queue_size: int):
+                 reliability: str, sync_mode: str, slop_s: float, queue_size: int, images: str = "auto"):
         if mode not in ("auto", "required"):
             raise ValueError(f"camera_info.mode {mode!r} subscribes nothing (auto or required do)")
         self.required = mode == "required"
         slop_ns = slop_ns_for(sync_mode, slop_s)
-        self.tracks = [CameraInfoTrack(camera_info_topic(node, image, info), slop_ns, queue_size)
+        self.tracks = [CameraInfoTrack(camera_info_topic(node, image, info), slop_ns, queue_size,
+                                       images_are_rectified(node.resolve_topic_name(image), images))
                        for image, info in zip(image_bases, info_bases)]
         self.inputs = [ImageInput(node, CameraInfo, track.topic, self._feed(track), depth, reliability)
                        for track in self.tracks]

@@ -166,7 +166,7 @@ class SuperPointNode(Node):
         images, infos = ((LEFT_TOPIC, RIGHT_TOPIC), (LEFT_INFO_TOPIC, RIGHT_INFO_TOPIC)) if self.stereo else \
             ((MONO_TOPIC,), (MONO_INFO_TOPIC,))
         return CameraInfoInputs(self, p["camera_info.mode"], images, infos, p["qos.depth"], p["qos.reliability"],
-                                p["sync.mode"], p["sync.slop"], p["sync.queue_size"])
+                                p["sync.mode"], p["sync.slop"], p["sync.queue_size"], p["camera_info.images"])
 
     def _all_inputs(self) -> List[ImageInput]:
         """Every subscription that follows its publishers' QoS: images, then camera_info."""
@@ -347,11 +347,7 @@ class SuperPointNode(Node):
         wanted = (cameras.left, cameras.right)
         if self._cameras_in_use is not None and all(a is b for a, b in zip(wanted, self._cameras_in_use)):
             return
-        # TODO(lead): remove this guard once frontcam's Frontend.set_cameras is merged; call it directly
-        set_cameras = getattr(self.frontend, "set_cameras", None)
-        if set_cameras is None:
-            return
-        set_cameras(*wanted)  # a changed calibration resets the tracks: the result's reset_reason says so (logged)
+        self.frontend.set_cameras(*wanted)  # a changed calibration resets the tracks: the result's reset_reason says so (logged)
         self._cameras_in_use = wanted
 
     def _process(self, item, received_at: float) -> None:
