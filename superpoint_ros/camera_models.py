@@ -163,6 +163,10 @@ class CameraModel:
                 and np.array_equal(self.R, other.R) and p_equal)
 
 
+def same_camera(a: Optional[CameraModel], b: Optional[CameraModel]) -> bool:
+    """Whether two optional cameras are the same (both absent, or the same calibration)."""
+    return a is None and b is None or (a is not None and a.same_calibration(b))
+
 #: image_proc's names of rectified images (``image_rect``, ``image_rect_color``)
 RECTIFIED_TOPIC_PREFIX = "image_rect"
 IMAGE_KINDS = ("auto", "raw", "rectified")
@@ -265,29 +269,3 @@ def rectify_points(camera: CameraModel, xy) -> np.ndarray:
         pixels = projected[:, :2] / projected[:, 2:3]
     pixels[~(rays[:, 2] > 0)] = np.nan
     return pixels
-
-
-@dataclass
-class PointVelocity:
-    """Image velocities of matched points: ``px_per_s`` ``(N, 2)`` float64 (raw pixels/s) and
-    ``normalised_per_s`` ``(N, 2)`` float64 (normalised undistorted units/s, as VINS publishes;
-    ``None`` without a camera model)."""
-
-    px_per_s: np.ndarray
-    normalised_per_s: Optional[np.ndarray]
-
-
-def point_velocity(previous_xy, current_xy, dt_ns: int, camera: Optional[CameraModel] = None) -> PointVelocity:
-    """Velocities of ``previous_xy[i] -> current_xy[i]`` (``(N, 2)`` xy px, raw image) over
-    ``dt_ns`` nanoseconds (int, > 0). With ``camera``, also in normalised undistorted units/s
-    (the difference of the undistorted points, so distortion does not bias it)."""
-    previous, current = _as_points(previous_xy), _as_points(current_xy)
-    if previous.shape != current.shape:
-        raise ValueError(f"point sets differ in size: {previous.shape} vs {current.shape}")
-    if int(dt_ns) != dt_ns or int(dt_ns) <= 0:
-        raise ValueError(f"dt_ns must be a positive integer number of nanoseconds, got {dt_ns!r}")
-    dt_s = int(dt_ns) * 1e-9
-    normalised = None
-    if camera is not None:
-        normalised = (undistort_points(camera, current) - undistort_points(camera, previous)) / dt_s
-    return PointVelocity((current - previous) / dt_s, normalised)

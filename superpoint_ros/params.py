@@ -118,7 +118,7 @@ def _with_shipped_defaults(table: Dict[str, Param]) -> Dict[str, Param]:
 
 #: Every parameter, its default, meaning and valid range, in one place.
 PARAMETERS: Dict[str, Param] = _with_shipped_defaults({
-    # --- extractor (superpoint_ros.extractor.default_conf) ---
+    # --- extractor (defaults: superpoint_ros.config.ExtractorConf) ---
     "extractor.weights": Param(CONF, "Weight file (project checkpoint or published state_dict); "
                                "empty = the shipped default model", read_only=True),
     "extractor.device": Param(CONF, "auto (CUDA if available, else CPU), cpu, cuda or cuda:N; "

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from superpoint_ros.camera_models import (CameraInfoError, CameraModel, UnsupportedDistortionModel,
-                                          point_velocity, project_normalised, rectify_points, undistort_points)
+                                          project_normalised, rectify_points, undistort_points)
 from superpoint_ros.io.bags import camera_info_message
 
 # Realistic strong lenses. EuRoC MAV cam0 (plumb_bob, published calibration); a wide lens in the
@@ -241,23 +241,3 @@ def test_rectify_needs_a_projection_matrix():
         rectify_points(EUROC, np.zeros((1, 2)))
 
 
-# --- velocities -----------------------------------------------------------------------------------
-def test_point_velocity_in_pixels_and_normalised_units():
-    previous = np.array([[100.0, 50.0], [400.0, 300.0], [700.0, 20.0]])
-    current = previous + [3.0, -2.0]
-    pinhole = CameraModel(752, 480, EUROC.K, [], "")
-    velocity = point_velocity(previous, current, 50_000_000, pinhole)  # 50 ms
-    np.testing.assert_allclose(velocity.px_per_s, [[60.0, -40.0]] * 3)
-    np.testing.assert_allclose(velocity.normalised_per_s, [[60.0 / EUROC.K[0, 0], -40.0 / EUROC.K[1, 1]]] * 3)
-    distorted = point_velocity(previous, current, 50_000_000, EUROC)
-    np.testing.assert_allclose(distorted.normalised_per_s,
-                               (undistort_points(EUROC, current) - undistort_points(EUROC, previous)) / 0.05)
-    # barrel distortion compresses the periphery: the same pixel step is a larger normalised one there
-    assert np.linalg.norm(distorted.normalised_per_s[2]) > np.linalg.norm(distorted.normalised_per_s[1])
-    assert point_velocity(previous, current, 50_000_000).normalised_per_s is None
-
-
-@pytest.mark.parametrize("dt_ns", [0, -5, 1.5])
-def test_point_velocity_needs_a_positive_integer_dt(dt_ns):
-    with pytest.raises(ValueError, match="dt_ns"):
-        point_velocity(np.zeros((1, 2)), np.zeros((1, 2)), dt_ns)

@@ -9,7 +9,7 @@ import pytest
 
 from superpoint_ros.camera_models import CameraModel, undistort_points
 from superpoint_ros.evaluation import bag_eval, output_bag
-from superpoint_ros.evaluation.bag_frames import FrameCameras, iterate_frames
+from superpoint_ros.evaluation.bag_frames import BagCameras, iterate_frames
 from superpoint_ros.evaluation.klt import KLTFrontend
 from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag, sample_cameras
 from superpoint_ros.io import bags
@@ -143,11 +143,11 @@ def test_camera_info_mode_off_reads_none_and_required_warns_when_missing(rectifi
 
 
 def test_a_new_calibration_is_a_change_and_resets_the_klt_tracks(rectified, tmp_path):
-    """FrameCameras reports a change only when a model changes; KLT's set_cameras resets its
+    """BagCameras reports a change only when a model changes; KLT's set_cameras resets its
     tracks then (it ignores the models otherwise: pixel tracking and verification)."""
     frames = list(iterate_frames(rectified.bag, rectified.topics["left_image"], None, 0, 10,
                                  rectified.topics["left_info"]))
-    cameras = FrameCameras()
+    cameras = BagCameras()
     assert cameras.update(frames[0]) and cameras.left is not None
     assert not cameras.update(frames[1])  # the same calibration, another message
     scaled = replace(frames[2].left_info, k=frames[2].left_info.k * np.array([1.01, 1, 1, 1, 1.01, 1, 1, 1, 1]))
@@ -214,3 +214,24 @@ def test_bag_without_camera_info_through_the_frontend_has_no_normalised_output(r
     assert names[VINS_OUTPUT] not in found and found[names["features"]][1] == 5
     for item in bags.read_messages(out, [names["features"]]):
         assert np.all(np.isnan(decode_features(item.message).normalized))
+
+
+def test_stereo_with_an_unusable_left_camera_info_runs_the_pair_pixel_only(raw_stereo, random_weights, tmp_path):
+    """As the node: no left camera means no cameras for the pair (the Frontend needs the left one
+    for a right one), one warning per reason, and the evaluation goes on (it used to abort)."""
+    left_info = raw_stereo.topics["left_info"]
+    bag = rewrite(raw_stereo.bag, tmp_path / "bad_left",
+                  change=lambda item: replace(item.message, distortion_model="kannala_brandt9")
+                  if item.topic == left_info else item.message)
+    frames = list(iterate_frames(bag, raw_stereo.topics["left_image"], raw_stereo.topics["right_image"], 0, 10,
+                                 left_info, raw_stereo.topics["right_info"]))
+    warned = []
+    cameras = BagCameras(warn=warned.append)
+    cameras.update(frames[0])
+    assert cameras.left is None and cameras.right is None
+    assert any("kannala_brandt9" in w for w in warned) and any("left camera_info" in w for w in warned)
+    params = load_params(bag_eval.default_params_file(True), overrides={"extractor.weights": str(random_weights),
+                                                                        "extractor.precision": "fp32"})
+    summary, _, _ = bag_eval.evaluate_bag(bag, raw_stereo.topics["left_image"], raw_stereo.topics["right_image"],
+                                          params=params, show_progress=False, max_frames=2)
+    assert summary["frames"] == 2 and summary["cameras"]["left"] is None

@@ -54,7 +54,7 @@ from ..io import bags, messages
 from ..params import ParamsError, load_params
 from ..sync import slop_ns_for
 from ..weights import WeightsError
-from .bag_frames import Frame, FrameCameras, camera_matrix, find_camera_info, first_camera_info, iterate_frames
+from .bag_frames import Frame, BagCameras, camera_matrix, find_camera_info, first_camera_info, iterate_frames
 from .bag_report import format_comparison, format_summary, tracks_picture
 from .bag_stats import BagStats, record_from_result
 from .baselines import baseline_frontend, parse_baselines
@@ -134,11 +134,11 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
     trajectory = read_tum(groundtruth) if groundtruth is not None else None
     stats = BagStats(K, trajectory)
     total = available[left_topic][1] if max_frames is None else min(max_frames, available[left_topic][1])
-    slop_ns = slop_ns_for(conf.get("sync.mode", "approximate"), conf.get("sync.slop", 0.005))
-    info_mode = conf.get("camera_info.mode", "auto")
+    slop_ns = slop_ns_for(conf["sync.mode"], conf["sync.slop"])
+    info_mode = conf["camera_info.mode"]
     use_info = info_mode != "off"
-    images_kind = conf.get("camera_info.images", "auto")
-    cameras = FrameCameras(rectified_images=(images_are_rectified(left_topic, images_kind),
+    images_kind = conf["camera_info.images"]
+    cameras = BagCameras(rectified_images=(images_are_rectified(left_topic, images_kind),
                                              images_are_rectified(right_topic or "", images_kind)))
     camera_changes = 0
     if info_mode == "required" and info_topic is None:
@@ -153,7 +153,7 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
         progress = None
         if show_progress:
             progress = stack.enter_context(tqdm(total=total, unit="frame", desc="superpoint-eval-bag", file=sys.stderr))
-        frames = iterate_frames(bag, left_topic, right_topic, slop_ns, int(conf.get("sync.queue_size", 10)),
+        frames = iterate_frames(bag, left_topic, right_topic, slop_ns, conf["sync.queue_size"],
                                 info_topic if use_info else None, right_info_topic if use_info else None)
         for count, frame in enumerate(frames):
             if max_frames is not None and count >= max_frames:
@@ -162,6 +162,8 @@ def evaluate_bag(bag: Path, left_topic: str, right_topic: Optional[str] = None, 
                 camera_changes += 1
                 frontend.set_cameras(cameras.left, cameras.right)
             result = _process(frontend, frame)
+            if result.camera_problem:
+                cameras.warn_once(result.camera_problem)
             stats.add(record_from_result(result, cameras.left, cameras.right))
             if output is not None:
                 output.write(frame, result)

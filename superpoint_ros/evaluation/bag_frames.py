@@ -3,7 +3,7 @@
 Mono frames, or stereo pairs paired by header stamp with the node's synchroniser
 (:class:`superpoint_ros.sync.StampSynchronizer`), and the ``camera_info`` topics next to the image
 topics: each frame carries its cameras' CameraInfo, paired by stamp as the node pairs them, and
-:class:`FrameCameras` turns them into camera models. Messages come from
+:class:`BagCameras` turns them into camera models. Messages come from
 :mod:`superpoint_ros.io.bags` (rosbag2 sqlite3/mcap, ROS 1 bags).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..camera_models import CameraInfoError, CameraModel, rectified_camera
+from ..camera_models import CameraInfoError, CameraModel, rectified_camera, same_camera
 from ..io import bags
 from ..sync import StampSynchronizer
 
@@ -155,7 +155,7 @@ def iterate_frames(bag: Path, left_topic: str, right_topic: Optional[str] = None
         yield release(waiting)
 
 
-class FrameCameras:
+class BagCameras:
     """The camera models of the frames, from their CameraInfo messages
     (:meth:`superpoint_ros.camera_models.CameraModel.from_camera_info`). A CameraInfo that cannot
     be used (unknown distortion model, uncalibrated, malformed) gives ``None`` -- pixel-only --
@@ -190,11 +190,12 @@ class FrameCameras:
         """Read ``frame``'s CameraInfo; True when a camera model changed (appeared, went, or
         has a new calibration): then :attr:`left` / :attr:`right` are the new models."""
         left, right = self._model(frame.left_info, "left"), self._model(frame.right_info, "right")
-        changed = not (_same(left, self.left) and _same(right, self.right))
+        if left is None and right is not None:
+            # as the node: without the left camera the pair is pixel-only (the Frontend needs the left one)
+            self.warn_once("stereo without a usable left camera_info: the pair is processed pixel-only")
+            right = None
+        changed = not (same_camera(left, self.left) and same_camera(right, self.right))
         if changed:
             self.left, self.right = left, right
         return changed
 
-
-def _same(a: Optional[CameraModel], b: Optional[CameraModel]) -> bool:
-    return a is None and b is None or (a is not None and a.same_calibration(b))

@@ -24,7 +24,7 @@ from typing import Any, Mapping, Optional, Tuple
 import cv2
 import numpy as np
 
-from ..camera_models import CameraModel
+from ..camera_models import CameraModel, same_camera
 from ..extractor import Features
 from ..flow import flow_forward_backward
 from ..frontend import FrameResult, StereoMatches, TemporalMatches, continuity_break
@@ -49,9 +49,6 @@ def pixel_model(model: str) -> str:
     the intrinsics the baseline ignores)."""
     return model if model in MIN_POINTS else "fundamental"
 
-
-def _same_camera(a: Optional[CameraModel], b: Optional[CameraModel]) -> bool:
-    return a is None and b is None or (a is not None and a.same_calibration(b))
 
 
 @dataclass
@@ -94,7 +91,7 @@ class KLTFrontend:
         tracking and verification (pixel Lucas-Kanade, the pixel RANSAC of ``ransac.*``, rectified
         stereo rows): it measures the classical tracker as configured, not a camera-aware one.
         Like the Frontend, a change of calibration resets the tracks; returns the reason then."""
-        changed = not all(_same_camera(new, old) for new, old in zip((left, right), self.cameras))
+        changed = not all(same_camera(new, old) for new, old in zip((left, right), self.cameras))
         self.cameras = (left, right)
         if not changed or self._previous is None:
             return None

@@ -189,11 +189,11 @@ def run_method(name: str, frontend, bag: Path, left_topic: str, right_topic: str
                show_progress: bool = True) -> MethodRun:
     """The bag's stereo pairs through ``frontend`` (``process_stereo``) and one :class:`StereoVO`."""
     conf = frontend.params
-    slop_ns = slop_ns_for(conf.get("sync.mode", "approximate"), conf.get("sync.slop", 0.005))
+    slop_ns = slop_ns_for(conf["sync.mode"], conf["sync.slop"])
     vo = StereoVO(calibration, config)
 
     def frames():
-        pairs = iterate_frames(bag, left_topic, right_topic, slop_ns, int(conf.get("sync.queue_size", 10)))
+        pairs = iterate_frames(bag, left_topic, right_topic, slop_ns, conf["sync.queue_size"])
         for count, frame in enumerate(pairs):
             if max_frames is not None and count >= max_frames:
                 return

@@ -12,7 +12,7 @@ camera_info at the image stamp), else the latest one received. A CameraModel is 
 the message's calibration fields change (:func:`calibration_key`). A camera_info that cannot be
 used (``CameraInfoError``: unknown distortion model, uncalibrated, malformed), one whose size is
 not the image's, or none at all with ``camera_info.mode: required``, makes the frame pixel-only,
-with the reason (:attr:`FrameCameras.problems`: the node logs them throttled and warns in
+with the reason (:attr:`CameraInfoChoice.problems`: the node logs them throttled and warns in
 diagnostics).
 """
 from __future__ import annotations
@@ -28,7 +28,6 @@ from ..stamps import message_stamp_ns
 from ..sync import StampSynchronizer, slop_ns_for
 from .inputs import ImageInput
 
-CAMERA_INFO_MODES = ("auto", "required", "off")
 INFO_NAME = "camera_info"
 
 
@@ -107,7 +106,7 @@ class CameraInfoTrack:
 
 
 @dataclass(frozen=True)
-class FrameCameras:
+class CameraInfoChoice:
     """The intrinsics one frame is processed with: ``left`` (mono or left) and ``right``
     (stereo) models or ``None`` (pixel-only); ``problems``: why a camera is not used, for the
     log and diagnostics; ``summary``: what is used, for diagnostics (``camera_info`` value)."""
@@ -161,7 +160,7 @@ class CameraInfoInputs:
         return camera, None, (f"{track.topic}: {model} {camera.width}x{camera.height} px "
                               f"({'stamp match' if matched else 'latest'})")
 
-    def for_frame(self, stamp_ns: int, image_sizes: Sequence[Tuple[int, int]]) -> FrameCameras:
+    def for_frame(self, stamp_ns: int, image_sizes: Sequence[Tuple[int, int]]) -> CameraInfoChoice:
         """The intrinsics for the frame stamped ``stamp_ns`` whose images are ``image_sizes``
         (``(height, width)`` px each, in input order). Stereo without the left camera is
         pixel-only on both sides; without the right one the left is still used."""
@@ -175,4 +174,4 @@ class CameraInfoInputs:
                 problems.append(problem)
         left = cameras[0]
         right = cameras[1] if len(cameras) > 1 and left is not None else None
-        return FrameCameras(left, right, tuple(problems), "; ".join(summaries))
+        return CameraInfoChoice(left, right, tuple(problems), "; ".join(summaries))

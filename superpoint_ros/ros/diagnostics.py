@@ -80,7 +80,7 @@ class Stats:
         self.process_ms: deque = deque(maxlen=PROCESS_HISTORY)  # per-frame processing time, ms
         self.busy_since: Optional[float] = None  # perf_counter s the worker began the current frame
         self.transport_warning = ""  # frames too large for the shared-memory segment (SharedMemoryCheck)
-        # the last frame's camera_info problems and what it used (superpoint_ros.ros.camera_info.FrameCameras)
+        # the last frame's camera_info problems and what it used (superpoint_ros.ros.camera_info.CameraInfoChoice)
         self.camera_warnings: Tuple[str, ...] = ()
         self.camera_summary = ""
 

@@ -49,7 +49,7 @@ from ..sync import StampSynchronizer
 from ..weights import WeightsError
 from . import parameters
 from .diagnostics import Stats, diagnostic_array, diagnostic_status, input_warnings, pairing_window_due
-from .camera_info import CameraInfoInputs, FrameCameras
+from .camera_info import CameraInfoInputs, CameraInfoChoice
 from .frame_queue import DropReport, FrameQueue
 from .inputs import COMPRESSED_SUFFIX, ImageInput, SharedMemoryCheck, input_topic
 from .publishers import QOS_OVERRIDE_POLICIES, DebugImage, OutputPublishers, output_topics
@@ -327,7 +327,7 @@ class SuperPointNode(Node):
             self._use_cameras(cameras)
             return self.frontend.process_mono(image, stamp_ns, header.frame_id), image
 
-    def _frame_cameras(self, stamp_ns: int, images) -> Optional[FrameCameras]:
+    def _frame_cameras(self, stamp_ns: int, images) -> Optional[CameraInfoChoice]:
         """The intrinsics of this frame (None with camera_info.mode off); problems are logged
         (throttled per kind) and shown in diagnostics."""
         camera_info = self.camera_info
@@ -339,7 +339,7 @@ class SuperPointNode(Node):
         self.stats.set_camera_state(cameras.problems, cameras.summary)
         return cameras
 
-    def _use_cameras(self, cameras: Optional[FrameCameras]) -> None:
+    def _use_cameras(self, cameras: Optional[CameraInfoChoice]) -> None:
         """Gives the Frontend this frame's intrinsics when they differ from the last frame's
         (same message fields, same CameraModel object). Called with the front-end lock held."""
         if cameras is None:
@@ -354,6 +354,8 @@ class SuperPointNode(Node):
         header = item[0].header
         result, image = self._run_frontend(item)
         self._log_resize(result)
+        if result.camera_problem:  # a camera the Frontend could not use for this frame: pixel-only
+            self.log_throttled(result.camera_problem)
         self.outputs.publish_frame(result, header.frame_id, item[1].header.frame_id if len(item) == 2 else None)
         if self.outputs.debug_wanted():
             self.outputs.debug_image.publish(self._debug_image.render(image, result, header,

@@ -26,7 +26,6 @@ from ..visualization import draw_keypoints, draw_tracks
 RCLPY_MESSAGES = MessageClasses(Header, Time, PointCloud2, PointField, point_cloud=PointCloud, point32=Point32,
                                 channel=ChannelFloat32)
 DEBUG_TOPIC, DIAGNOSTICS_TOPIC = "debug_image", "/diagnostics"
-MONO_OUTPUTS = ("features", "temporal_matches")
 STEREO_OUTPUTS = ("features_right", "stereo_matches")
 DIAGNOSTICS_DEPTH = 10
 #: the QoS policies a user may override on every output publisher (rclpy declares the read-only
