@@ -269,3 +269,12 @@ def rectify_points(camera: CameraModel, xy) -> np.ndarray:
         pixels = projected[:, :2] / projected[:, 2:3]
     pixels[~(rays[:, 2] > 0)] = np.nan
     return pixels
+
+
+
+def camera_for_images(msg, rectified_images: bool) -> CameraModel:
+    """The camera of the images a CameraInfo ``msg`` comes with: the raw camera it describes, or
+    its :func:`rectified_camera` when the images are rectified already (``camera_info.images``).
+    Raises :class:`CameraInfoError` (or :class:`UnsupportedDistortionModel`) when it cannot be used."""
+    camera = CameraModel.from_camera_info(msg)
+    return rectified_camera(camera) if rectified_images else camera

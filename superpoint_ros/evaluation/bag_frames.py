@@ -15,7 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..camera_models import CameraInfoError, CameraModel, rectified_camera, same_camera
+from ..camera_models import CameraInfoError, CameraModel, camera_for_images, same_camera
 from ..io import bags
 from ..sync import StampSynchronizer
 
@@ -174,11 +174,10 @@ class BagCameras:
         if info is None:
             return None
         try:
-            camera = CameraModel.from_camera_info(info)
+            return camera_for_images(info, self.rectified_images[side == "right"])
         except CameraInfoError as e:
             self.warn_once(f"{side} camera_info unusable, pixel-only output: {e}")
             return None
-        return rectified_camera(camera) if self.rectified_images[side == "right"] else camera
 
     def warn_once(self, reason: str) -> None:
         """Log ``reason`` unless it was logged already; it is kept in :attr:`warnings`."""

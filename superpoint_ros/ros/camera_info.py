@@ -23,7 +23,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 from sensor_msgs.msg import CameraInfo
 
-from ..camera_models import CameraInfoError, CameraModel, images_are_rectified, rectified_camera
+from ..camera_models import CameraInfoError, CameraModel, camera_for_images, images_are_rectified
 from ..stamps import message_stamp_ns
 from ..sync import StampSynchronizer, slop_ns_for
 from .inputs import ImageInput
@@ -96,8 +96,7 @@ class CameraInfoTrack:
             if key == self._key:
                 return self._calibration
         try:
-            camera = CameraModel.from_camera_info(msg)
-            calibration = Calibration(rectified_camera(camera) if self.rectified_images else camera)
+            calibration = Calibration(camera_for_images(msg, self.rectified_images))
         except CameraInfoError as e:
             calibration = Calibration(None, str(e))
         with self._lock:
