@@ -110,7 +110,7 @@ def _as_set(pairs):
     return {tuple(p) for p in np.asarray(pairs).tolist()}
 
 
-@pytest.mark.parametrize("tolerance, min_disparity, max_disparity", [(2.0, 0.0, 128.0), (0.0, 0.0, 40.0),
+@pytest.mark.parametrize("tolerance, min_disparity, max_disparity", [(2.0, 0.0, 128.0), (0.25, 0.0, 40.0),
                                                                      (5.0, -4.0, 300.0)])
 def test_stereo_candidate_pairs_are_exactly_the_masks_pairs(real_stereo_features, tolerance, min_disparity,
                                                             max_disparity):

@@ -155,7 +155,8 @@ class CameraInfoInputs:
             (h, w), (ih, iw) = camera.image_size, image_size
             return None, (f"camera_info on {track.topic} is for {w}x{h} px images, the image is {iw}x{ih} px: "
                           f"pixel-only output"), f"{track.topic}: size mismatch"
-        model = camera.distortion_model or "no distortion"
+        # rectified images (camera_info.images): the camera is CameraInfo's P, whatever its distortion
+        model = "rectified (P)" if track.rectified_images else camera.distortion_model or "no distortion"
         return camera, None, (f"{track.topic}: {model} {camera.width}x{camera.height} px "
                               f"({'stamp match' if matched else 'latest'})")
 
