@@ -222,7 +222,9 @@ def test_stereo_pairs_take_each_cameras_info_and_the_left_is_used_without_the_ri
     left, right, _ = data.stereo_motorcycle()
     left, right = (np.ascontiguousarray(i[100:100 + SIZE[0], 200:200 + SIZE[1]]) for i in (left, right))
     cameras = sample_cameras(SampleConf(size=SIZE, distortion="plumb_bob"))
-    h = harness_factory({**base, "stereo.enabled": True, "stereo.max_disparity": 64.0},
+    # camera_info.images: raw, so the plumb_bob CameraInfos are used as they are (on image_rect topics
+    # auto would take the images as rectified and use the CameraInfos' P: "no distortion")
+    h = harness_factory({**base, "stereo.enabled": True, "stereo.max_disparity": 64.0, "camera_info.images": "raw"},
                         topics=("features", "features_right", "/diagnostics"))
     pub_l, pub_r = h.publisher("left/image_rect"), h.publisher("right/image_rect")
     info_l, info_r = info_publisher(h, "left/camera_info"), info_publisher(h, "right/camera_info")
