@@ -236,9 +236,8 @@ def test_stereo_pairs_take_each_cameras_info_and_the_left_is_used_without_the_ri
     h.wait_for(lambda: h.count("features_right") >= 1, 10.0, "the pair's features")
     status, values = diagnostics_after(h, 1)
     assert status.level == status.OK, status.message
-    # image_rect topics: the images are rectified, so each camera is its CameraInfo's P (camera_info.images auto)
-    assert values["camera_info"] == ("/left/camera_info: rectified (P) 320x240 px (stamp match); "
-                                     "/right/camera_info: rectified (P) 320x240 px (stamp match)")
+    assert values["camera_info"] == ("/left/camera_info: plumb_bob 320x240 px (stamp match); "
+                                     "/right/camera_info: plumb_bob 320x240 px (stamp match)")
     # a right camera_info of the wrong size: said so; the left camera is still used
     info_r.publish(camera_info_msg(cameras["right"], T0 + PERIOD, "right", size=(480, 640)))
     h.wait_for(lambda: h.node.camera_info.tracks[1].received == 2, 5.0, "the bad right camera_info")
@@ -247,7 +246,7 @@ def test_stereo_pairs_take_each_cameras_info_and_the_left_is_used_without_the_ri
     h.wait_for(lambda: h.count("features_right") >= 2, 10.0, "the second pair's features")
     status, values = diagnostics_after(h, 2)
     assert status.level == status.WARN and "camera_info on /right/camera_info is for 640x480 px images" in status.message
-    assert values["camera_info"] == ("/left/camera_info: rectified (P) 320x240 px (latest); "
+    assert values["camera_info"] == ("/left/camera_info: plumb_bob 320x240 px (latest); "
                                      "/right/camera_info: size mismatch")
     assert np.isnan(normalised(h.received["features_right"][-1])).all()  # the right side is pixel-only
     # needs the Frontend's camera models (frontcam): the left keeps its normalised coordinates
