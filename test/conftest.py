@@ -88,6 +88,17 @@ def random_weights(tmp_path_factory, random_model) -> str:
 
 
 @pytest.fixture(scope="session")
+def trained_weights() -> str:
+    """The shipped default model's path; tests of trained behaviour skip without it."""
+    from superpoint_ros.weights import WeightsError, default_weights_path
+
+    try:
+        return str(default_weights_path())
+    except WeightsError as e:
+        pytest.skip(f"needs the trained default model: {e}")
+
+
+@pytest.fixture(scope="session")
 def camera_image() -> np.ndarray:
     """A real 512x512 uint8 grayscale photo (scikit-image's 'camera')."""
     from skimage import data

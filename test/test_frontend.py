@@ -181,15 +181,11 @@ def test_bad_configuration_is_rejected_with_reasons(random_weights):
         Frontend({"extractor.weights": "/nonexistent/weights.pt"})
 
 
-def test_stereo_disparities_agree_with_ground_truth_with_a_trained_model():
-    try:
-        weights = default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
+def test_stereo_disparities_agree_with_ground_truth_with_a_trained_model(trained_weights):
     from skimage import data
 
     left, right, disparity = data.stereo_motorcycle()
-    frontend = Frontend({"extractor.weights": str(weights), "extractor.device": "cpu",
+    frontend = Frontend({"extractor.weights": trained_weights, "extractor.device": "cpu",
                          "stereo.max_disparity": 80.0, "stereo.epipolar_tolerance": 2.0})
     result = frontend.process_stereo(left, right, ns(0.0), "stereo")
     s = result.stereo

@@ -1,7 +1,6 @@
 """The Frontend with camera models (issue 16): set_cameras, normalised coordinates and velocities,
 essential-matrix verification, raw stereo by keypoint rectification; and the rectified path
 unchanged when the cameras say the images are rectified already."""
-from dataclasses import replace
 
 import cv2
 import numpy as np
@@ -14,18 +13,13 @@ from superpoint_ros.extractor import FeatureExtractor
 from superpoint_ros.frontend import Frontend
 from superpoint_ros.geometry import essential_inliers, ransac_inliers
 from superpoint_ros.io import bags
-from superpoint_ros.weights import WeightsError, default_weights_path
 
 FRAME_NS = 50_000_000  # 20 Hz
 
 
 @pytest.fixture(scope="module")
-def extractor():
-    try:
-        weights = default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
-    return FeatureExtractor(weights=str(weights), device="cpu", precision="fp32")
+def extractor(trained_weights):
+    return FeatureExtractor(weights=trained_weights, device="cpu", precision="fp32")
 
 
 def pinhole(width=320, height=240, f=300.0, **kwargs) -> CameraModel:

@@ -90,19 +90,14 @@ def test_rectified_stereo_matching_recovers_a_known_shift():
 
 
 @pytest.fixture(scope="module")
-def real_stereo_features():
+def real_stereo_features(trained_weights):
     """The shipped model's fp32 features of Middlebury's rectified motorcycle pair (scikit-image)."""
-    from superpoint_ros.extractor import FeatureExtractor
-    from superpoint_ros.weights import WeightsError, default_weights_path
-
-    try:
-        weights = default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
     from skimage import data
 
+    from superpoint_ros.extractor import FeatureExtractor
+
     left, right, _ = data.stereo_motorcycle()
-    extractor = FeatureExtractor(weights=str(weights), device="cpu", precision="fp32", max_keypoints=1000)
+    extractor = FeatureExtractor(weights=trained_weights, device="cpu", precision="fp32", max_keypoints=1000)
     return extractor([np.ascontiguousarray(left[..., ::-1]), np.ascontiguousarray(right[..., ::-1])])
 
 
