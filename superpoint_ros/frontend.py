@@ -46,7 +46,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .camera_models import CameraModel, undistort_points
+from .camera_models import CameraModel, same_camera, undistort_points
 from .config import FlowConf, FrontendConf
 from .extractor import FeatureExtractor, Features, FeatureSource, NetworkInput, rescale_pixels
 from .flow import flow_image, refine_with_flow
@@ -350,8 +350,8 @@ class Frontend:
         if left is None and right is not None:
             raise ValueError("a right camera needs the left one (the tracks follow the left camera)")
         old_left, old_right = self._last_left_camera, self._cameras[1]
-        keep = lambda old, new: old if new is not None and new.same_calibration(old) else new  # noqa: E731
-        self._cameras = (keep(old_left, left), keep(old_right, right))
+        # the same calibration again keeps the model in use (the previous frame's normalised points stay valid)
+        self._cameras = tuple(old if same_camera(old, new) else new for old, new in ((old_left, left), (old_right, right)))
         self._last_left_camera = self._cameras[0] or old_left
         reason = calibration_change(old_left, left, "left")
         if reason is None or self._previous is None:

@@ -126,7 +126,6 @@ class SuperPointNode(Node):
         self._queue = FrameQueue(self.params["input.queue_size"])
         self._drops = DropReport(self.params["input.queue_size"])
         self._debug_image = DebugImage()
-        self._cameras_in_use: Optional[tuple] = None  # (left, right) CameraModels given to the Frontend; None: unknown
         if self.params["camera_info.mode"] == "off":
             self.stats.set_camera_state((), "off (camera_info.mode)")
 
@@ -340,15 +339,11 @@ class SuperPointNode(Node):
         return cameras
 
     def _use_cameras(self, cameras: Optional[CameraInfoChoice]) -> None:
-        """Gives the Frontend this frame's intrinsics when they differ from the last frame's
-        (same message fields, same CameraModel object). Called with the front-end lock held."""
-        if cameras is None:
-            return
-        wanted = (cameras.left, cameras.right)
-        if self._cameras_in_use is not None and all(a is b for a, b in zip(wanted, self._cameras_in_use)):
-            return
-        self.frontend.set_cameras(*wanted)  # a changed calibration resets the tracks: the result's reset_reason says so (logged)
-        self._cameras_in_use = wanted
+        """Gives the Frontend this frame's intrinsics (the same calibration again is a no-op there;
+        a changed one resets the tracks and the result's reset_reason says so, logged). Called with
+        the front-end lock held."""
+        if cameras is not None:
+            self.frontend.set_cameras(cameras.left, cameras.right)
 
     def _process(self, item, received_at: float) -> None:
         header = item[0].header
