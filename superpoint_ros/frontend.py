@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from dataclasses import dataclass, field, replace
@@ -88,6 +89,18 @@ class FlowFrame:
     def from_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_flow_pixels`."""
         return rescale_pixels(xy, self.scale)
+
+
+#: One background thread for the CPU work of a frame that waits on nothing: the flow images
+#: (``tracking.flow_refinement``) are made there while the network and the temporal matching and
+#: RANSAC run (single-threaded numpy/OpenCV filters: on 2 cores they overlap instead of adding up).
+#: Shared by every Frontend of the process; results are identical to making them in line.
+_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superpoint_frontend")
+
+
+def make_flow_frame(grays, scale: Optional[tuple]) -> FlowFrame:
+    """:class:`FlowFrame` of the network's images ``grays`` (``(h, w)`` float32 in [0, 1])."""
+    return FlowFrame(tuple(flow_image(g) for g in grays), scale)
 
 
 class FrameSkipped(RuntimeError):
@@ -388,9 +401,7 @@ class Frontend:
         clock = _Clock()
         reset_reason = self._continuity_break(stamp_ns, frame_id, image)
         with clock("extract"):
-            (features,), network_input = self._extract([image])
-        with clock("flow_refinement"):
-            flow = self._flow_frame(network_input)
+            (features,), flow = self._extract([image])
         self._reset_on(reset_reason)
         cameras = self._frame_cameras(image.shape[:2])
         return self._track(features, None, stamp_ns, frame_id, clock, reset_reason, flow, cameras)
@@ -411,19 +422,17 @@ class Frontend:
         clock = _Clock()
         reset_reason = self._continuity_break(stamp_ns, frame_id, left)
         with clock("extract"):
-            (features, right_features), network_input = self._extract([left, right])  # one forward pass
-        with clock("flow_refinement"):
-            flow = self._flow_frame(network_input)
+            (features, right_features), flow = self._extract([left, right])  # one forward pass
         self._reset_on(reset_reason)
         cameras = self._frame_cameras(left.shape[:2], right.shape[:2])
         return self._track(features, right_features, stamp_ns, frame_id, clock, reset_reason, flow, cameras)
 
-    def _flow_frame(self, network_input: NetworkInput) -> Optional[FlowFrame]:
-        """The optical flow's view of this frame when ``tracking.flow_refinement`` is on, else
-        ``None`` (not needed)."""
+    def _start_flow_frame(self, network_input: NetworkInput) -> Optional[Future]:
+        """The optical flow's view of this frame (a :class:`FlowFrame`), made in the background
+        thread, when ``tracking.flow_refinement`` is on; else ``None`` (not needed)."""
         if not self.conf.tracking.flow_refinement:
             return None
-        return FlowFrame(tuple(flow_image(g) for g in network_input.grays), network_input.scale)
+        return _BACKGROUND.submit(make_flow_frame, network_input.grays, network_input.scale)
 
     def _check_size(self, images: list) -> None:
         """The ``image.oversize=reject`` policy: raise :class:`ImageError` for images larger than
@@ -449,9 +458,10 @@ class Frontend:
                              f"border")
 
     def _extract(self, images: list) -> tuple:
-        """Features of equal-size images in one forward pass, in input pixels, and the network's
-        input (:class:`NetworkInput`, resized per ``image.max_size``); raises ImageError for
-        unusable input and FrameSkipped for out-of-memory or non-finite network output."""
+        """Features of equal-size images in one forward pass, in input pixels, and the Future of
+        their :class:`FlowFrame` (of the network's input, resized per ``image.max_size``; ``None``
+        without flow refinement); raises ImageError for unusable input and FrameSkipped for
+        out-of-memory or non-finite network output."""
         self._check_size(images)
         network_input = self.extractor.prepare(images, self.conf.image)
         self._check_network_size(network_input)
@@ -470,7 +480,9 @@ class Frontend:
             if not (np.isfinite(f.keypoints).all() and np.isfinite(f.scores).all() and np.isfinite(f.descriptors).all()):
                 # e.g. an fp16 overflow: never hand NaN to a SLAM back-end
                 raise FrameSkipped("the network produced non-finite keypoints, scores or descriptors")
-        return features, network_input
+        # after the forward pass, not during it: on the CPU a third busy thread next to the
+        # network's two made it no faster (measured); it overlaps the temporal matching instead
+        return features, self._start_flow_frame(network_input)
 
     def _continuity_break(self, stamp_ns: int, frame_id: str, image: np.ndarray) -> Optional[str]:
         """Why this frame cannot continue the previous one's tracks (:func:`continuity_break`), or
@@ -489,11 +501,12 @@ class Frontend:
             self.reset()
 
     def _track(self, features: Features, right_features: Optional[Features], stamp_ns: int, frame_id: str,
-               clock: _Clock, reset_reason: Optional[str], flow: Optional[FlowFrame] = None,
+               clock: _Clock, reset_reason: Optional[str], flow: Union[FlowFrame, Future, None] = None,
                cameras: FrameCameras = FrameCameras()) -> FrameResult:
         """Matches, tracks and stereo of an extracted frame. ``flow``: the frame's
-        :class:`FlowFrame`, given when ``tracking.flow_refinement`` is on; ``cameras``: the
-        frame's (:meth:`_frame_cameras`)."""
+        :class:`FlowFrame` (or the Future of it, :meth:`_start_flow_frame`: awaited after the
+        temporal matching and RANSAC, which do not need it), given when
+        ``tracking.flow_refinement`` is on; ``cameras``: the frame's (:meth:`_frame_cameras`)."""
         conf = self.conf
         refine = conf.tracking.flow_refinement
         if refine and flow is None:
@@ -512,13 +525,16 @@ class Frontend:
             temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_ns,
                                        previous.frame_id, geometry.verified, geometry.model, model_type)
             accepted = matches.indices[inliers]
-            if refine:
-                with clock("flow_refinement"):
-                    features, contradicted = self._refine_temporal(features, previous.features, accepted, flow)
-                if contradicted.any():  # the patch went elsewhere: a wrong match, though RANSAC kept it
-                    temporal.inliers = inliers.copy()
-                    temporal.inliers[np.flatnonzero(inliers)[contradicted]] = False
-                    accepted = matches.indices[temporal.inliers]
+        if isinstance(flow, Future):
+            with clock("flow_refinement"):  # what is left of making the flow images: wait for them
+                flow = flow.result()
+        if temporal is not None and refine:
+            with clock("flow_refinement"):
+                features, contradicted = self._refine_temporal(features, previous.features, accepted, flow)
+            if contradicted.any():  # the patch went elsewhere: a wrong match, though RANSAC kept it
+                temporal.inliers = inliers.copy()
+                temporal.inliers[np.flatnonzero(inliers)[contradicted]] = False
+                accepted = matches.indices[temporal.inliers]
         with clock("tracking"):
             verify = partial(self._verify_refound, flow) if refine else None
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,
