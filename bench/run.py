@@ -48,6 +48,7 @@ from superpoint_ros.keypoints import detect_keypoints, logits_to_heatmap, nms, r
 from superpoint_ros.model import SuperPointConfig, SuperPointNet
 from superpoint_ros.weights import load_model, save_checkpoint
 
+from .cpu_side import ReplayedNetwork
 from .images import RESOLUTIONS, frames_at, load_photos, stereo_pair, to_gray_u8
 from .reference import ReferenceExtractor
 from .node_e2e import FRONTEND_VARIANT as NODE_FRONTEND_VARIANT
@@ -451,30 +452,6 @@ def moving_stereo(photos, size, steps: int = 24, disparity_px: int = 8) -> List[
              np.ascontiguousarray(f[:, 2 * disparity_px:2 * disparity_px + w])) for f in wide]
 
 
-class ReplayedNetwork:
-    """A :class:`~superpoint_ros.extractor.FeatureSource` that replays an extractor's output for
-    known images: a Frontend built on it does all its own work (image preparation, flow images,
-    matching, RANSAC, flow refinement, tracks, stereo) but no forward pass. Its wall time per frame
-    is the CPU-side cost that remains next to a GPU's ~2 ms network. ``frames``: tuples of images
-    (a stereo pair), each replayed when the same array objects come back to :meth:`prepare`."""
-
-    def __init__(self, extractor, frames, detector=None):
-        self.extractor = extractor
-        self._features = {tuple(map(id, f)): extractor.extract_batch(list(f), detector) for f in frames}
-        self._images = {key: f for key, f in zip(self._features, frames)}  # keep the ids valid
-        self._next = None
-
-    def __getattr__(self, name):  # device, weights_path, backend_name, ...: the extractor's
-        return getattr(self.extractor, name)
-
-    def prepare(self, images, image=None):
-        self._next = self._features[tuple(map(id, images))]
-        return self.extractor.prepare(images, image)
-
-    def extract_prepared(self, prepared, detector=None):
-        return self._next
-
-
 def bench_frontend(report, device, photos, size, resolution, threshold, args):
     from superpoint_ros.frontend import Frontend
     from superpoint_ros.params import load_params
@@ -516,9 +493,9 @@ CPU_SIDE_VARIANT = "shipped stereo config, network replayed"
 
 
 def bench_frontend_cpu_side(report, device, pairs, conf, shipped, resolution, args):
-    """Issue 17's target: everything the Frontend does per stereo pair but the forward pass
-    (:class:`ReplayedNetwork`), timed as wall time per pair, shipped config vs flow refinement and
-    re-finding off; cheap, so many more repeats than the network tables."""
+    """Issue 17's target: everything the Frontend does per stereo pair but the network and its
+    decoding (:class:`~bench.cpu_side.ReplayedNetwork`), timed as wall time per pair, shipped config
+    vs flow refinement and re-finding off; cheap, so many more repeats than the network tables."""
     from superpoint_ros.frontend import Frontend
 
     replay = ReplayedNetwork(shipped.extractor, pairs, shipped.conf.detector)

@@ -36,13 +36,14 @@ frame's stamp as given (:mod:`superpoint_ros.stamps` converts seconds).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -91,15 +92,38 @@ class FlowFrame:
         return rescale_pixels(xy, self.scale)
 
 
-#: One background thread for the CPU work of a frame that waits on nothing: the flow images
-#: (``tracking.flow_refinement``) are made there while the network and the temporal matching and
-#: RANSAC run (single-threaded numpy/OpenCV filters: on 2 cores they overlap instead of adding up).
-#: Shared by every Frontend of the process; results are identical to making them in line.
-_BACKGROUND = ThreadPoolExecutor(max_workers=1, thread_name_prefix="superpoint_frontend")
+#: Background threads for the CPU work of a frame that waits on nothing: the flow images
+#: (``tracking.flow_refinement``, single-threaded numpy/OpenCV filters, ~2 ms per 480x640 image)
+#: are made there while the temporal match and RANSAC run, so on 2 cores the two overlap instead of
+#: adding up. Shared by the process's Frontends: an idle thread is reused, a new one started (up to
+#: the CPU count) when several front-ends work at once. Results are identical to making them in line.
+_BACKGROUND_THREADS = os.cpu_count() or 2
+_background = ThreadPoolExecutor(_BACKGROUND_THREADS, thread_name_prefix="superpoint_frontend")
 
 
-def make_flow_frame(grays, scale: Optional[tuple]) -> FlowFrame:
-    """:class:`FlowFrame` of the network's images ``grays`` (``(h, w)`` float32 in [0, 1])."""
+def _new_background_after_fork() -> None:
+    # a forked child inherits the executor but not its threads: its tasks would never run
+    global _background
+    _background = ThreadPoolExecutor(_BACKGROUND_THREADS, thread_name_prefix="superpoint_frontend")
+
+
+os.register_at_fork(after_in_child=_new_background_after_fork)
+
+
+def run_in_background(function, *args) -> Future:
+    """``function(*args)`` in a background thread; in line (an already finished Future) once the
+    interpreter is shutting down and no new thread may start."""
+    try:
+        return _background.submit(function, *args)
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+        done: Future = Future()
+        done.set_result(function(*args))
+        return done
+
+
+def make_flow_frame(grays: Sequence[np.ndarray], scale: Optional[tuple]) -> FlowFrame:
+    """:class:`FlowFrame` of the network's images ``grays`` (each ``(h, w)`` float32 in [0, 1]);
+    ``scale``: ``(sx, sy)`` input px per network px when they were resized, else ``None``."""
     return FlowFrame(tuple(flow_image(g) for g in grays), scale)
 
 
@@ -171,8 +195,9 @@ class FrameResult:
     ``track_ids``: ``(N,)`` int64 row-aligned with ``features``; ``track_lengths``: ``(N,)`` int32
     frames observed (1 = new); ``temporal``: ``None`` on the first frame after a reset;
     ``right_features``/``stereo``: stereo only; ``timings``: milliseconds per stage
-    (``extract``, ``temporal_match``, ``ransac``, ``tracking``, ``stereo_match``,
-    ``camera_geometry``, ``total``);
+    (``extract``, ``temporal_match``, ``ransac``, ``flow_refinement``, ``tracking``,
+    ``stereo_match``, ``camera_geometry``, ``total``; ``flow_refinement`` is the temporal flow plus
+    any wait for the flow images, which are made in the background during the temporal match);
     ``reset_reason``: why the tracks were reset before this frame, or ``None``.
 
     Camera geometry (:meth:`Frontend.set_cameras`): ``camera`` / ``right_camera``: the
@@ -401,7 +426,8 @@ class Frontend:
         clock = _Clock()
         reset_reason = self._continuity_break(stamp_ns, frame_id, image)
         with clock("extract"):
-            (features,), flow = self._extract([image])
+            (features,), network_input = self._extract([image])
+        flow = self._start_flow_frame(network_input)
         self._reset_on(reset_reason)
         cameras = self._frame_cameras(image.shape[:2])
         return self._track(features, None, stamp_ns, frame_id, clock, reset_reason, flow, cameras)
@@ -422,17 +448,20 @@ class Frontend:
         clock = _Clock()
         reset_reason = self._continuity_break(stamp_ns, frame_id, left)
         with clock("extract"):
-            (features, right_features), flow = self._extract([left, right])  # one forward pass
+            (features, right_features), network_input = self._extract([left, right])  # one forward pass
+        flow = self._start_flow_frame(network_input)
         self._reset_on(reset_reason)
         cameras = self._frame_cameras(left.shape[:2], right.shape[:2])
         return self._track(features, right_features, stamp_ns, frame_id, clock, reset_reason, flow, cameras)
 
     def _start_flow_frame(self, network_input: NetworkInput) -> Optional[Future]:
-        """The optical flow's view of this frame (a :class:`FlowFrame`), made in the background
-        thread, when ``tracking.flow_refinement`` is on; else ``None`` (not needed)."""
+        """The optical flow's view of this frame (a :class:`FlowFrame`), made in a background
+        thread, when ``tracking.flow_refinement`` is on; else ``None`` (not needed). Started after
+        the forward pass, not before: on the CPU a busy thread next to the network's own made the
+        frame no faster (measured); it overlaps the temporal match and RANSAC instead."""
         if not self.conf.tracking.flow_refinement:
             return None
-        return _BACKGROUND.submit(make_flow_frame, network_input.grays, network_input.scale)
+        return run_in_background(make_flow_frame, network_input.grays, network_input.scale)
 
     def _check_size(self, images: list) -> None:
         """The ``image.oversize=reject`` policy: raise :class:`ImageError` for images larger than
@@ -458,10 +487,9 @@ class Frontend:
                              f"border")
 
     def _extract(self, images: list) -> tuple:
-        """Features of equal-size images in one forward pass, in input pixels, and the Future of
-        their :class:`FlowFrame` (of the network's input, resized per ``image.max_size``; ``None``
-        without flow refinement); raises ImageError for unusable input and FrameSkipped for
-        out-of-memory or non-finite network output."""
+        """Features of equal-size images in one forward pass, in input pixels, and the network's
+        input (:class:`NetworkInput`, resized per ``image.max_size``); raises ImageError for
+        unusable input and FrameSkipped for out-of-memory or non-finite network output."""
         self._check_size(images)
         network_input = self.extractor.prepare(images, self.conf.image)
         self._check_network_size(network_input)
@@ -480,9 +508,7 @@ class Frontend:
             if not (np.isfinite(f.keypoints).all() and np.isfinite(f.scores).all() and np.isfinite(f.descriptors).all()):
                 # e.g. an fp16 overflow: never hand NaN to a SLAM back-end
                 raise FrameSkipped("the network produced non-finite keypoints, scores or descriptors")
-        # after the forward pass, not during it: on the CPU a third busy thread next to the
-        # network's two made it no faster (measured); it overlaps the temporal matching instead
-        return features, self._start_flow_frame(network_input)
+        return features, network_input
 
     def _continuity_break(self, stamp_ns: int, frame_id: str, image: np.ndarray) -> Optional[str]:
         """Why this frame cannot continue the previous one's tracks (:func:`continuity_break`), or
@@ -501,15 +527,15 @@ class Frontend:
             self.reset()
 
     def _track(self, features: Features, right_features: Optional[Features], stamp_ns: int, frame_id: str,
-               clock: _Clock, reset_reason: Optional[str], flow: Union[FlowFrame, Future, None] = None,
+               clock: _Clock, reset_reason: Optional[str], flow_job: Optional[Future] = None,
                cameras: FrameCameras = FrameCameras()) -> FrameResult:
-        """Matches, tracks and stereo of an extracted frame. ``flow``: the frame's
-        :class:`FlowFrame` (or the Future of it, :meth:`_start_flow_frame`: awaited after the
-        temporal matching and RANSAC, which do not need it), given when
-        ``tracking.flow_refinement`` is on; ``cameras``: the frame's (:meth:`_frame_cameras`)."""
+        """Matches, tracks and stereo of an extracted frame. ``flow_job``: the Future of the
+        frame's :class:`FlowFrame` (:meth:`_start_flow_frame`; awaited after the temporal match
+        and RANSAC, which do not need it), given when ``tracking.flow_refinement`` is on;
+        ``cameras``: the frame's (:meth:`_frame_cameras`)."""
         conf = self.conf
         refine = conf.tracking.flow_refinement
-        if refine and flow is None:
+        if refine and flow_job is None:
             raise ValueError("tracking.flow_refinement is on: the frame's FlowFrame is needed")
         previous = self._previous
         temporal = None
@@ -525,9 +551,10 @@ class Frontend:
             temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_ns,
                                        previous.frame_id, geometry.verified, geometry.model, model_type)
             accepted = matches.indices[inliers]
-        if isinstance(flow, Future):
+        flow = None
+        if flow_job is not None:
             with clock("flow_refinement"):  # what is left of making the flow images: wait for them
-                flow = flow.result()
+                flow = flow_job.result()
         if temporal is not None and refine:
             with clock("flow_refinement"):
                 features, contradicted = self._refine_temporal(features, previous.features, accepted, flow)

@@ -100,9 +100,10 @@ def _best_entries(sim: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.
         best0 = sim.max(dim=1)
         return best0.values, best0.indices, sim.argmax(dim=0)
     array = sim.detach().numpy()
-    best0_index = array.argmax(axis=1)
+    best0_index = array.argmax(axis=1).astype(np.int64, copy=False)
     best0_values = np.take_along_axis(array, best0_index[:, None], axis=1)[:, 0]
-    return torch.from_numpy(best0_values), torch.from_numpy(best0_index), torch.from_numpy(array.argmax(axis=0))
+    best1_index = array.argmax(axis=0).astype(np.int64, copy=False)
+    return torch.from_numpy(best0_values), torch.from_numpy(best0_index), torch.from_numpy(best1_index)
 
 
 def _segment_max(values: torch.Tensor, group: torch.Tensor, size: int) -> torch.Tensor:

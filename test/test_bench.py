@@ -80,7 +80,7 @@ def test_frontend_section_times_the_shipped_stereo_frontend(tmp_path, random_wei
     replayed = {r["variant"]: r for r in json.loads(out.read_text())["results"] if r["section"] == "frontend_cpu_side"}
     cpu_side = replayed["shipped stereo config, network replayed"]
     assert "flow_refinement" in cpu_side["stage_ms"] and "stereo_match" in cpu_side["stage_ms"], cpu_side
-    assert 0 < cpu_side["ms_median"] < shipped["ms_median"] and cpu_side["n"] >= 24
+    assert cpu_side["ms_median"] > 0 and cpu_side["n"] == 96  # 4 passes over the 24 pairs
 
 
 def test_the_one_command_writes_json(tmp_path, random_weights):
