@@ -27,6 +27,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FASTDDS_PROFILE = ROOT / "config" / "fastdds_shm.xml"
 #: The node runs its shipped mono configuration (flow refinement included), as a robot would.
 PARAMS_FILE = ROOT / "config" / "superpoint_mono.yaml"
+#: the row the node is compared with for issue 17 (the same frames and parameters, no ROS)
+FRONTEND_VARIANT = "Frontend.process_mono in-process"
 
 
 def _isolate_dds() -> None:
@@ -152,7 +154,7 @@ def bench_node(report, device, photos, resolutions, threshold, args) -> None:
                 samples = time_variants({
                     "node end-to-end (publish -> features received)": lambda i: publish_and_wait(frames[i % len(frames)]),
                     "extractor in-process": lambda i: extractor(frames[i % len(frames)]),
-                    "Frontend.process_mono in-process": frontend_step}, repeats, args.warmup, device, args.budget)
+                    FRONTEND_VARIANT: frontend_step}, repeats, args.warmup, device, args.budget)
             except TimeoutError as e:
                 report.note(f"node {resolution}: {e}")
                 continue

@@ -36,12 +36,14 @@ frame's stamp as given (:mod:`superpoint_ros.stamps` converts seconds).
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -88,6 +90,41 @@ class FlowFrame:
     def from_flow_pixels(self, xy: np.ndarray) -> np.ndarray:
         """Inverse of :meth:`to_flow_pixels`."""
         return rescale_pixels(xy, self.scale)
+
+
+#: Background threads for the CPU work of a frame that waits on nothing: the flow images
+#: (``tracking.flow_refinement``, single-threaded numpy/OpenCV filters, ~2 ms per 480x640 image)
+#: are made there while the temporal match and RANSAC run, so on 2 cores the two overlap instead of
+#: adding up. Shared by the process's Frontends: an idle thread is reused, a new one started (up to
+#: the CPU count) when several front-ends work at once. Results are identical to making them in line.
+_BACKGROUND_THREADS = os.cpu_count() or 2
+_background = ThreadPoolExecutor(_BACKGROUND_THREADS, thread_name_prefix="superpoint_frontend")
+
+
+def _new_background_after_fork() -> None:
+    # a forked child inherits the executor but not its threads: its tasks would never run
+    global _background
+    _background = ThreadPoolExecutor(_BACKGROUND_THREADS, thread_name_prefix="superpoint_frontend")
+
+
+os.register_at_fork(after_in_child=_new_background_after_fork)
+
+
+def run_in_background(function, *args) -> Future:
+    """``function(*args)`` in a background thread; in line (an already finished Future) once the
+    interpreter is shutting down and no new thread may start."""
+    try:
+        return _background.submit(function, *args)
+    except RuntimeError:  # "cannot schedule new futures after interpreter shutdown"
+        done: Future = Future()
+        done.set_result(function(*args))
+        return done
+
+
+def make_flow_frame(grays: Sequence[np.ndarray], scale: Optional[tuple]) -> FlowFrame:
+    """:class:`FlowFrame` of the network's images ``grays`` (each ``(h, w)`` float32 in [0, 1]);
+    ``scale``: ``(sx, sy)`` input px per network px when they were resized, else ``None``."""
+    return FlowFrame(tuple(flow_image(g) for g in grays), scale)
 
 
 class FrameSkipped(RuntimeError):
@@ -158,8 +195,9 @@ class FrameResult:
     ``track_ids``: ``(N,)`` int64 row-aligned with ``features``; ``track_lengths``: ``(N,)`` int32
     frames observed (1 = new); ``temporal``: ``None`` on the first frame after a reset;
     ``right_features``/``stereo``: stereo only; ``timings``: milliseconds per stage
-    (``extract``, ``temporal_match``, ``ransac``, ``tracking``, ``stereo_match``,
-    ``camera_geometry``, ``total``);
+    (``extract``, ``temporal_match``, ``ransac``, ``flow_refinement``, ``tracking``,
+    ``stereo_match``, ``camera_geometry``, ``total``; ``flow_refinement`` is the temporal flow plus
+    any wait for the flow images, which are made in the background during the temporal match);
     ``reset_reason``: why the tracks were reset before this frame, or ``None``.
 
     Camera geometry (:meth:`Frontend.set_cameras`): ``camera`` / ``right_camera``: the
@@ -389,8 +427,7 @@ class Frontend:
         reset_reason = self._continuity_break(stamp_ns, frame_id, image)
         with clock("extract"):
             (features,), network_input = self._extract([image])
-        with clock("flow_refinement"):
-            flow = self._flow_frame(network_input)
+        flow = self._start_flow_frame(network_input)
         self._reset_on(reset_reason)
         cameras = self._frame_cameras(image.shape[:2])
         return self._track(features, None, stamp_ns, frame_id, clock, reset_reason, flow, cameras)
@@ -412,18 +449,19 @@ class Frontend:
         reset_reason = self._continuity_break(stamp_ns, frame_id, left)
         with clock("extract"):
             (features, right_features), network_input = self._extract([left, right])  # one forward pass
-        with clock("flow_refinement"):
-            flow = self._flow_frame(network_input)
+        flow = self._start_flow_frame(network_input)
         self._reset_on(reset_reason)
         cameras = self._frame_cameras(left.shape[:2], right.shape[:2])
         return self._track(features, right_features, stamp_ns, frame_id, clock, reset_reason, flow, cameras)
 
-    def _flow_frame(self, network_input: NetworkInput) -> Optional[FlowFrame]:
-        """The optical flow's view of this frame when ``tracking.flow_refinement`` is on, else
-        ``None`` (not needed)."""
+    def _start_flow_frame(self, network_input: NetworkInput) -> Optional[Future]:
+        """The optical flow's view of this frame (a :class:`FlowFrame`), made in a background
+        thread, when ``tracking.flow_refinement`` is on; else ``None`` (not needed). Started after
+        the forward pass, not before: on the CPU a busy thread next to the network's own made the
+        frame no faster (measured); it overlaps the temporal match and RANSAC instead."""
         if not self.conf.tracking.flow_refinement:
             return None
-        return FlowFrame(tuple(flow_image(g) for g in network_input.grays), network_input.scale)
+        return run_in_background(make_flow_frame, network_input.grays, network_input.scale)
 
     def _check_size(self, images: list) -> None:
         """The ``image.oversize=reject`` policy: raise :class:`ImageError` for images larger than
@@ -489,14 +527,15 @@ class Frontend:
             self.reset()
 
     def _track(self, features: Features, right_features: Optional[Features], stamp_ns: int, frame_id: str,
-               clock: _Clock, reset_reason: Optional[str], flow: Optional[FlowFrame] = None,
+               clock: _Clock, reset_reason: Optional[str], flow_job: Optional[Future] = None,
                cameras: FrameCameras = FrameCameras()) -> FrameResult:
-        """Matches, tracks and stereo of an extracted frame. ``flow``: the frame's
-        :class:`FlowFrame`, given when ``tracking.flow_refinement`` is on; ``cameras``: the
-        frame's (:meth:`_frame_cameras`)."""
+        """Matches, tracks and stereo of an extracted frame. ``flow_job``: the Future of the
+        frame's :class:`FlowFrame` (:meth:`_start_flow_frame`; awaited after the temporal match
+        and RANSAC, which do not need it), given when ``tracking.flow_refinement`` is on;
+        ``cameras``: the frame's (:meth:`_frame_cameras`)."""
         conf = self.conf
         refine = conf.tracking.flow_refinement
-        if refine and flow is None:
+        if refine and flow_job is None:
             raise ValueError("tracking.flow_refinement is on: the frame's FlowFrame is needed")
         previous = self._previous
         temporal = None
@@ -512,13 +551,17 @@ class Frontend:
             temporal = TemporalMatches(matches.indices, matches.distances, inliers, previous.stamp_ns,
                                        previous.frame_id, geometry.verified, geometry.model, model_type)
             accepted = matches.indices[inliers]
-            if refine:
-                with clock("flow_refinement"):
-                    features, contradicted = self._refine_temporal(features, previous.features, accepted, flow)
-                if contradicted.any():  # the patch went elsewhere: a wrong match, though RANSAC kept it
-                    temporal.inliers = inliers.copy()
-                    temporal.inliers[np.flatnonzero(inliers)[contradicted]] = False
-                    accepted = matches.indices[temporal.inliers]
+        flow = None
+        if flow_job is not None:
+            with clock("flow_refinement"):  # what is left of making the flow images: wait for them
+                flow = flow_job.result()
+        if temporal is not None and refine:
+            with clock("flow_refinement"):
+                features, contradicted = self._refine_temporal(features, previous.features, accepted, flow)
+            if contradicted.any():  # the patch went elsewhere: a wrong match, though RANSAC kept it
+                temporal.inliers = inliers.copy()
+                temporal.inliers[np.flatnonzero(inliers)[contradicted]] = False
+                accepted = matches.indices[temporal.inliers]
         with clock("tracking"):
             verify = partial(self._verify_refound, flow) if refine else None
             track_ids, track_lengths = self.tracks.update(features.keypoints, features.descriptors, accepted,

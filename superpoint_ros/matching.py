@@ -71,25 +71,39 @@ def mutual_nn_match_tensors(desc0: torch.Tensor, desc1: torch.Tensor, ratio_test
     sim = desc0.float() @ desc1.float().t()
     if allowed is not None:
         sim = torch.where(allowed.to(device), sim, torch.full_like(sim, _EXCLUDED))
-    best0 = sim.max(dim=1)
-    best1_index = sim.argmax(dim=0)
+    best0_values, best0_index, best1_index = _best_entries(sim)
     index0 = torch.arange(n, device=device)
-    keep = best1_index[best0.indices] == index0
+    keep = best1_index[best0_index] == index0
     if allowed is not None:  # a row without any allowed pair has no match
-        keep &= best0.values > _EXCLUDED / 2
-    distance = _unit_distance(best0.values)
+        keep &= best0_values > _EXCLUDED / 2
+    distance = _unit_distance(best0_values)
     if ratio_test is not None and m > 1:
         # the runner-up: the row's maximum with its best entry set aside (= topk(2)'s second value,
         # ties included; measured 5x cheaper than topk at 500 x 500). sim is not needed after this.
-        second = sim.scatter_(1, best0.indices[:, None], float("-inf")).amax(dim=1)
+        second = sim.scatter_(1, best0_index[:, None], float("-inf")).amax(dim=1)
         # no second allowed candidate: the match is unambiguous, the test passes
         second_distance = torch.where(second > _EXCLUDED / 2, _unit_distance(second),
                                       torch.full_like(second, float("inf")))
         keep &= distance < float(ratio_test) * second_distance
     if max_distance is not None:
         keep &= distance <= float(max_distance)
-    indices = torch.stack([index0[keep], best0.indices[keep]], dim=1)
+    indices = torch.stack([index0[keep], best0_index[keep]], dim=1)
     return indices, distance[keep]
+
+
+def _best_entries(sim: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(N, M)`` similarities -> ``(each row's maximum (N,), its column (N,) long, each column's
+    best row (M,) long)``, ties to the lower index. On the CPU numpy's argmax does it on the same
+    memory (exactly the same result; measured 0.25 + 0.40 ms with torch vs 0.03 + 0.11 ms at
+    450 x 450, one thread)."""
+    if sim.device.type != "cpu":
+        best0 = sim.max(dim=1)
+        return best0.values, best0.indices, sim.argmax(dim=0)
+    array = sim.detach().numpy()
+    best0_index = array.argmax(axis=1).astype(np.int64, copy=False)
+    best0_values = np.take_along_axis(array, best0_index[:, None], axis=1)[:, 0]
+    best1_index = array.argmax(axis=0).astype(np.int64, copy=False)
+    return torch.from_numpy(best0_values), torch.from_numpy(best0_index), torch.from_numpy(best1_index)
 
 
 def _segment_max(values: torch.Tensor, group: torch.Tensor, size: int) -> torch.Tensor:

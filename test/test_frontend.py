@@ -366,3 +366,60 @@ def test_a_huge_frame_makes_no_full_resolution_copies(random_weights):
     growth_mib, resized_to = out.stdout.split(maxsplit=1)
     assert resized_to.strip() == "(256, 256)"
     assert float(growth_mib) < 100, growth_mib
+
+
+def test_flow_images_made_in_the_background_belong_to_their_own_frame(extractor, random_weights, camera_image):
+    # the flow images are made in the shared background thread (frontend._BACKGROUND) while the
+    # temporal match runs: two front-ends fed from two threads at once must each keep the flow
+    # images of their own frames, exactly as made in line
+    import threading
+
+    from superpoint_ros.frontend import make_flow_frame
+
+    frames = {"a": crops(camera_image, 4), "b": [np.ascontiguousarray(f[::-1]) for f in crops(camera_image, 4)]}
+    frontends = {"a": Frontend(LENIENT, extractor=extractor),  # one extractor each: only the worker is shared
+                 "b": Frontend(LENIENT, extractor=FeatureExtractor(weights=random_weights, device="cpu"))}
+    errors = []
+
+    def run(name):
+        try:
+            for k, image in enumerate(frames[name]):
+                frontends[name].process_mono(image, ns(1.0 + 0.1 * k), "cam")
+                prepared = frontends[name].extractor.prepare([image], frontends[name].conf.image)
+                expected = make_flow_frame(prepared.grays, prepared.scale)
+                assert np.array_equal(frontends[name]._flow_history[-1].left, expected.left), (name, k)
+        except Exception as e:  # noqa: BLE001 - reported below, in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=run, args=(name,)) for name in frames]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads), "a front-end hung"
+    assert not errors, errors
+    assert all(len(f._flow_history) == 2 for f in frontends.values())  # tracking.max_age 2 keeps 2
+
+
+def _background_answer(queue):
+    from superpoint_ros.frontend import run_in_background
+
+    queue.put(run_in_background(sum, [40, 2]).result(timeout=20))
+
+
+def test_the_background_thread_works_in_a_forked_child():
+    # a forked child inherits the executor but not its (idle) thread: without a new executor the
+    # child's first frame would wait for its flow images forever
+    import multiprocessing
+
+    from superpoint_ros.frontend import run_in_background
+
+    assert run_in_background(sum, [1, 2]).result(timeout=20) == 3  # the parent's thread exists now
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_background_answer, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0 and queue.get(timeout=5) == 42
