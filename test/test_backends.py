@@ -154,18 +154,12 @@ def test_auto_backend_picks_onnxruntime_for_cpu_float32(random_weights):
         assert bf16.backend_name == "torch+bfloat16+channels_last"
 
 
-def test_int8_network_keeps_keypoints_and_descriptors_of_the_trained_model(astronaut_bgr):
+def test_int8_network_keeps_keypoints_and_descriptors_of_the_trained_model(astronaut_bgr, trained_weights):
     """precision='int8': ONNX Runtime static quantisation calibrated on training-split photos. On an
     evaluation photo the keypoints stay (measured 91 % within 1 px at 480x640) and descriptors barely
     move (cosine 0.9997)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from superpoint_ros.weights import WeightsError, default_weights_path
-
-    try:
-        default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
     conf = dict(device="cpu", max_keypoints=1000, detection_threshold=0.005)
     fp32, int8 = FeatureExtractor(**conf), FeatureExtractor(precision="int8", **conf)
     assert int8.backend_name == "onnxruntime+int8" and not int8.runner.fallbacks and int8.dtype == torch.float32

@@ -13,16 +13,6 @@ def overlap(a, b, tol=1.0):
     return float((d.min(axis=1) <= tol).mean())
 
 
-@pytest.fixture(scope="module")
-def trained_weights():
-    from superpoint_ros.weights import WeightsError, default_weights_path
-
-    try:
-        return str(default_weights_path())
-    except WeightsError:
-        pytest.skip("no trained model in models/ (a random network's flat heatmap is all near-ties)")
-
-
 def test_cuda_fp32_matches_cpu_fp32(trained_weights, camera_image):
     conf = dict(weights=trained_weights, max_keypoints=500)
     cpu = FeatureExtractor(device="cpu", **conf)(camera_image)

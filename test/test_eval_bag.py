@@ -225,15 +225,9 @@ def test_cli_errors(tiny_bag, tmp_path, capsys):
         pose.read_tum(bad_tum)
 
 
-def test_default_model_recovers_the_sample_trajectory(tmp_path):
+def test_default_model_recovers_the_sample_trajectory(tmp_path, trained_weights):
     """Quality: with the shipped model the front-end's inlier matches on the sample bag agree with
     the exact ground truth (skipped when the model is not there)."""
-    from superpoint_ros.weights import WeightsError, default_weights_path
-
-    try:
-        default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
     sample = ensure_sample_bag(tmp_path, SampleConf(size=(240, 320), num_frames=12))
     summary, _, _ = bag_eval.evaluate_bag(sample.bag, TOPICS["left_image"], TOPICS["right_image"],
                                           {"extractor.device": "cpu"}, sample.groundtruth, show_progress=False)

@@ -162,14 +162,8 @@ def test_resized_homographies_stay_consistent(tiny_dataset):
     assert images[0].shape == (60, 100) and native[0].shape == SIZE
 
 
-def test_default_model_beats_chance_on_real_photos(tiny_dataset):
+def test_default_model_beats_chance_on_real_photos(tiny_dataset, trained_weights):
     """Quality: the shipped model recovers most homographies of the tiny set (skipped without it)."""
-    from superpoint_ros.weights import WeightsError, default_weights_path
-
-    try:
-        default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
     report = hpatches.run_benchmark(tiny_dataset, ["superpoint"], None, {"resize": None, "device": "cpu"},
                                     show_progress=False)
     result = report["results"]["superpoint"]

@@ -105,18 +105,12 @@ def test_a_match_the_flow_contradicts_keeps_its_detection_and_is_flagged(photo):
         refine_with_flow(photo, photo[:100], points, points)
 
 
-def test_frontend_flow_refinement_makes_tracks_and_stereo_sub_pixel_consistent(photo):
+def test_frontend_flow_refinement_makes_tracks_and_stereo_sub_pixel_consistent(photo, trained_weights):
     """A camera sliding sideways by 1.35 px per frame over a photo, seen by a rectified pair with a
     disparity of 6.4 px: with the option on, matched positions follow the true motion far more
     closely than the detections do, and the wrong matches RANSAC lets through (a neighbouring
     detection along the epipolar line) are gone (the shipped model, same frames)."""
     from superpoint_ros.frontend import Frontend
-    from superpoint_ros.weights import WeightsError, default_weights_path
-
-    try:
-        default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
 
     step, disparity = 1.35, 6.4
     frames = [(shifted(photo, k * step, 0.0), shifted(photo, k * step - disparity, 0.0)) for k in range(4)]
@@ -155,18 +149,12 @@ def test_frontend_flow_refinement_makes_tracks_and_stereo_sub_pixel_consistent(p
     assert wrong[True] <= 0.1 * wrong[False] + 1 and kept[True] > 0.8 * kept[False], (wrong, kept)
 
 
-def test_frontend_refinds_tracks_across_a_missed_frame_at_the_flow_position(photo):
+def test_frontend_refinds_tracks_across_a_missed_frame_at_the_flow_position(photo, trained_weights):
     """Frame 1 loses part of the view (a flat patch over it: those points are not detected), frame
     2 shows it again, moved: with tracking.max_age the tracks there are re-found by descriptor,
     confirmed by flow from frame 0 and placed where the flow says (the true motion), not at the
     raw detections."""
     from superpoint_ros.frontend import Frontend
-    from superpoint_ros.weights import WeightsError, default_weights_path
-
-    try:
-        default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
 
     step = 1.35
     covered = photo.copy()

@@ -12,7 +12,7 @@ from superpoint_ros.frontend import Frontend, continuity_break
 from superpoint_ros.image import ImageError
 from superpoint_ros.params import ParamsError
 from superpoint_ros.stamps import stamp_ns_from_seconds as ns
-from superpoint_ros.weights import WeightsError, default_weights_path
+from superpoint_ros.weights import WeightsError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -197,15 +197,11 @@ def test_stereo_disparities_agree_with_ground_truth_with_a_trained_model(trained
     assert np.mean(np.abs(s.disparities[known] - truth[known]) <= 3.0) >= 0.8
 
 
-def test_shipped_stereo_config_gives_sub_pixel_disparities_on_a_real_pair():
+def test_shipped_stereo_config_gives_sub_pixel_disparities_on_a_real_pair(trained_weights):
     """Middlebury's motorcycle pair (scikit-image, evaluation split) with its ground-truth disparity,
     through the shipped stereo configuration: the flow refinement makes the disparities sub-pixel
     (measured median error 0.18 px, 0.52 px without it; ORB 0.22, SIFT 0.25 through the same
     front-end) and drops matches the flow contradicts."""
-    try:
-        default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
     from skimage import data
 
     from superpoint_ros.params import load_params

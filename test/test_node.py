@@ -204,13 +204,8 @@ def test_declared_parameters_carry_ranges_and_descriptions(base, harness_factory
     assert "homography" in d.additional_constraints
 
 
-def test_stereo_matches_agree_with_ground_truth_disparity_with_the_trained_model(harness_factory):
-    from superpoint_ros.weights import WeightsError, default_weights_path
-
-    try:
-        weights = str(default_weights_path())
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
+def test_stereo_matches_agree_with_ground_truth_disparity_with_the_trained_model(harness_factory, trained_weights):
+    weights = trained_weights
     from skimage import data
 
     left, right, disparity = data.stereo_motorcycle()

@@ -17,7 +17,6 @@ from superpoint_ros.camera_models import rectify_points, undistort_points
 from superpoint_ros.evaluation.sample_data import SampleConf, ensure_sample_bag, sample_cameras, true_disparities
 from superpoint_ros.io import bags
 from superpoint_ros.io.messages import decode_features, decode_stereo_matches, decode_vins_feature, wrap_vins_ids
-from superpoint_ros.weights import WeightsError, default_weights_path
 
 pytestmark = pytest.mark.ros
 
@@ -38,11 +37,8 @@ MIN_MEDIAN_ERROR_WITHOUT_INFO_PX = 5.0
 
 
 @pytest.fixture(scope="module")
-def weights():
-    try:
-        return str(default_weights_path())
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
+def weights(trained_weights):
+    return trained_weights
 
 
 @pytest.fixture(scope="module")

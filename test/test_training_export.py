@@ -1,4 +1,6 @@
 """TorchScript and ONNX export checked against eager PyTorch (superpoint_ros.training.export)."""
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -63,20 +65,16 @@ def test_cli_fails_when_the_tolerance_is_not_met(tmp_path, tiny_weights, capsys)
 
 
 
-def test_int8_export_is_the_extractors_int8_network_and_checked(tmp_path):
+def test_int8_export_is_the_extractors_int8_network_and_checked(tmp_path, trained_weights):
     """``--formats onnx-int8`` writes what ``precision: int8`` runs, checked by descriptor
     direction (the trained model's 5th-percentile cosine: 0.993 with int8 weights on a VNNI CPU,
     0.963 with the uint8 weights a CPU without VNNI runs: ``INT8_MIN_COSINE``)."""
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     from superpoint_ros.backends import int8_weight_type, quantize_onnx
-    from superpoint_ros.weights import WeightsError, default_weights_path
 
-    try:
-        weights = default_weights_path()
-    except WeightsError as e:
-        pytest.skip(f"needs the trained default model: {e}")
-    report = ex.export(str(weights), tmp_path, formats=["onnx-int8"])
+    weights = Path(trained_weights)
+    report = ex.export(trained_weights, tmp_path, formats=["onnx-int8"])
     r = report["onnx-int8"]
     assert r["weight_type"] == int8_weight_type()
     assert r["checked"] and ex.INT8_MIN_COSINE[r["weight_type"]] <= r["descriptor_cosine_p05"] <= 1.0
