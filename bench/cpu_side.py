@@ -1,6 +1,6 @@
 """The front-end's CPU side (issue 17): everything but the network and its decoding, per frame.
 
-    python -m bench.cpu_side [--rounds 3] [--frames 96] [--json OUT]
+    python -m bench.cpu_side [--rounds 3] [--frames 96] [--flow back_pyramid_levels=0] [--json OUT]
     PYTHONPATH=<another checkout> python bench/cpu_side.py      # the same on that checkout's code
 
 The extractor's output (network + keypoint decoding) for the bench's moving cameras (480x640, real
@@ -9,7 +9,9 @@ work (image preparation, flow images, matching, RANSAC, flow refinement, tracks,
 forward pass and no decoding: what remains next to a GPU's ~2 ms network + decoding. Matching runs
 on the CPU here (on a GPU robot it runs where the extractor does). Four front-ends (mono / stereo, shipped config / flow refinement and
 re-finding off) are timed round-robin, frame by frame, in one process; medians in ms per frame, and
-each stage's median. Only public APIs are used, so the script runs against older checkouts too.
+each stage's median. ``--flow FIELD=VALUE`` adds the two shipped front-ends with that Lucas-Kanade
+setting (``FlowConf``, in both ``tracking.flow`` and ``tracking.refound_flow``) to the round-robin.
+Only public APIs are used, so the script runs against older checkouts too (without ``--flow``).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -53,8 +55,9 @@ class ReplayedNetwork:
 PLAIN = {"tracking.flow_refinement": False, "tracking.max_age": 0}
 
 
-def build_frontends(photos, size=(480, 640)) -> Dict[str, tuple]:
-    """Name -> (Frontend on replayed network output, its frames, stereo?)."""
+def build_frontends(photos, size=(480, 640), flow: Optional[dict] = None) -> Dict[str, tuple]:
+    """Name -> (Frontend on replayed network output, its frames, stereo?); ``flow``: FlowConf
+    fields of an extra shipped front-end per camera."""
     from bench.node_e2e import moving_camera
     from bench.run import moving_stereo
     from superpoint_ros.frontend import Frontend
@@ -72,6 +75,11 @@ def build_frontends(photos, size=(480, 640)) -> Dict[str, tuple]:
         out[f"{mode}, shipped config"] = (Frontend(conf, extractor=replay), frames, mode == "stereo")
         out[f"{mode}, flow refinement and re-finding off"] = (Frontend({**conf, **PLAIN}, extractor=replay), frames,
                                                               mode == "stereo")
+        if flow:
+            from bench.flow_settings import with_flow
+
+            name = f"{mode}, shipped + " + ", ".join(f"{k}={v}" for k, v in flow.items())
+            out[name] = (Frontend(with_flow(shipped.conf, flow), extractor=replay), frames, mode == "stereo")
     return out
 
 
@@ -100,13 +108,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.cpu_side", description=__doc__.split("\n\n")[0])
     p.add_argument("--rounds", type=int, default=3, help="timed rounds (each: every front-end, --frames frames)")
     p.add_argument("--frames", type=int, default=96, help="timed frames per front-end and round")
+    p.add_argument("--flow", action="append", default=[], metavar="FIELD=VALUE",
+                   help="also time the shipped front-ends with this FlowConf field (int), e.g. back_pyramid_levels=0")
     p.add_argument("--json", help="write the results here")
     args = p.parse_args(argv)
+    flow = {}
+    for item in args.flow:
+        field, _, value = item.partition("=")
+        if not field or not value.lstrip("-").isdigit():
+            p.error(f"--flow wants FIELD=INT, got {item!r}")
+        flow[field] = int(value)
     from bench.images import load_photos
     from superpoint_ros.backends import configure_process
 
     configure_process()
-    frontends = build_frontends(load_photos())
+    frontends = build_frontends(load_photos(), flow=flow)
     rounds = [time_frontends(frontends, args.frames) for _ in range(args.rounds)]
     print("ms per frame at 480x640, network output replayed (median of the round medians; fastest round)")
     result = {}

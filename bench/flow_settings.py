@@ -29,6 +29,7 @@ SETTINGS: Dict[str, dict] = {
     "window 9": {"window": 9},
     "2 levels": {"pyramid_levels": 1},
     "1 level": {"pyramid_levels": 0},
+    "1 level for the way back only": {"back_pyramid_levels": 0},
 }
 
 

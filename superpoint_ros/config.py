@@ -95,6 +95,7 @@ class FlowConf:
 
     window: int = 15                # px, side of the Lucas-Kanade window
     pyramid_levels: int = 2         # matches are already within a few px: a shallow pyramid suffices
+    back_pyramid_levels: Optional[int] = None  # the way back (it starts at the start point); None = pyramid_levels
     max_back_error: float = 0.5     # px, forward-backward consistency
     max_shift: float = 2.0          # px, how far the refined point may be from the detection
 

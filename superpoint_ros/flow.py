@@ -65,11 +65,15 @@ def _normalize_in_place(image: np.ndarray, window: int, scale: float) -> np.ndar
 
 def flow_forward_backward(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray,
                           start1: Optional[np.ndarray] = None, window: int = 15,
-                          pyramid_levels: int = 2) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+                          pyramid_levels: int = 2, back_pyramid_levels: Optional[int] = None
+                          ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pyramidal Lucas-Kanade from ``image0`` to ``image1`` and back.
 
     ``points0``: ``(N, 2)`` xy px; ``start1``: where to start in ``image1`` (``None``: at
-    ``points0``). Returns ``(points1 (N, 2) float32, ok (N,) bool, back_error (N,) float32 px)``:
+    ``points0``); ``pyramid_levels``: levels above the image (OpenCV's ``maxLevel``);
+    ``back_pyramid_levels``: the same for the way back (``None``: ``pyramid_levels``), which
+    starts next to where it should end. Returns ``(points1 (N, 2) float32, ok (N,) bool,
+    back_error (N,) float32 px)``:
     ``ok`` when both directions converged to finite points; ``back_error`` is how far the way back
     lands from ``points0`` (callers set their own limit).
     """
@@ -86,6 +90,8 @@ def flow_forward_backward(image0: np.ndarray, image1: np.ndarray, points0: np.nd
         guess = np.ascontiguousarray(start1, np.float32).reshape(-1, 1, 2).copy()
         p1, status, _ = cv2.calcOpticalFlowPyrLK(image0, image1, p0, guess, flags=cv2.OPTFLOW_USE_INITIAL_FLOW,
                                                  **params)
+    if back_pyramid_levels is not None:
+        params = dict(params, maxLevel=back_pyramid_levels)
     if start1 is None:  # plain tracking: the way back starts where the way there ended
         back, back_status, _ = cv2.calcOpticalFlowPyrLK(image1, image0, p1, None, **params)
     else:  # guided (e.g. a 12 px stereo disparity): start back at points0, as the way there started
@@ -119,7 +125,7 @@ def refine_with_flow(image0: np.ndarray, image1: np.ndarray, points0: np.ndarray
     if len(guesses1) == 0:
         return guesses1.copy(), np.zeros(0, bool), np.zeros(0, bool)
     p1, converged, back_error = flow_forward_backward(image0, image1, points0, guesses1, conf.window,
-                                                      conf.pyramid_levels)
+                                                      conf.pyramid_levels, conf.back_pyramid_levels)
     h, w = image1.shape[:2]
     converged &= ((back_error <= conf.max_back_error) & (p1[:, 0] >= -0.5) & (p1[:, 0] <= w - 0.5)
                   & (p1[:, 1] >= -0.5) & (p1[:, 1] <= h - 0.5))

@@ -44,6 +44,26 @@ def test_refined_matches_land_on_the_true_sub_pixel_position(photo):
     np.testing.assert_array_equal(refined[~ok], guesses[~ok])  # failures keep the detection
 
 
+def test_fewer_levels_for_the_way_back_change_only_the_way_back(photo):
+    # FlowConf.back_pyramid_levels (bench.flow_settings measures its accuracy): the way there is
+    # the same call, so the refined points are bit-identical; the consistency check still passes
+    from dataclasses import replace
+
+    from superpoint_ros.flow import flow_forward_backward
+
+    shift = np.float32([2.3, -1.7])
+    moved = shifted(photo, *shift)
+    points = corners(photo)
+    guesses = np.round(points + shift).astype(np.float32)
+    full = flow_forward_backward(photo, moved, points, guesses, 15, 2)
+    shallow = flow_forward_backward(photo, moved, points, guesses, 15, 2, back_pyramid_levels=0)
+    np.testing.assert_array_equal(full[0], shallow[0])
+    both = full[1] & shallow[1]
+    assert both.mean() > 0.9 and np.median(np.abs(full[2][both] - shallow[2][both])) < 0.01
+    refined, ok, _ = refine_with_flow(photo, moved, points, guesses, replace(FlowConf(), back_pyramid_levels=0))
+    assert ok.mean() > 0.9 and np.array_equal(refined[ok], full[0][ok])
+
+
 @pytest.mark.parametrize("gain, offset", [(1.3, 0.0), (0.7, 10.0), (1.0, 25.0)])
 def test_an_exposure_change_does_not_bias_the_refinement_on_normalised_images(photo, gain, offset):
     """Auto-exposure between frames: on raw images the flow drifts (and still passes the
