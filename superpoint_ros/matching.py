@@ -76,19 +76,29 @@ def mutual_nn_match_tensors(desc0: torch.Tensor, desc1: torch.Tensor, ratio_test
     keep = best1_index[best0_index] == index0
     if allowed is not None:  # a row without any allowed pair has no match
         keep &= best0_values > _EXCLUDED / 2
-    distance = _unit_distance(best0_values)
+    second = None
     if ratio_test is not None and m > 1:
         # the runner-up: the row's maximum with its best entry set aside (= topk(2)'s second value,
         # ties included; measured 5x cheaper than topk at 500 x 500). sim is not needed after this.
         second = sim.scatter_(1, best0_index[:, None], float("-inf")).amax(dim=1)
-        # no second allowed candidate: the match is unambiguous, the test passes
+    return _accepted_matches(index0, best0_index, best0_values, keep, second, ratio_test, max_distance)
+
+
+def _accepted_matches(index0: torch.Tensor, best0_index: torch.Tensor, best0_values: torch.Tensor,
+                      keep: torch.Tensor, second: Optional[torch.Tensor], ratio_test: Optional[float],
+                      max_distance: Optional[float]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The matches ``(index0, best0_index)`` among the mutual ones (``keep``, ``(N,)`` bool) that
+    pass the ratio test against each row's runner-up similarity ``second`` (``(N,)``; at most
+    ``_EXCLUDED`` or ``-inf`` where a row has none: unambiguous, it passes; ``None``: no test) and
+    ``max_distance`` -> ``(indices (K, 2) long, distances (K,) float32)``."""
+    distance = _unit_distance(best0_values)
+    if second is not None:
         second_distance = torch.where(second > _EXCLUDED / 2, _unit_distance(second),
                                       torch.full_like(second, float("inf")))
-        keep &= distance < float(ratio_test) * second_distance
+        keep = keep & (distance < float(ratio_test) * second_distance)
     if max_distance is not None:
-        keep &= distance <= float(max_distance)
-    indices = torch.stack([index0[keep], best0_index[keep]], dim=1)
-    return indices, distance[keep]
+        keep = keep & (distance <= float(max_distance))
+    return torch.stack([index0[keep], best0_index[keep]], dim=1), distance[keep]
 
 
 def _best_entries(sim: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -159,18 +169,11 @@ def mutual_nn_match_candidates(desc0: torch.Tensor, desc1: torch.Tensor, candida
     index0 = torch.arange(n, device=device)
     has = best0_index < m  # a row without any candidate has no match
     keep = has & (best1_index[best0_index.clamp(max=m - 1)] == index0)
-    distance = _unit_distance(best0)
+    second = None
     if ratio_test is not None:
         runner_up = j != best0_index[i]  # every candidate of the row but its best one
-        second = _segment_max(sim[runner_up], i[runner_up], n)
-        # no second candidate: the match is unambiguous, the test passes
-        second_distance = torch.where(torch.isfinite(second), _unit_distance(second),
-                                      torch.full_like(second, float("inf")))
-        keep &= distance < float(ratio_test) * second_distance
-    if max_distance is not None:
-        keep &= distance <= float(max_distance)
-    indices = torch.stack([index0[keep], best0_index[keep]], dim=1)
-    return indices, distance[keep]
+        second = _segment_max(sim[runner_up], i[runner_up], n)  # -inf: no second candidate
+    return _accepted_matches(index0, best0_index, best0, keep, second, ratio_test, max_distance)
 
 
 def match_descriptors(desc0: Array, desc1: Array, ratio_test: Optional[float] = None,
